@@ -1,0 +1,94 @@
+"""Statistics of a replay: every packet in comes out once, in exactly one outcome.
+
+`packets == sum(outcomes.values())` is the invariant; each outcome also counts its reasons (why a
+packet was dropped, aborted or ended in error), so every corner has a named bucket.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+OUTCOMES = ("pass", "tx", "redirect", "drop", "aborted", "error")
+
+# Reasons, by outcome (the README lists them):
+REASONS = {
+    "pass": {
+        "xdp_pass": "an XDP program returned XDP_PASS (or the chain ran off its end)",
+        "no_program": "the interface has no XDP program",
+    },
+    "tx": {"xdp_tx": "XDP_TX: sent back out of the interface it came in on"},
+    "redirect": {
+        "interface": "redirected to an interface of the pipeline",
+        "cpu": "redirected to a CPU through a cpumap",
+        "xsk": "redirected to an AF_XDP socket through an xskmap",
+    },
+    "drop": {
+        "xdp_drop": "an XDP program returned XDP_DROP",
+        "redirect_failed": "XDP_REDIRECT to a target that does not exist (the kernel drops it)",
+        "frame_too_short": "a frame shorter than an Ethernet header (14 bytes): NICs drop runts",
+        "frame_too_long": "a frame longer than a single-buffer XDP frame (3520 bytes) for a program "
+        "without xdp.frags",
+    },
+    "aborted": {
+        "xdp_aborted": "an XDP program returned XDP_ABORTED",
+        "unknown_action": "an XDP program returned a value that is not an XDP action",
+        "redirect_without_target": "XDP_REDIRECT returned without a successful bpf_redirect*() call",
+    },
+    "error": {
+        "program_fault": "the program faulted (bad memory access, runaway loop, bad helper argument)",
+        "truncated_record": "the capture's record was cut short (damaged file)",
+    },
+}
+
+
+@dataclass
+class Stats:
+    packets: int = 0
+    outcomes: Counter = field(default_factory=Counter)
+    reasons: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    programs: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    interfaces: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    queues: Counter = field(default_factory=Counter)
+    redirect_targets: Counter = field(default_factory=Counter)
+    tail_calls: int = 0
+    helper_calls: Counter = field(default_factory=Counter)
+    errors: Counter = field(default_factory=Counter)  # fault kind + reason text
+    capture: dict = field(default_factory=dict)
+    clamped_timestamps: int = 0
+    engine: str = ""
+    seconds: float = 0.0
+
+    def count(self, outcome: str, reason: str, interface: str | None = None) -> None:
+        assert outcome in OUTCOMES, outcome
+        self.packets += 1
+        self.outcomes[outcome] += 1
+        self.reasons[outcome][reason] += 1
+        if interface is not None:
+            self.interfaces[interface][outcome] += 1
+
+    def check(self) -> None:
+        """The accounting invariant; a violation is a bug in xdpsim."""
+        total = sum(self.outcomes.values())
+        if total != self.packets:
+            raise AssertionError(f"accounting: {self.packets} packets in, {total} out")
+
+    def to_dict(self) -> dict:
+        self.check()
+        return {
+            "packets": self.packets,
+            "outcomes": {o: self.outcomes.get(o, 0) for o in OUTCOMES},
+            "reasons": {o: dict(sorted(self.reasons[o].items())) for o in OUTCOMES if self.reasons.get(o)},
+            "programs": {p: dict(c) for p, c in sorted(self.programs.items())},
+            "interfaces": {i: {o: c.get(o, 0) for o in OUTCOMES} for i, c in self.interfaces.items()},
+            "queues": {str(q): n for q, n in sorted(self.queues.items())},
+            "redirect_targets": dict(sorted(self.redirect_targets.items())),
+            "tail_calls": self.tail_calls,
+            "helper_calls": dict(sorted(self.helper_calls.items())),
+            "errors": dict(self.errors.most_common()),
+            "capture": self.capture,
+            "clamped_timestamps": self.clamped_timestamps,
+            "engine": self.engine,
+            "seconds": round(self.seconds, 6),
+            "packets_per_second": round(self.packets / self.seconds) if self.seconds > 0 else None,
+        }
