@@ -1,0 +1,47 @@
+"""What capture readers hand out: packets, and the warnings that account for records not handed out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+
+class Packet(NamedTuple):
+    """One captured packet.
+
+    `index` counts the packets a reader yielded (0, 1, 2, ...), `ts_ns` is the capture timestamp in
+    integer nanoseconds since the epoch, `data` the frame as an Ethernet frame (a synthesised Ethernet
+    header for other link types, see linktype.py), `orig_len` the length on the wire of the original
+    record (plus the synthesised header's 14 bytes where one was added), `interface` the interface's
+    index within the file (always 0 for pcap; pcapng numbers interfaces across sections in file order)
+    and `linktype` the link type the record was captured with (before synthesis).
+    """
+
+    index: int
+    ts_ns: int
+    data: bytes
+    orig_len: int
+    interface: int
+    linktype: int
+
+
+@dataclass(frozen=True)
+class CaptureWarning:
+    """Damage a reader survived. `record` is true when a record was read but not yielded because of it.
+
+    kinds: "truncated" (the file ends inside a record or block: reading stops), "snaplen" (a record
+    longer than the snap length, yielded whole), "orig_len" (original length below the captured length,
+    raised to it), "bad_record" (a framed pcapng block whose contents are inconsistent: skipped),
+    "unconvertible" (a record that cannot be given an Ethernet header: skipped), "option" (a malformed
+    pcapng option list: the rest of its options ignored), "trailing" (bytes after the last record that
+    do not form a header: reading stops).
+    """
+
+    path: str
+    offset: int
+    message: str
+    kind: str
+    record: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.path} at offset {self.offset}: {self.message}"
