@@ -1,0 +1,69 @@
+"""bpf_csum_diff, as net/core/filter.c computes it since Linux 6.13 (the same on every architecture).
+
+    ret = seed
+    from_size && to_size: ret = csum_sub(csum_partial(to, to_size, ret), csum_partial(from, from_size, 0))
+    to_size only:         ret = csum_partial(to, to_size, ret)
+    from_size only:       ret = ~csum_partial(from, from_size, ~ret)
+    return csum_from32to16(ret)
+
+Sizes must be multiples of 4 and together at most 512 bytes (the per-CPU scratch buffer), else -EINVAL.
+csum_partial adds the buffer as little-endian 16-bit words (the host's loads) with end-around carry.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+from typing import TYPE_CHECKING
+
+from . import register
+
+if TYPE_CHECKING:
+    from ..engines.base import RunState
+
+U32 = 0xFFFF_FFFF
+MAX_DIFF = 512  # sizeof(bpf_csum_scratchpad.diff): 128 x __be32
+
+
+def csum_add(a: int, b: int) -> int:
+    s = (a & U32) + (b & U32)
+    return (s + (s >> 32)) & U32
+
+
+def csum_partial(data: bytes, seed: int) -> int:
+    """A 32-bit ones'-complement partial sum (its 16-bit fold is what every architecture agrees on)."""
+    total = 0
+    for i in range(0, len(data) - 1, 2):
+        total += data[i] | (data[i + 1] << 8)
+    if len(data) & 1:
+        total += data[-1]
+    while total >> 32:
+        total = (total & U32) + (total >> 32)
+    return csum_add(total, seed)
+
+
+def csum_from32to16(x: int) -> int:
+    x &= U32
+    x = (x & 0xFFFF) + (x >> 16)
+    x = (x & 0xFFFF) + (x >> 16)
+    return x & 0xFFFF
+
+
+def csum_diff(frm: bytes, to: bytes, seed: int) -> int:
+    ret = seed & U32
+    if frm and to:
+        ret = csum_add(csum_partial(to, ret), ~csum_partial(frm, 0) & U32)
+    elif to:
+        ret = csum_partial(to, ret)
+    elif frm:
+        ret = ~csum_partial(frm, ~ret & U32) & U32
+    return csum_from32to16(ret)
+
+
+@register("csum_diff", "from", "from_size", "to", "to_size", "seed")
+def bpf_csum_diff(state: RunState, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
+    fs, ts = r2 & U32, r4 & U32
+    if (fs | ts) & 3 or fs + ts > MAX_DIFF:
+        return -_errno.EINVAL
+    frm = state.mem.read(r1, fs) if fs else b""
+    to = state.mem.read(r3, ts) if ts else b""
+    return csum_diff(frm, to, r5)
