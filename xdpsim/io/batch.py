@@ -1,0 +1,201 @@
+"""Batches of packets as numpy arrays, for replays that run many packets per call (the JIT).
+
+`read_batches(path, batch_size)` gives a `BatchReader`: iterate it for `Batch`es; it carries the same
+`.warnings`, `.offset`, `.records`, `.packets` and `.skipped` as the streaming readers, and raises the
+same CaptureErrors at the same points (after yielding the packets before the damage). Plain Ethernet
+pcap files (16-byte record headers, no FCS) take a fast path: the file is memory-mapped, a tight loop
+finds the record boundaries, and numpy gathers the header fields and copies the records in one go; the
+data array is then the span of the file holding the batch's records (record headers included), so
+packets are not back to back: packet i is always `data[offsets[i] : offsets[i] + lengths[i]]`. Every
+other file goes through PcapReader / PcapngReader, and its batches are packed back to back.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import CaptureError
+from . import linktype as lt
+from .capture import open_capture
+from .indexer import index_records
+from .pcap import (
+    HEADER_SIZE,
+    PcapHeader,
+    effective_snaplen,
+    msg_orig_len,
+    msg_over_snaplen,
+    msg_too_long,
+    msg_truncated,
+    msg_truncated_header,
+    parse_header,
+)
+from .reader import MAX_SNAPLEN, CaptureReader
+from .records import CaptureWarning, Packet
+
+
+@dataclass
+class Batch:
+    """`len(batch)` packets; packet i is `data[offsets[i] : offsets[i] + lengths[i]]` (Ethernet frames).
+
+    `index` is the index of the batch's first packet in the capture; `orig_lens` the lengths on the wire.
+    """
+
+    data: np.ndarray  # uint8
+    offsets: np.ndarray  # int64
+    lengths: np.ndarray  # int32
+    ts_ns: np.ndarray  # int64
+    interface: np.ndarray  # int32
+    index: int
+    orig_lens: np.ndarray  # int64
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def packet(self, i: int) -> bytes:
+        o = int(self.offsets[i])
+        return self.data[o : o + int(self.lengths[i])].tobytes()
+
+    def packets(self, linktype: int = lt.ETHERNET) -> Iterator[Packet]:
+        """The batch as Packet records."""
+        for i in range(len(self)):
+            yield Packet(self.index + i, int(self.ts_ns[i]), self.packet(i), int(self.orig_lens[i]),
+                         int(self.interface[i]), linktype)
+
+
+def pack(packets: list[Packet], index: int) -> Batch:
+    """A back-to-back Batch of Packet records."""
+    lengths = np.fromiter((len(p.data) for p in packets), dtype=np.int32, count=len(packets))
+    offsets = np.zeros(len(packets), dtype=np.int64)
+    if len(packets) > 1:
+        np.cumsum(lengths[:-1], out=offsets[1:])
+    data = np.frombuffer(b"".join(p.data for p in packets), dtype=np.uint8).copy()
+    return Batch(data, offsets, lengths,
+                 np.fromiter((p.ts_ns for p in packets), dtype=np.int64, count=len(packets)),
+                 np.fromiter((p.interface for p in packets), dtype=np.int32, count=len(packets)),
+                 index,
+                 np.fromiter((p.orig_len for p in packets), dtype=np.int64, count=len(packets)))
+
+
+class BatchReader:
+    """Iterator of Batch over one capture file; see the module docstring."""
+
+    def __init__(self, path: str | os.PathLike[str], batch_size: int = 65536, *, native: bool = True):
+        self.native = native  # False: walk records in Python (tests compare both walks)
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.path = os.fspath(path)
+        self.batch_size = batch_size
+        self._reader: CaptureReader = open_capture(self.path)
+        self.linktype: int = getattr(self._reader, "linktype", lt.ETHERNET)
+        h: PcapHeader | None = getattr(self._reader, "header", None)
+        self._fast = (h is not None and h.linktype == lt.ETHERNET and h.record_header == 16
+                      and not h.fcs_bytes and self._reader.file_size > HEADER_SIZE)
+        self._own_warnings: list[CaptureWarning] = []
+        self._own = dict(offset=HEADER_SIZE, records=0, packets=0, skipped=0)
+        if self._fast:
+            self._reader.close()
+
+    # The streaming reader's bookkeeping, or the fast path's own.
+    @property
+    def warnings(self) -> list[CaptureWarning]:
+        return self._own_warnings if self._fast else self._reader.warnings
+
+    def _stat(self, name: str) -> int:
+        return self._own[name] if self._fast else getattr(self._reader, name)
+
+    offset = property(lambda self: self._stat("offset"))
+    records = property(lambda self: self._stat("records"))
+    packets = property(lambda self: self._stat("packets"))
+    skipped = property(lambda self: self._stat("skipped"))
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self._fast_batches() if self._fast else self._slow_batches()
+
+    def _slow_batches(self) -> Iterator[Batch]:
+        chunk: list[Packet] = []
+        first = 0
+        for p in self._reader:
+            if not chunk:
+                first = p.index
+            chunk.append(p)
+            if len(chunk) == self.batch_size:
+                yield pack(chunk, first)
+                chunk = []
+        if chunk:
+            yield pack(chunk, first)
+
+    def _warn(self, offset: int, message: str, kind: str, record: bool = False) -> None:
+        self._own_warnings.append(CaptureWarning(self.path, offset, message, kind, record))
+        if record:
+            self._own["skipped"] += 1
+
+    def _fast_batches(self) -> Iterator[Batch]:
+        with open(self.path, "rb") as f:
+            header = parse_header(f.read(HEADER_SIZE), self.path)
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            yield from self._scan(mm, header)
+        finally:
+            mm.close()
+
+    def _scan(self, mm: mmap.mmap, h: PcapHeader) -> Iterator[Batch]:
+        size = len(mm)
+        buf = np.frombuffer(mm, dtype=np.uint8)
+        limit = effective_snaplen(h.snaplen)
+        pos = HEADER_SIZE
+        try:
+            while True:
+                starts, pos = index_records(buf, pos, self.batch_size, h.endian, self.native)
+                if len(starts):
+                    batch = self._gather(buf, starts, h, limit)
+                    self._own["offset"] = pos
+                    yield batch
+                    del batch
+                if len(starts) < self.batch_size:
+                    break
+            # The walk stopped early: at the end, or at a damaged record (pos).
+            if pos == size:
+                return
+            self._own["records"] += 1
+            if pos + 16 > size:
+                self._warn(pos, msg_truncated_header(size - pos, 16), "truncated", record=True)
+                return
+            caplen = struct.unpack_from(h.endian + "I", mm, pos + 8)[0]
+            if caplen > MAX_SNAPLEN:
+                self._own["skipped"] += 1
+                raise CaptureError(msg_too_long(caplen, h.snaplen), self.path, pos)
+            self._warn(pos, msg_truncated(caplen, size - pos - 16), "truncated", record=True)
+        finally:
+            del buf
+
+    def _gather(self, buf: np.ndarray, starts: np.ndarray, h: PcapHeader, limit: int) -> Batch:
+        n = len(starts)
+        heads = buf[starts[:, None] + np.arange(16)].view(h.endian + "u4").astype(np.int64)
+        sec, frac, caplen, orig = heads[:, 0], heads[:, 1], heads[:, 2], heads[:, 3]
+        for i in np.flatnonzero((caplen > limit) | (orig < caplen)):
+            if caplen[i] > limit:
+                self._warn(int(starts[i]), msg_over_snaplen(int(caplen[i]), h.snaplen), "snaplen")
+            if orig[i] < caplen[i]:
+                self._warn(int(starts[i]), msg_orig_len(int(orig[i]), int(caplen[i])), "orig_len")
+        orig = np.maximum(orig, caplen)
+        lo = int(starts[0]) + 16
+        hi = int(starts[-1]) + 16 + int(caplen[-1])
+        data = buf[lo:hi].copy()
+        ts = sec * 1_000_000_000 + frac * h.frac_scale
+        batch = Batch(data, starts + 16 - lo, caplen.astype(np.int32), ts, np.zeros(n, dtype=np.int32),
+                      self._own["packets"], orig)
+        self._own["records"] += n
+        self._own["packets"] += n
+        return batch
+
+
+def read_batches(path: str | os.PathLike[str], batch_size: int = 65536, *,
+                 native: bool = True) -> BatchReader:
+    """Batches of up to `batch_size` packets from a pcap or pcapng file (CaptureError when refused)."""
+    return BatchReader(path, batch_size, native=native)
