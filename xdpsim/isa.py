@@ -299,7 +299,10 @@ def _mem_ok(ins: Instruction) -> str | None:
     cls, mode = ins.cls, ins.mode
     if cls == BPF_LD:
         if mode in (BPF_ABS, BPF_IND):
-            # legacy packet access: decoded so it can be named; engines refuse it for XDP
+            # legacy packet access: decoded so it can be named; engines refuse it for XDP.
+            # The kernel rejects the reserved fields ("BPF_LD_[ABS|IND] uses reserved fields").
+            if ins.dst != 0 or ins.off != 0 or ins.size == 8 or (mode == BPF_ABS and ins.src != 0):
+                return "legacy packet load with reserved fields set (dst, offset, size 8 or ABS src)"
             return None
         return f"unknown LD mode {mode:#x}"
     if cls == BPF_LDX:

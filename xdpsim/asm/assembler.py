@@ -11,7 +11,7 @@ import re
 from dataclasses import replace
 
 from ..errors import AsmError
-from ..isa import Instruction
+from ..isa import EXIT, Instruction
 from .conf_syntax import is_conf_statement, parse_call, parse_conf
 from .llvm_syntax import parse_llvm
 from .text import S16, S32, Stmt
@@ -69,10 +69,12 @@ def assemble(text: str) -> list[Instruction]:
     Returns one Instruction per slot (lddw gives two). Raises AsmError with the line number for
     anything it cannot assemble: unknown mnemonics, bad registers, immediates or offsets out of range,
     wrong operand counts, undefined or duplicate labels, jumps whose distance does not fit.
+    A jump to the label `exit` that is not defined goes to the first `exit` (as bpf_conformance does).
     """
     stmts: list[Stmt] = []
     labels: dict[str, int] = {}
     slot = 0
+    first_exit: int | None = None
     for lineno, raw in enumerate(text.splitlines(), 1):
         label, stmt = _clean(raw)
         if label is not None:
@@ -81,8 +83,13 @@ def assemble(text: str) -> list[Instruction]:
             labels[label] = slot
         if stmt:
             parsed = parse_statement(stmt, lineno)
+            if first_exit is None and parsed.insns[0].opcode == EXIT:
+                first_exit = slot
             stmts.append(parsed)
             slot += len(parsed.insns)
+    if first_exit is not None:
+        # conformance convention: `exit` names the first exit instruction unless defined explicitly
+        labels.setdefault("exit", first_exit)
     return _resolve(stmts, labels)
 
 
