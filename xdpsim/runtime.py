@@ -100,6 +100,8 @@ class Runtime:
         self.mtu: dict[int, int] = {}
         self.ifindexes: set[int] | None = None
         self._region_maps: dict[int, Map] = {}
+        #: per-runtime state hooks and helpers keep between runs (the XDP frame, helper scratch...)
+        self.hook_state: dict[str, Any] = {}
         # The code region: function pointers (lddw PSEUDO_FUNC) point here; never dereferenceable.
         self._code_buf = np.zeros(8, dtype=np.uint8)
         self.code_region = self.mem.add("code", self._code_buf, 0, lo=0, hi=0)

@@ -98,6 +98,7 @@ class RunState:
     depth: int = 0
     locks: set[int] = field(default_factory=set)
     scratch_top: int = 0
+    exit_pc: int = 0  # the exit instruction that ended the last frame
 
     @property
     def mem(self) -> AddressSpace:

@@ -90,18 +90,16 @@ _SCRATCH_SIZE = 1 << 16
 
 def _key_scratch(state: RunState, key: bytes) -> tuple[int, int]:
     """Copy `key` into the runtime's read-only helper scratch region; returns (address, old top)."""
-    rt = state.runtime
-    rid = getattr(rt, "_helper_scratch_rid", None)
-    if rid is None:
+    hs = state.runtime.hook_state
+    if "helper_scratch" not in hs:
         buf = zeros(_SCRATCH_SIZE)
-        rid = rt.mem.add("helper scratch", buf, R_READ)
-        rt._helper_scratch_rid = rid  # type: ignore[attr-defined]
-        rt._helper_scratch = buf  # type: ignore[attr-defined]
+        hs["helper_scratch"] = (state.runtime.mem.add("helper scratch", buf, R_READ), buf)
+    rid, buf = hs["helper_scratch"]
     top = state.scratch_top
     size = (len(key) + 7) & ~7
     if top + size > _SCRATCH_SIZE:
         raise helper_arg_fault("for_each_map_elem", 1, "map whose keys fit the helper scratch area", 0, state)
-    rt._helper_scratch[top : top + len(key)] = list(key)  # type: ignore[attr-defined]
+    buf[top : top + len(key)] = list(key)
     state.scratch_top = top + size
     return (rid << 32) | top, top
 
