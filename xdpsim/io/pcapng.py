@@ -141,7 +141,7 @@ class PcapngReader(CaptureReader):
             return None
         trailer = struct.unpack_from(self._endian + "I", rest, len(rest) - 4)[0]
         if trailer != length:
-            raise self._fatal(start + length - 4, f"{what} length {length} and trailing length {trailer} "
+            raise self._fatal(start, f"{what} length {length} and trailing length {trailer} "
                               "differ", record=is_packet)
         self.offset = start + length
         body = (bom + rest[:-4]) if btype == BT_SHB else rest[:-4]
