@@ -17,7 +17,7 @@ from .llvm_syntax import parse_llvm
 from .text import S16, S32, Stmt
 
 _COMMENT_RE = re.compile(r"(#|;|//).*$")
-_OBJDUMP_INSN_RE = re.compile(r"^\s*\d+:\s+(?:[0-9a-fA-F]{2} ){7,15}[0-9a-fA-F]{2}\s+")
+_OBJDUMP_INSN_RE = re.compile(r"^\s*\d+:\s+(?:(?:[0-9a-fA-F]{2} ){7,15}[0-9a-fA-F]{2}\s+)?")
 _OBJDUMP_SYMBOL_RE = re.compile(r"^[0-9a-fA-F]{8,16} <([^<>]+)>:$")
 _OBJDUMP_SKIP_RE = re.compile(
     r"^(Disassembly of section .*:|\S+:\s+file format .*|[0-9a-fA-F]+:\s+R_BPF_\w+.*|\.text)$"
@@ -32,10 +32,10 @@ def _clean(line: str) -> tuple[str | None, str]:
     sym = _OBJDUMP_SYMBOL_RE.match(line)
     if sym:
         return sym.group(1), ""
-    line = _OBJDUMP_INSN_RE.sub("", line)
-    line = _COMMENT_RE.sub("", line).strip()
     if _OBJDUMP_SKIP_RE.match(line):
         return None, ""
+    line = _OBJDUMP_INSN_RE.sub("", line)
+    line = _COMMENT_RE.sub("", line).strip()
     if line and not line.startswith("<"):
         line = _NOTE_RE.sub("", line)
     m = _LABEL_RE.match(line)

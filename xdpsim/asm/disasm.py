@@ -40,7 +40,9 @@ ATOMIC_OPS = {isa.BPF_ADD: "+=", isa.BPF_OR: "|=", isa.BPF_AND: "&=", isa.BPF_XO
 ATOMIC_FETCH_NAMES = {isa.BPF_ADD: "add", isa.BPF_OR: "or", isa.BPF_AND: "and", isa.BPF_XOR: "xor"}
 UNSIGNED_TYPES = {1: "u8", 2: "u16", 4: "u32", 8: "u64"}
 SIGNED_TYPES = {1: "s8", 2: "s16", 4: "s32"}
-PSEUDO_NAMES = {isa.PSEUDO_MAP_IDX: "map", isa.PSEUDO_MAP_IDX_VALUE: "map"}
+# ld_pseudo sources whose imm is a map (an fd, or the map index in an ObjectSpec): src -> has value offset
+MAP_PSEUDOS = {isa.PSEUDO_MAP_FD: False, isa.PSEUDO_MAP_IDX: False, isa.PSEUDO_MAP_VALUE: True,
+               isa.PSEUDO_MAP_IDX_VALUE: True}
 
 
 def hx(value: int) -> str:
@@ -102,8 +104,8 @@ def _ld(ins: Instruction, alu32: bool, hi: int, names: Mapping[int, str] | None)
     if ins.src == 0:
         return f"r{ins.dst} = {hx(to_signed(value, 64))} ll"
     text = f"ld_pseudo r{ins.dst}, {hx(ins.src)}, {hx(value)}"
-    if names and ins.src in PSEUDO_NAMES and ins.imm in names:
-        where = f"+{hi & 0xFFFFFFFF:#x}" if ins.src == isa.PSEUDO_MAP_IDX_VALUE else ""
+    if names and ins.src in MAP_PSEUDOS and ins.imm in names:
+        where = f"+{hi & 0xFFFFFFFF:#x}" if MAP_PSEUDOS[ins.src] else ""
         text += f" <map {names[ins.imm]}{where}>"
     return text
 
