@@ -1,0 +1,186 @@
+"""`xdpsim.load(path) -> Object`: the user-facing way to run one object's XDP programs on packets.
+
+    obj = xdpsim.load("programs/parser.o")
+    res = obj.programs["packet_parser"].run(packet)          # bytes or a scapy Packet
+    assert res.action == XdpAction.XDP_PASS; res.raise_for_error()
+    obj.maps["counters"][0]
+
+Engines: "interp" (the reference interpreter), "jit" (xdpsim.engines.jit.JitEngine, on the same
+Runtime and maps as the interpreter, so the two can be mixed run by run), "kernel" (the running
+kernel through bpf(): its own maps, `Object.maps` are then KernelMaps with the same dict API).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import ProgramFault, XdpsimError
+from .hooks.xdp import XdpAction, run_xdp
+from .runtime import Runtime
+from .spec import ObjectSpec, ProgType
+
+if TYPE_CHECKING:
+    from .engines.base import Engine
+    from .maps import RedirectTarget
+
+ENGINES = ("interp", "jit", "kernel")
+
+
+@dataclass
+class RunResult:
+    """One run of one packet: `action` (XdpAction; prints as XDP_PASS...), `data` (output bytes),
+    `meta`, `redirect` (target or None), `error` (ProgramFault or None: a fault is an outcome),
+    `trace` (bpf_printk lines), `program` (name of the program that returned, after tail calls),
+    `retval` (raw r0), `engine`, and the run's counters."""
+
+    action: XdpAction
+    data: bytes
+    meta: bytes = b""
+    redirect: RedirectTarget | None = None
+    error: ProgramFault | None = None
+    trace: list[str] = field(default_factory=list)
+    program: str = ""
+    retval: int = 0
+    engine: str = "interp"
+    helper_counts: dict[str, int] = field(default_factory=dict)
+    tail_calls: int = 0
+    insns: int = 0
+    notes: list[str] = field(default_factory=list)
+    duration_ns: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def raise_for_error(self) -> RunResult:
+        """Raise the run's ProgramFault, if any (for tests); returns self otherwise."""
+        if self.error is not None:
+            raise self.error
+        return self
+
+
+def _packet_bytes(packet: Any) -> bytes:
+    if isinstance(packet, bytes | bytearray | memoryview):
+        return bytes(packet)
+    if hasattr(packet, "__bytes__"):  # scapy Packet and friends
+        return bytes(packet)
+    raise TypeError(f"a packet is bytes or a scapy Packet, not {type(packet).__name__}")
+
+
+class Program:
+    """One program of a loaded object (`Object.programs[name]`)."""
+
+    def __init__(self, obj: Object, name: str, prog_id: int):
+        self.object = obj
+        self.name = name
+        self.id = prog_id
+
+    @property
+    def spec(self) -> Any:
+        return self.object.spec.programs[self.name]
+
+    def __repr__(self) -> str:
+        return f"<Program {self.name} ({self.spec.section}) of {self.object.path}>"
+
+    def run(self, packet: Any, *, engine: str | None = None, ifindex: int = 1, queue: int = 0,
+            now_ns: int = 0, meta: bytes = b"", budget: int | None = None) -> RunResult:
+        """Run this XDP program on one packet with `engine` (default: the object's)."""
+        if self.spec.type != ProgType.XDP:
+            raise XdpsimError(f"program {self.name} is a {ProgType(self.spec.type).name} program; "
+                              "Program.run runs XDP programs")
+        data = _packet_bytes(packet)
+        name = engine or self.object.engine
+        if name == "kernel":
+            return self.object._run_kernel(self.name, data, ifindex=ifindex, queue=queue, meta=meta)
+        eng = self.object._engine(name)
+        r = run_xdp(self.object.runtime, eng, self.id, data, ifindex=ifindex, queue=queue, now_ns=now_ns,
+                    meta=meta, budget=budget)
+        return RunResult(r.action, r.data, r.meta, r.redirect, r.error, r.trace, r.program, r.retval, name,
+                         r.helper_counts, r.tail_calls, r.insns, r.notes)
+
+
+class Object:
+    """A loaded object: `programs` (C name -> Program), `maps` (name -> Map, or KernelMap for the
+    kernel engine), `spec` (the ObjectSpec), `runtime` (interp/jit), `engine` (the default)."""
+
+    def __init__(self, spec: ObjectSpec, *, engine: str = "interp", cpus: int = 1, seed: int = 0):
+        if engine not in ENGINES:
+            raise XdpsimError(f"unknown engine {engine!r} (engines: {', '.join(ENGINES)})")
+        self.spec = spec
+        self.path = spec.path
+        self.engine = engine
+        self.runtime = Runtime(cpus=cpus, seed=seed)
+        self.collection = self.runtime.load(spec)
+        self._engines: dict[str, Engine] = {}
+        self._kernel: Any = None
+        self.programs = {name: Program(self, name, pid) for name, pid in self.collection.programs.items()}
+        self.maps: dict[str, Any] = dict(self.collection.maps)
+        if engine == "kernel":
+            self.maps = dict(self.kernel.maps)
+
+    def __repr__(self) -> str:
+        return f"<xdpsim Object {self.path}: programs {', '.join(self.programs)}; engine {self.engine}>"
+
+    def _engine(self, name: str) -> Engine:
+        eng = self._engines.get(name)
+        if eng is None:
+            if name == "interp":
+                from .engines.interp import Interpreter
+
+                eng = Interpreter()
+            elif name == "jit":
+                try:
+                    from .engines.jit import JitEngine
+                except ImportError as e:
+                    raise XdpsimError(f"engine 'jit' is not available: {e}") from e
+                eng = JitEngine()
+            else:
+                raise XdpsimError(f"unknown engine {name!r} (engines: {', '.join(ENGINES)})")
+            self._engines[name] = eng
+        return eng
+
+    @property
+    def kernel(self) -> Any:
+        """The object instantiated in the running kernel (KernelCollection), created on first use."""
+        if self._kernel is None:
+            from .engines.kernel import KernelCollection
+
+            self._kernel = KernelCollection(self.spec)
+        return self._kernel
+
+    def _run_kernel(self, name: str, data: bytes, *, ifindex: int, queue: int, meta: bytes) -> RunResult:
+        r = self.kernel.run_xdp(name, data, ingress_ifindex=ifindex, rx_queue_index=queue, meta=meta)
+        act = r.retval & 0xFFFF_FFFF
+        notes = []
+        if act > XdpAction.XDP_REDIRECT:
+            notes.append(f"unknown XDP action {act}: treated as XDP_ABORTED (the kernel warns and drops)")
+            action = XdpAction.XDP_ABORTED
+        else:
+            action = XdpAction(act)
+        return RunResult(action, r.data_out, r.meta, None, None, [], name, r.retval, "kernel", notes=notes,
+                         duration_ns=r.duration_ns)
+
+    def close(self) -> None:
+        if self._kernel is not None:
+            self._kernel.close()
+            self._kernel = None
+
+    def __enter__(self) -> Object:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def load(path: str | os.PathLike | ObjectSpec, *, engine: str = "interp", cpus: int = 1,
+         seed: int = 0) -> Object:
+    """Load an ELF object (or an ObjectSpec) for running with `engine` ("interp", "jit" or "kernel")."""
+    if isinstance(path, ObjectSpec):
+        spec = path
+    else:
+        from .loader import load_object
+
+        spec = load_object(path)
+    return Object(spec, engine=engine, cpus=cpus, seed=seed)
