@@ -1,0 +1,393 @@
+"""The JIT engine: eBPF -> LLVM IR -> native code (xdpsim/jit/), a drop-in `Engine`.
+
+`JitEngine().run(runtime, prog_id, state)` behaves as the interpreter's `run`: same r0, same packet
+bytes and map contents, same ProgramFault (message built by engines/base.py's functions). Faults are
+detected natively and reported through `env` (jit/abi.py); this module turns them into the
+interpreter's exceptions. Helpers without a native lowering call their Python `impl` through a ctypes
+trampoline with the live RunState.
+
+Known differences (documented, not hidden): a budget fault ends the run at the start of the basic
+block that exhausts the budget (the fault names the same instruction as the interpreter, but the
+instructions of that block before it have not run).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import weakref
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .. import isa
+from ..errors import ProgramFault
+from ..jit import abi
+from ..jit.cfg import JitUnsupported
+from ..jit.compiler import compiler
+from ..jit.lower import ProgramInput
+from ..jit.natives import NATIVE_HELPER_IDS, Natives, PrandomSync
+from ..memory import FRAME_STACK, PACKET, STACK, STACK_SIZE
+from .base import (
+    MAX_CALL_FRAMES,
+    U64,
+    RunState,
+    bad_call_target_fault,
+    budget_fault,
+    call_depth_fault,
+    frame_pointer,
+    locate,
+    lock_held_fault,
+    prepare_stack,
+    stack_low,
+    tail_call_target,
+)
+
+if TYPE_CHECKING:
+    from ..runtime import Runtime
+
+_I64 = ctypes.c_int64
+_VP = ctypes.c_void_p
+ENTRY_TYPE = ctypes.CFUNCTYPE(_I64, _VP, _I64, _I64, _I64, _I64, _I64, _I64)
+PY_HELPER_CTYPE = ctypes.CFUNCTYPE(_I64, _VP, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _I64)
+PY_MEM_CTYPE = ctypes.CFUNCTYPE(_I64, _VP, _I64, _I64, _I64, _I64, _I64)
+PY_INSN_CTYPE = ctypes.CFUNCTYPE(_I64, _VP, _I64)
+
+TAIL_CALL = 12
+_PRANDOM = 7
+_FROZEN = 1 << 32  # map_types flag: frozen maps take the Python path (-EPERM on update)
+
+
+def _s64(v: int) -> int:
+    v &= U64
+    return v - (1 << 64) if v >> 63 else v
+
+
+class _CompiledProgram:
+    """One program's native code: entry address and its function entries (callbacks, callx)."""
+
+    def __init__(self, address: int, seconds: float, source: str, funcs: dict[int, int]):
+        self.address = address
+        self.seconds = seconds
+        self.source = source
+        self.funcs = funcs  # insn -> native address
+
+
+class _RuntimeJit:
+    """Per-runtime native state: env, map descriptor table, entry table, Python trampolines."""
+
+    def __init__(self, engine: JitEngine, runtime: Runtime):
+        self.engine = engine
+        self.rt = weakref.proxy(runtime)
+        self.env = np.zeros(abi.ENV_WORDS, dtype=np.uint64)
+        self.maps = np.zeros(0, dtype=np.uint64)
+        self.map_types = np.zeros(0, dtype=np.uint64)
+        self.progs = np.zeros(0, dtype=np.uint64)
+        self.compiled: list[_CompiledProgram | None] = []
+        self.state: RunState | None = None
+        self.error: BaseException | None = None
+        self.helper_counts = np.zeros(256, dtype=np.uint64)
+        self.prandom = PrandomSync(runtime)
+        # trampolines: kept alive as long as this object (native code holds their addresses)
+        self._py_helper = PY_HELPER_CTYPE(self._helper)
+        self._py_mem = PY_MEM_CTYPE(self._mem)
+        self._py_insn = PY_INSN_CTYPE(self._insn)
+        env = self.env
+        env[abi.E_TABLE] = runtime.mem.table_address
+        env[abi.E_PY_HELPER] = ctypes.cast(self._py_helper, _VP).value
+        env[abi.E_PY_MEM] = ctypes.cast(self._py_mem, _VP).value
+        env[abi.E_PY_INSN] = ctypes.cast(self._py_insn, _VP).value
+        env[abi.E_HELPER_COUNTS] = self.helper_counts.ctypes.data
+        env[abi.E_PRANDOM_STATE] = self.prandom.words.ctypes.data
+
+    # ---------------------------------------------------------------- compilation
+
+    def refresh(self) -> None:
+        """Compile programs registered since the last run; size the map and entry tables."""
+        rt = self.rt
+        types = [int(m.type) | (_FROZEN if m.frozen else 0) for m in rt.maps] or [0]
+        if len(self.maps) != len(rt.maps):
+            self.maps = np.array([m.native_descriptor() for m in rt.maps] or [0], dtype=np.uint64)
+            self.map_types = np.array(types, dtype=np.uint64)
+            self.env[abi.E_MAPS] = self.maps.ctypes.data
+            self.env[abi.E_MAP_TYPES] = self.map_types.ctypes.data
+            self.env[abi.E_NMAPS] = len(rt.maps)
+        else:
+            self.map_types[:] = types
+        n = len(rt.programs)
+        if len(self.compiled) != n:
+            while len(self.compiled) < n:
+                self.compiled.append(self.engine.compile(rt, rt.programs[len(self.compiled)]))
+            self.progs = np.array([c.address if c else 0 for c in self.compiled] or [0], dtype=np.uint64)
+            self.env[abi.E_PROGS] = self.progs.ctypes.data
+            self.env[abi.E_NPROGS] = n
+
+    # ---------------------------------------------------------------- state sync
+
+    def load_state(self, state: RunState) -> None:
+        env = self.env
+        env[abi.E_FAULT] = 0
+        env[abi.E_BUDGET] = max(state.budget - state.insns, 0)
+        env[abi.E_TAIL_CALLS] = state.tail_calls
+        env[abi.E_CPU] = state.cpu
+        env[abi.E_NOW_NS] = state.now_ns & U64
+        env[abi.E_IFINDEX] = state.ifindex & 0xFFFF_FFFF
+        env[abi.E_RXQ] = state.queue & 0xFFFF_FFFF
+        env[abi.E_FRAGS] = len(state.frags)
+        env[abi.E_REDIR_KIND] = abi.REDIR_NONE
+        self.packet_to_env(state)
+
+    def packet_to_env(self, state: RunState) -> None:
+        env, pkt = self.env, state.packet
+        if pkt is None:
+            env[abi.E_FRAME] = 0
+            env[abi.E_DATA] = env[abi.E_DATA_END] = env[abi.E_META] = 0
+            return
+        env[abi.E_FRAME] = pkt.frame.ctypes.data
+        env[abi.E_DATA] = pkt.data
+        env[abi.E_DATA_END] = pkt.data_end
+        env[abi.E_META] = pkt._meta  # noqa: SLF001 - the raw offset; data_meta is derived from it
+        env[abi.E_META_OK] = int(pkt.meta_supported)
+        env[abi.E_FRAME_SIZE] = pkt.frame_size
+        env[abi.E_TAILROOM] = pkt.tailroom
+
+    def env_to_python(self, state: RunState) -> None:
+        """Make the Python side see what native code changed: packet offsets, the windows of the
+        packet and stack regions (native code writes the table rows; Python keeps a mirror)."""
+        env, mem = self.env, self.rt.mem
+        pkt = state.packet
+        if pkt is not None and env[abi.E_FRAME]:
+            pkt.data = int(env[abi.E_DATA])
+            pkt.data_end = int(env[abi.E_DATA_END])
+            pkt._meta = int(env[abi.E_META])  # noqa: SLF001
+            mem.set_window(PACKET, pkt.data_meta, pkt.data_end)
+        row = mem.table[STACK]
+        mem.set_window(STACK, int(row["lo"]), int(row["hi"]))
+
+    # ---------------------------------------------------------------- trampolines (called from native code)
+
+    def _fail(self, exc: BaseException, pc: int) -> int:
+        if isinstance(exc, ProgramFault):
+            locate(exc, self.rt, int(self.env[abi.E_CUR_PROG]), pc)
+        self.error = exc
+        self.env[abi.E_FAULT] = abi.F_PYTHON
+        return 0
+
+    def _helper(self, env: int, pc: int, hid: int, r1: int, r2: int, r3: int, r4: int, r5: int, fp: int) -> int:
+        state = self.state
+        try:
+            assert state is not None
+            self.env_to_python(state)
+            state.prog_id = int(self.env[abi.E_CUR_PROG])
+            if hid == TAIL_CALL:  # only odd tail calls get here: the fault the interpreter raises
+                tail_call_target(self.rt, state, r2 & U64, r3 & U64)
+                raise ProgramFault("bpf_tail_call: no native target", kind="helper")
+            hd = self.rt.helpers.get(hid & 0xFFFF_FFFF) if hid >= 0 else None
+            if hd is None or hd.impl is None:
+                raise ProgramFault(f"call to unknown helper {hid}", kind="helper")
+            state.helper_counts[hd.name] = state.helper_counts.get(hd.name, 0) + 1
+            self._depth = state.depth = (STACK_SIZE - (fp & 0xFFFF_FFFF)) // FRAME_STACK
+            self.prandom.to_python()
+            r0 = hd.impl(state, r1 & U64, r2 & U64, r3 & U64, r4 & U64, r5 & U64) & U64
+            if hid == _PRANDOM:  # from now on native code draws from a copy of the generator
+                self.prandom.load()
+            self.packet_to_env(state)
+            self.env[abi.E_TAIL_CALLS] = state.tail_calls
+            return _s64(r0)
+        except BaseException as e:  # noqa: BLE001 - every error must go back through native code
+            return self._fail(e, pc)
+
+    _depth = 0
+
+    def _mem(self, env: int, pc: int, addr: int, size: int, kind: int, value: int) -> int:
+        state = self.state
+        try:
+            assert state is not None
+            self.env_to_python(state)
+            mem = self.rt.mem
+            addr &= U64
+            if kind == abi.M_STORE:
+                mem.store(addr, size, value & U64)
+                self.packet_to_env(state)
+                return 0
+            v = mem.load(addr, size)
+            if kind == abi.M_LOADSX and v >> (8 * size - 1):
+                v -= 1 << (8 * size)
+            return _s64(v)
+        except BaseException as e:  # noqa: BLE001
+            return self._fail(e, pc)
+
+    def _insn(self, env: int, pc: int) -> int:
+        """Instructions native code does not execute itself: give the interpreter's verdict."""
+        try:
+            prog = self.rt.programs[int(self.env[abi.E_CUR_PROG])]
+            ins = prog.insns[pc] if 0 <= pc < len(prog.insns) else None
+            if ins is not None and ins.opcode == isa.CALLX:
+                raise bad_call_target_fault(0)
+            raise ProgramFault(f"instruction {pc} cannot be executed", kind="fault")
+        except BaseException as e:  # noqa: BLE001
+            return self._fail(e, pc)
+
+    # ---------------------------------------------------------------- faults
+
+    def raise_fault(self, state: RunState) -> None:
+        env = self.env
+        code = int(env[abi.E_FAULT])
+        prog_id = int(env[abi.E_CUR_PROG])
+        pc = int(env[abi.E_FAULT_PC])
+        if code == abi.F_PYTHON:
+            err, self.error = self.error, None
+            assert err is not None
+            raise err
+        if code == abi.F_MEMORY:
+            addr, size, write = int(env[abi.E_FAULT_ADDR]), int(env[abi.E_FAULT_SIZE]), bool(env[abi.E_FAULT_WRITE])
+            try:
+                self.rt.mem.check(addr, size, write)
+            except ProgramFault as f:
+                raise locate(f, self.rt, prog_id, pc) from None
+            raise AssertionError(f"JIT reported a fault at {addr:#x} that the AddressSpace allows")
+        if code == abi.F_BUDGET:
+            state.insns = state.budget
+            raise locate(budget_fault(state.budget), self.rt, prog_id, pc)
+        if code == abi.F_DEPTH:
+            raise locate(call_depth_fault(MAX_CALL_FRAMES - 1), self.rt, prog_id, pc)
+        raise AssertionError(f"JIT fault code {code}")
+
+
+class JitEngine:
+    """eBPF programs compiled to native code. `native_helpers=False` sends every helper to Python."""
+
+    name = "jit"
+
+    def __init__(self, native_helpers: bool = True, proofs: bool = True):
+        self.native_helpers = native_helpers
+        self.proofs = proofs
+        self._natives = Natives()
+        self._per_runtime: weakref.WeakKeyDictionary[Any, _RuntimeJit] = weakref.WeakKeyDictionary()
+
+    # ---------------------------------------------------------------- compilation
+
+    def program_input(self, runtime: Runtime, prog: Any) -> ProgramInput:
+        from ..jit.verify import prove
+        from ..spec import ProgType
+
+        insns = prog.insns
+        xdp = prog.spec.type == ProgType.XDP if hasattr(prog.spec, "type") else False
+        proofs = prove(insns, xdp=xdp) if self.proofs else {}
+        return ProgramInput(
+            insns=insns,
+            xdp=xdp,
+            proofs=proofs,
+            native_helpers=NATIVE_HELPER_IDS if self.native_helpers else frozenset(),
+            conformance=runtime.conformance,
+        )
+
+    def compile(self, runtime: Runtime, prog: Any) -> _CompiledProgram | None:
+        cached = prog.cache.get("jit")
+        if isinstance(cached, _CompiledProgram):
+            return cached
+        try:
+            pin = self.program_input(runtime, prog)
+            c = compiler().compile(pin, self._natives)
+        except JitUnsupported as e:
+            prog.cache["jit"] = e
+            return None
+        funcs = compiler().function_addresses(c, pin)
+        cp = _CompiledProgram(c.address, c.seconds, c.source, funcs)
+        prog.cache["jit"] = cp
+        return cp
+
+    def _rj(self, runtime: Runtime) -> _RuntimeJit:
+        rj = self._per_runtime.get(runtime)
+        if rj is None:
+            rj = _RuntimeJit(self, runtime)
+            self._per_runtime[runtime] = rj
+        rj.refresh()
+        return rj
+
+    # ---------------------------------------------------------------- Engine protocol
+
+    def run(self, runtime: Runtime, prog_id: int, state: RunState) -> int:
+        rj = self._rj(runtime)
+        cp = rj.compiled[prog_id]
+        if cp is None:  # the JIT declined this program: the interpreter runs it
+            from .interp import Interpreter
+
+            return Interpreter().run(runtime, prog_id, state)
+        state.engine = self
+        state.prog_id = prog_id
+        prepare_stack(state)
+        rj.load_state(state)
+        rj.prandom.from_python()
+        env = rj.env
+        env[abi.E_CUR_PROG] = prog_id
+        args = [(a & U64) for a in state.args] + [0] * (5 - len(state.args))
+        outer = rj.state
+        rj.state = state
+        try:
+            r0 = ENTRY_TYPE(cp.address)(env.ctypes.data, *[_s64(a) for a in args[:5]], frame_pointer(0))
+        finally:
+            rj.state = outer
+            rj.env_to_python(state)
+            rj.prandom.to_python()
+            self._outputs(rj, state)
+        state.exit_pc = int(env[abi.E_EXIT_PC])
+        if env[abi.E_FAULT]:
+            rj.raise_fault(state)
+        if state.locks:
+            raise locate(lock_held_fault(state.locks), runtime, state.prog_id, state.exit_pc)
+        return r0 & U64
+
+    def _outputs(self, rj: _RuntimeJit, state: RunState) -> None:
+        env = rj.env
+        state.tail_calls = int(env[abi.E_TAIL_CALLS])
+        state.prog_id = int(env[abi.E_CUR_PROG])
+        state.insns = state.budget - int(np.int64(env[abi.E_BUDGET])) if env[abi.E_FAULT] != abi.F_BUDGET \
+            else state.budget
+        kind = int(env[abi.E_REDIR_KIND])
+        if kind:
+            from ..maps import RedirectTarget
+
+            if kind == abi.REDIR_IFINDEX:
+                state.redirect = RedirectTarget("dev", int(env[abi.E_REDIR_INDEX]))
+            elif kind == abi.REDIR_CLEAR:
+                state.redirect = None
+            else:
+                m = rj.rt.maps[int(env[abi.E_REDIR_MAP])]
+                state.redirect = m.resolve(int(env[abi.E_REDIR_INDEX]))
+        counts = rj.helper_counts
+        if counts.any():
+            for hid in np.flatnonzero(counts).tolist():
+                hd = rj.rt.helpers.get(hid)
+                name = hd.name if hd is not None else str(hid)
+                state.helper_counts[name] = state.helper_counts.get(name, 0) + int(counts[hid])
+            counts[:] = 0
+
+    def call(self, state: RunState, func_addr: int, args: tuple[int, ...]) -> int:
+        """A callback (bpf_loop, for_each_map_elem) from a Python helper: runs natively one frame
+        below the caller's."""
+        runtime = state.runtime
+        rj = self._rj(runtime)
+        where = runtime.split_code_address(func_addr)
+        cp = rj.compiled[where[0]] if where is not None else None
+        if where is None or cp is None or where[1] not in cp.funcs:
+            raise bad_call_target_fault(func_addr)
+        depth = rj._depth + 1
+        if depth >= MAX_CALL_FRAMES:
+            raise call_depth_fault(depth - 1)
+        mem = runtime.mem
+        saved = mem.window(STACK)
+        mem.set_window(STACK, stack_low(depth), STACK_SIZE)
+        a = [(x & U64) for x in args] + [0] * (5 - len(args))
+        saved_depth = rj._depth
+        rj._depth = depth
+        try:
+            r0 = ENTRY_TYPE(cp.funcs[where[1]])(rj.env.ctypes.data, *[_s64(x) for x in a[:5]], frame_pointer(depth))
+        finally:
+            rj._depth = saved_depth
+            mem.set_window(STACK, *saved)
+        if rj.env[abi.E_FAULT]:
+            err = rj.error
+            if err is None:
+                rj.raise_fault(state)
+            raise err  # the helper's trampoline stores it again on the way out
+        return r0 & U64

@@ -1,0 +1,621 @@
+"""Translation of eBPF instructions to LLVM IR (llvmlite.ir builders), one small method per construct.
+
+Registers are allocas (promoted to SSA by LLVM's mem2reg/SROA), each jump target starts a basic
+block, each bpf-to-bpf subprogram is its own function with the ABI signature of abi.py. No undefined
+behaviour reaches LLVM: divisors are replaced before dividing, shift counts are masked, and every
+memory access goes through `Access` (checked against the region table, or proven safe by the static
+pass of `verify.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import llvmlite.ir as ir
+
+from .. import isa
+from ..isa import Instruction
+from ..memory import CTX, MAX_REGIONS, PACKET, R_CTX, R_READ, R_WRITE, REGION_SHIFT, STACK
+from . import abi
+from .cfg import Function, JitUnsupported, build, is_subcall
+
+I1 = ir.IntType(1)
+I8 = ir.IntType(8)
+I16 = ir.IntType(16)
+I32 = ir.IntType(32)
+I64 = ir.IntType(64)
+PTR = ir.PointerType()
+VOID = ir.VoidType()
+INT = {1: I8, 2: I16, 4: I32, 8: I64}
+FN_TYPE = ir.FunctionType(I64, [PTR, I64, I64, I64, I64, I64, I64])
+PY_HELPER_TYPE = ir.FunctionType(I64, [PTR, I64, I64, I64, I64, I64, I64, I64, I64])  # env pc id r1..r5 fp
+PY_MEM_TYPE = ir.FunctionType(I64, [PTR, I64, I64, I64, I64, I64])  # env pc addr size kind value
+PY_INSN_TYPE = ir.FunctionType(I64, [PTR, I64])  # env pc
+
+U32 = 0xFFFF_FFFF
+
+
+def c64(v: int) -> ir.Constant:
+    return ir.Constant(I64, v & 0xFFFF_FFFF_FFFF_FFFF)
+
+
+def c32(v: int) -> ir.Constant:
+    return ir.Constant(I32, v & U32)
+
+
+@dataclass
+class Proof:
+    """What the static pass proved about one memory instruction (verify.py)."""
+
+    kind: str  # "stack" (offset from this function's r10), "packet", "ctx"
+    offset: int = 0  # stack: byte offset from fp; ctx: field offset
+
+
+@dataclass
+class ProgramInput:
+    """Everything the translation depends on (and so everything the compile cache key holds)."""
+
+    insns: list[Instruction]
+    lddw: dict[int, int] = field(default_factory=dict)  # pc -> resolved 64-bit value of pseudo lddw
+    xdp: bool = False
+    proofs: dict[int, Proof] = field(default_factory=dict)
+    # helper id -> native lowering (natives.py); others call Python
+    native_helpers: frozenset[int] = frozenset()
+    budget_per_block: bool = True
+    conformance: bool = False  # callx takes a helper id (the bpf_conformance suite's convention)
+    code_region: int = 5  # Runtime.code_region: function pointers are (5 << 32) | (prog << 20) | insn
+
+
+class ModuleLowering:
+    """One program -> one LLVM module exporting `entry_name`."""
+
+    def __init__(self, prog: ProgramInput, entry_name: str, natives: NativeHelpers | None = None):
+        self.prog = prog
+        self.entry_name = entry_name
+        self.module = ir.Module(name=entry_name)
+        self.funcs = build(prog.insns)
+        self.ir_funcs: dict[int, ir.Function] = {}
+        for f in self.funcs:
+            # every function is exported: callbacks (bpf_loop...) enter subprograms from Python
+            fn = ir.Function(self.module, FN_TYPE, function_name(entry_name, f.start))
+            self.ir_funcs[f.start] = fn
+        self.natives = natives
+        self.memcpy = ir.Function(self.module, ir.FunctionType(VOID, [PTR, PTR, I64, I1]),
+                                  "llvm.memcpy.p0.p0.i64")
+        self.bswap = {w: ir.Function(self.module, ir.FunctionType(INT[w // 8], [INT[w // 8]]),
+                                     f"llvm.bswap.i{w}") for w in (16, 32, 64)}
+        self.expect = ir.Function(self.module, ir.FunctionType(I1, [I1, I1]), "llvm.expect.i1")
+
+    def lower(self) -> ir.Module:
+        for f in self.funcs:
+            FuncLowering(self, f).lower()
+        return self.module
+
+
+class FuncLowering:
+    """One eBPF function -> one LLVM function."""
+
+    def __init__(self, mod: ModuleLowering, func: Function):
+        self.mod = mod
+        self.func = func
+        self.insns = mod.prog.insns
+        self.fn = mod.ir_funcs[func.start]
+        self.env, *args = self.fn.args
+        self.args = args  # r1..r5, fp
+        entry = self.fn.append_basic_block("entry")
+        self.entry = entry
+        self.b = ir.IRBuilder(entry)
+        self.regs = [self.b.alloca(I64, name=f"r{i}") for i in range(11)]
+        for i in range(11):
+            self.b.store(c64(0), self.regs[i])
+        for i in range(5):
+            self.b.store(args[i], self.regs[i + 1])
+        self.fp = args[5]
+        self.b.store(self.fp, self.regs[10])
+        self.cur_prog = self.b.load(self._env_ptr(abi.E_CUR_PROG), typ=I64)
+        self.blocks = {pc: self.fn.append_basic_block(f"pc{pc}") for pc in func.leaders}
+        self.fault_block: ir.Block | None = None
+        self.pc = func.start
+
+    # ---------------------------------------------------------------- small vocabulary
+
+    def _env_ptr(self, word: int) -> ir.Value:
+        return self.b.gep(self.env, [c64(word)], source_etype=I64)
+
+    def env_load(self, word: int) -> ir.Value:
+        return self.b.load(self._env_ptr(word), typ=I64)
+
+    def env_store(self, word: int, val: ir.Value) -> None:
+        self.b.store(val, self._env_ptr(word))
+
+    def tmp(self, ty: ir.Type = I64) -> ir.Value:
+        """A local variable (alloca in the entry block, so mem2reg promotes it)."""
+        with self.b.goto_block(self.entry):
+            return self.b.alloca(ty)
+
+    def get(self, r: int) -> ir.Value:
+        return self.b.load(self.regs[r])
+
+    def put(self, r: int, v: ir.Value) -> None:
+        if v.type == I32:
+            v = self.b.zext(v, I64)
+        self.b.store(v, self.regs[r])
+
+    def get32(self, r: int) -> ir.Value:
+        return self.b.trunc(self.get(r), I32)
+
+    def unlikely(self, cond: ir.Value) -> ir.Value:
+        return self.b.call(self.mod.expect, [cond, ir.Constant(I1, 0)])
+
+    def ret_if_fault(self) -> None:
+        """After anything that may fault (calls, slow paths): leave at once when env FAULT is set."""
+        f = self.env_load(abi.E_FAULT)
+        with self.b.if_then(self.unlikely(self.b.icmp_unsigned("!=", f, c64(0))), likely=False):
+            self.b.ret(c64(0))
+
+    def fault(self, code: int, pc: int | ir.Value, addr: ir.Value | None = None, size: int = 0, write: int = 0) -> None:
+        """Record a fault and return (the caller's block is terminated)."""
+        self.env_store(abi.E_FAULT, c64(code))
+        self.env_store(abi.E_FAULT_PC, c64(pc) if isinstance(pc, int) else pc)
+        if addr is not None:
+            self.env_store(abi.E_FAULT_ADDR, addr)
+            self.env_store(abi.E_FAULT_SIZE, c64(size))
+            self.env_store(abi.E_FAULT_WRITE, c64(write))
+        self.b.ret(c64(0))
+
+    # ---------------------------------------------------------------- driver
+
+    def lower(self) -> None:
+        self.b.branch(self.blocks[self.func.start])
+        pc = self.func.start
+        while pc < self.func.end:
+            if pc in self.blocks:
+                blk = self.blocks[pc]
+                if not self.b.block.is_terminated:
+                    self.b.branch(blk)
+                self.b.position_at_end(blk)
+                self.block_entry(pc)
+            ins = self.insns[pc]
+            self.pc = pc
+            if self.b.block.is_terminated:  # unreachable code after an exit/ja without a label
+                self.b.position_at_end(self.fn.append_basic_block(f"dead{pc}"))
+            self.lower_insn(pc, ins)
+            pc += 2 if ins.is_lddw else 1
+        if not self.b.block.is_terminated:
+            # falling off the end of a function: validate() refuses this for whole programs; a
+            # subprogram can still run into the next function, which the interpreter reports
+            self.b.call(self._py_insn_fn(), [self.env, c64(self.func.end)])
+            self.b.ret(c64(0))
+
+    def block_entry(self, pc: int) -> None:
+        """Charge the block's instructions to the budget: a runaway loop ends with F_BUDGET."""
+        if not self.mod.prog.budget_per_block:
+            return
+        n = self._block_len(pc)
+        before = self.env_load(abi.E_BUDGET)
+        left = self.b.sub(before, c64(n))
+        self.env_store(abi.E_BUDGET, left)
+        with self.b.if_then(self.unlikely(self.b.icmp_signed("<", left, c64(0))), likely=False):
+            # the instruction that exhausts it: the before-th of the block (an lddw counts once)
+            self.fault(abi.F_BUDGET, self._nth_pc(pc, n, before))
+
+    def _nth_pc(self, start: int, n: int, k: ir.Value) -> ir.Value:
+        slots = []
+        p = start
+        while len(slots) < n:
+            slots.append(p)
+            p += 2 if self.insns[p].is_lddw else 1
+        if slots == list(range(start, start + n)):
+            return self.b.add(c64(start), k)
+        v = c64(slots[0])
+        for i, p in enumerate(slots[1:], 1):
+            v = self.b.select(self.b.icmp_unsigned("==", k, c64(i)), c64(p), v)
+        return v
+
+    def _block_len(self, pc: int) -> int:
+        leaders = self.func.leaders
+        i = leaders.index(pc)
+        end = leaders[i + 1] if i + 1 < len(leaders) else self.func.end
+        return sum(1 for p in range(pc, end) if not (p > 0 and self.insns[p - 1].is_lddw))
+
+    def lower_insn(self, pc: int, ins: Instruction) -> None:
+        cls = ins.cls
+        if ins.is_lddw:
+            self.lower_lddw(pc, ins)
+        elif cls in (isa.BPF_ALU, isa.BPF_ALU64):
+            self.lower_alu(ins)
+        elif cls in (isa.BPF_JMP, isa.BPF_JMP32):
+            self.lower_jmp(pc, ins)
+        elif cls == isa.BPF_LDX:
+            self.lower_ldx(pc, ins)
+        elif cls == isa.BPF_ST:
+            self.lower_st(pc, ins, c64(ins.imm))
+        elif cls == isa.BPF_STX:
+            if ins.mode == isa.BPF_ATOMIC:
+                self.lower_atomic(pc, ins)
+            else:
+                self.lower_st(pc, ins, self.get(ins.src))
+        else:  # LD ABS/IND and anything else: the interpreter decides what happens
+            self.py_insn(pc)
+
+    def py_insn(self, pc: int) -> None:
+        """Let the Python side execute (or refuse) this instruction: it sets a fault."""
+        self.b.call(self._py_insn_fn(), [self.env, c64(pc)])
+        self.ret_if_fault()
+
+    def _py_insn_fn(self) -> ir.Value:
+        return self.b.inttoptr(self.env_load(abi.E_PY_INSN), PY_INSN_TYPE.as_pointer())
+
+    # ---------------------------------------------------------------- lddw
+
+    def lower_lddw(self, pc: int, ins: Instruction) -> None:
+        if ins.src == 0:
+            self.put(ins.dst, c64(ins.imm64))
+            return
+        if pc not in self.mod.prog.lddw:
+            raise JitUnsupported(f"insn {pc}: lddw with pseudo source {ins.src} is not resolved")
+        self.put(ins.dst, c64(self.mod.prog.lddw[pc]))
+
+    # ---------------------------------------------------------------- ALU
+
+    def lower_alu(self, ins: Instruction) -> None:
+        is64 = ins.cls == isa.BPF_ALU64
+        ty = I64 if is64 else I32
+        code = ins.code
+        if code == isa.BPF_END:
+            self.put(ins.dst, self.alu_end(ins, is64))
+            return
+        dst = self.get(ins.dst) if is64 else self.get32(ins.dst)
+        if code == isa.BPF_NEG:
+            self.put(ins.dst, self.b.neg(dst))
+            return
+        if ins.source == isa.BPF_X:
+            src = self.get(ins.src) if is64 else self.get32(ins.src)
+        else:
+            src = ir.Constant(ty, ins.imm & (0xFFFF_FFFF_FFFF_FFFF if is64 else U32))
+        op = ALU_OPS.get(code)
+        if op is None:
+            raise JitUnsupported(f"ALU operation {code:#x}")
+        self.put(ins.dst, op(self, ins, ty, dst, src))
+
+    def alu_end(self, ins: Instruction, is64: bool) -> ir.Value:
+        width = ins.imm
+        v = self.b.trunc(self.get(ins.dst), INT[width // 8]) if width < 64 else self.get(ins.dst)
+        if is64 or ins.source == isa.BPF_TO_BE:  # bswap (v4) or to big-endian on a little-endian host
+            v = self.b.call(self.mod.bswap[width], [v])
+        return self.b.zext(v, I64) if width < 64 else v
+
+    def alu_divmod(self, ins: Instruction, ty: ir.IntType, a: ir.Value, d: ir.Value, mod: bool) -> ir.Value:
+        b = self.b
+        zero = ir.Constant(ty, 0)
+        dz = b.icmp_unsigned("==", d, zero)
+        safe = b.select(dz, ir.Constant(ty, 1), d)
+        if ins.off == 1:  # signed: INT_MIN / -1 must not trap; RFC: gives INT_MIN, modulo 0
+            bits = ty.width
+            ovf = b.and_(b.icmp_unsigned("==", a, ir.Constant(ty, 1 << (bits - 1))),
+                         b.icmp_unsigned("==", d, ir.Constant(ty, (1 << bits) - 1)))
+            safe = b.select(ovf, ir.Constant(ty, 1), safe)
+            r = b.srem(a, safe) if mod else b.sdiv(a, safe)
+        else:
+            r = b.urem(a, safe) if mod else b.udiv(a, safe)
+        return b.select(dz, a if mod else zero, r)
+
+    def alu_shift(self, kind: str, ty: ir.IntType, a: ir.Value, s: ir.Value) -> ir.Value:
+        s = self.b.and_(s, ir.Constant(ty, ty.width - 1))
+        return getattr(self.b, kind)(a, s)
+
+    def alu_mov(self, ins: Instruction, ty: ir.IntType, a: ir.Value, s: ir.Value) -> ir.Value:
+        if ins.source == isa.BPF_X and ins.off in (8, 16, 32):
+            return self.b.sext(self.b.trunc(s, INT[ins.off // 8]), ty)
+        return s
+
+    # ---------------------------------------------------------------- jumps, calls, exit
+
+    def lower_jmp(self, pc: int, ins: Instruction) -> None:
+        code = ins.code
+        if code == isa.BPF_EXIT:
+            self.env_store(abi.E_EXIT_PC, c64(pc))
+            self.b.ret(self.get(0))
+            return
+        if code == isa.BPF_CALL:
+            self.lower_call(pc, ins)
+            return
+        target = self.blocks[ins.jump_target(pc)]
+        if code == isa.BPF_JA:
+            self.b.branch(target)
+            return
+        is64 = ins.cls == isa.BPF_JMP
+        ty = I64 if is64 else I32
+        a = self.get(ins.dst) if is64 else self.get32(ins.dst)
+        if ins.source == isa.BPF_X:
+            s = self.get(ins.src) if is64 else self.get32(ins.src)
+        else:
+            s = ir.Constant(ty, ins.imm & (0xFFFF_FFFF_FFFF_FFFF if is64 else U32))
+        if code == isa.BPF_JSET:
+            cond = self.b.icmp_unsigned("!=", self.b.and_(a, s), ir.Constant(ty, 0))
+        else:
+            signed, op = JMP_OPS[code]
+            cond = (self.b.icmp_signed if signed else self.b.icmp_unsigned)(op, a, s)
+        self.b.cbranch(cond, target, self.blocks[pc + 1])
+
+    def lower_call(self, pc: int, ins: Instruction) -> None:
+        if is_subcall(ins):
+            self.lower_subcall(pc, ins)
+        elif ins.opcode == isa.CALL and ins.src == isa.CALL_HELPER:
+            self.lower_helper(pc, ins.imm)
+        elif ins.opcode == isa.CALLX:
+            self.lower_callx(pc, ins)
+        else:  # kfuncs: the Python side decides
+            self.py_insn(pc)
+
+    def lower_callx(self, pc: int, ins: Instruction) -> None:
+        target = self.get(ins.dst)
+        if self.mod.prog.conformance:
+            self.call_py_helper(pc, target)
+            return
+        b = self.b
+        off = b.and_(target, c64(U32))
+        ours = b.and_(b.icmp_unsigned("==", b.lshr(target, c64(REGION_SHIFT)), c64(self.mod.prog.code_region)),
+                      b.icmp_unsigned("==", b.lshr(off, c64(20)), self.cur_prog))
+        insn = b.select(ours, b.and_(off, c64((1 << 20) - 1)), c64(-1))
+        bad = self.fn.append_basic_block("callx.bad")
+        done = self.fn.append_basic_block("callx.done")
+        sw = b.switch(insn, bad)
+        results = []
+        for f in self.mod.funcs:
+            blk = self.fn.append_basic_block(f"callx.{f.start}")
+            sw.add_case(c64(f.start), blk)
+            b.position_at_end(blk)
+            results.append((self.emit_subcall(pc, self.mod.ir_funcs[f.start]), b.block))
+            b.branch(done)
+        b.position_at_end(bad)
+        self.env_store(abi.E_FAULT_ADDR, target)
+        self.b.call(self._py_insn_fn(), [self.env, c64(pc)])
+        b.ret(c64(0))
+        b.position_at_end(done)
+        phi = b.phi(I64)
+        for v, blk in results:
+            phi.add_incoming(v, blk)
+        self.put(0, phi)
+
+    def lower_subcall(self, pc: int, ins: Instruction) -> None:
+        self.put(0, self.emit_subcall(pc, self.mod.ir_funcs[pc + ins.imm + 1]))
+
+    def stack_lo(self, fp_off: ir.Value) -> None:
+        """Open the stack window down to the frame below `fp_off` (the interpreter's stack_low)."""
+        table = self.b.inttoptr(self.env_load(abi.E_TABLE), PTR)
+        lo = self.b.gep(table, [c64(STACK * 24 + 8)], source_etype=I8)
+        self.b.store(self.b.trunc(self.b.sub(fp_off, c64(abi.FRAME_BYTES)), I32), lo, align=4)
+
+    def emit_subcall(self, pc: int, callee: ir.Function) -> ir.Value:
+        # depth = (4096 - fp_offset) / 512; a call from depth 7 would need a ninth frame
+        fp_off = self.b.and_(self.fp, c64(U32))
+        too_deep = self.b.icmp_unsigned("<=", fp_off, c64(abi.STACK_BYTES - (abi.MAX_FRAMES - 1) * abi.FRAME_BYTES))
+        with self.b.if_then(self.unlikely(too_deep), likely=False):
+            self.fault(abi.F_DEPTH, pc)
+        callee_fp = self.b.sub(self.fp, c64(abi.FRAME_BYTES))
+        self.stack_lo(self.b.and_(callee_fp, c64(U32)))
+        args = [self.env] + [self.get(r) for r in range(1, 6)] + [callee_fp]
+        r0 = self.b.call(callee, args)
+        self.ret_if_fault()
+        self.stack_lo(fp_off)
+        # a tail call inside the callee changed the running program; it is ours again
+        self.env_store(abi.E_CUR_PROG, self.cur_prog)
+        return r0
+
+    def lower_helper(self, pc: int, hid: int) -> None:
+        natives = self.mod.natives
+        if natives is not None and hid in self.mod.prog.native_helpers and natives.lower(self, pc, hid):
+            return
+        self.call_py_helper(pc, hid)
+
+    def call_py_helper(self, pc: int, hid: int | ir.Value) -> None:
+        fnp = self.b.inttoptr(self.env_load(abi.E_PY_HELPER), PY_HELPER_TYPE.as_pointer())
+        hid_v = c64(hid) if isinstance(hid, int) else hid
+        args = [self.env, c64(pc), hid_v] + [self.get(r) for r in range(1, 6)] + [self.fp]
+        r0 = self.b.call(fnp, args)
+        self.ret_if_fault()
+        self.put(0, r0)
+
+    # ---------------------------------------------------------------- memory
+
+    def lower_ldx(self, pc: int, ins: Instruction) -> None:
+        size = ins.size
+        sx = ins.mode == isa.BPF_MEMSX
+        addr = self.b.add(self.get(ins.src), c64(ins.off))
+        v = self.mem_load(pc, addr, size, sx, proof=self.mod.prog.proofs.get(pc))
+        self.put(ins.dst, v)
+
+    def lower_st(self, pc: int, ins: Instruction, value: ir.Value) -> None:
+        addr = self.b.add(self.get(ins.dst), c64(ins.off))
+        self.mem_store(pc, addr, ins.size, value, proof=self.mod.prog.proofs.get(pc))
+
+    def lower_atomic(self, pc: int, ins: Instruction) -> None:
+        size = ins.size
+        ty = INT[size]
+        addr = self.b.add(self.get(ins.dst), c64(ins.off))
+        ptr = self.host_ptr(pc, addr, size, write=True, atomic=True)
+        src = self.b.trunc(self.get(ins.src), ty) if size == 4 else self.get(ins.src)
+        op = ins.imm
+        if op == isa.BPF_CMPXCHG:
+            r0 = self.b.trunc(self.get(0), ty) if size == 4 else self.get(0)
+            pair = self.b.cmpxchg(ptr, r0, src, "seq_cst", "seq_cst")
+            self.put(0, self.widen(self.b.extract_value(pair, 0), size))
+            return
+        rmw = ATOMIC_RMW[op & ~isa.BPF_FETCH] if op != isa.BPF_XCHG else "xchg"
+        old = self.b.atomic_rmw(rmw, ptr, src, "seq_cst")
+        if op & isa.BPF_FETCH:
+            self.put(ins.src, self.widen(old, size))
+
+    def widen(self, v: ir.Value, size: int, signed: bool = False) -> ir.Value:
+        if size == 8:
+            return v
+        return self.b.sext(v, I64) if signed else self.b.zext(v, I64)
+
+    def mem_load(self, pc: int, addr: ir.Value, size: int, sx: bool, proof: Proof | None) -> ir.Value:
+        if proof is not None and proof.kind == "ctx" and self.mod.prog.xdp:
+            v = self.xdp_ctx_load(proof.offset)
+            if v is not None:
+                return self.b.sext(self.b.trunc(v, INT[size]), I64) if sx and size < 8 else v
+        b = self.b
+        if proof is not None:
+            ptr = self.proven_ptr(addr, proof)
+            v = b.load(ptr, typ=INT[size], align=1)
+            return self.widen(v, size, sx)
+        fast, slow, done = (self.fn.append_basic_block(n) for n in ("ld.fast", "ld.slow", "ld.done"))
+        ptr = self.check(addr, size, R_READ, fast, slow)
+        b.position_at_end(fast)
+        v_fast = self.widen(b.load(ptr, typ=INT[size], align=1), size, sx)
+        fast_end = b.block
+        b.branch(done)
+        b.position_at_end(slow)
+        v_slow = self.slow_access(pc, addr, size, abi.M_LOADSX if sx else abi.M_LOAD, c64(0))
+        slow_end = b.block
+        b.branch(done)
+        b.position_at_end(done)
+        phi = b.phi(I64)
+        phi.add_incoming(v_fast, fast_end)
+        phi.add_incoming(v_slow, slow_end)
+        return phi
+
+    def mem_store(self, pc: int, addr: ir.Value, size: int, value: ir.Value, proof: Proof | None) -> None:
+        b = self.b
+        v = b.trunc(value, INT[size]) if size < 8 else value
+        if proof is not None and proof.kind != "ctx":
+            b.store(v, self.proven_ptr(addr, proof), align=1)
+            return
+        fast, slow, done = (self.fn.append_basic_block(n) for n in ("st.fast", "st.slow", "st.done"))
+        ptr = self.check(addr, size, R_WRITE, fast, slow)
+        b.position_at_end(fast)
+        b.store(v, ptr, align=1)
+        b.branch(done)
+        b.position_at_end(slow)
+        self.slow_access(pc, addr, size, abi.M_STORE, value)
+        b.branch(done)
+        b.position_at_end(done)
+
+    def host_ptr(self, pc: int, addr: ir.Value, size: int, write: bool, atomic: bool = False) -> ir.Value:
+        """Host pointer of a checked access whose slow path is a fault (atomics, helper buffers)."""
+        b = self.b
+        fast, slow = self.fn.append_basic_block("acc.fast"), self.fn.append_basic_block("acc.slow")
+        ptr = self.check(addr, size, R_WRITE if write else R_READ, fast, slow)
+        b.position_at_end(slow)
+        if atomic:
+            # the interpreter loads, then stores: a failing read is reported as a read
+            rd_ok, rd_bad = self.fn.append_basic_block("at.rd"), self.fn.append_basic_block("at.rdbad")
+            self.check(addr, size, R_READ, rd_ok, rd_bad)
+            b.position_at_end(rd_bad)
+            self.fault(abi.F_MEMORY, pc, addr, size, 0)
+            b.position_at_end(rd_ok)
+            self.fault(abi.F_MEMORY, pc, addr, size, 1)
+        else:
+            self.fault(abi.F_MEMORY, pc, addr, size, int(write))
+        b.position_at_end(fast)
+        return ptr
+
+    def check(self, addr: ir.Value, size: int, need: int, ok: ir.Block, bad: ir.Block) -> ir.Value:
+        """Branch to `ok` (returning the host pointer valid there) when the region table allows the
+        access, else to `bad`. Context regions always go to `bad` (their accesses are converted)."""
+        b = self.b
+        rid = b.lshr(addr, c64(REGION_SHIFT))
+        off = b.and_(addr, c64(U32))
+        in_table = b.icmp_unsigned("<", rid, c64(MAX_REGIONS))
+        rid_safe = b.select(in_table, rid, c64(0))  # row 0 (null) never allows anything
+        table = b.inttoptr(self.env_load(abi.E_TABLE), PTR)
+        row = b.gep(table, [b.mul(rid_safe, c64(24))], source_etype=I8)
+        base = b.load(row, typ=I64, align=8)
+        lo = b.zext(b.load(b.gep(row, [c64(8)], source_etype=I8), typ=I32, align=4), I64)
+        hi = b.zext(b.load(b.gep(row, [c64(12)], source_etype=I8), typ=I32, align=4), I64)
+        flags = b.load(b.gep(row, [c64(16)], source_etype=I8), typ=I32, align=4)
+        flag_ok = b.icmp_unsigned("==", b.and_(flags, c32(need | R_CTX)), c32(need))
+        ok_c = b.and_(flag_ok, b.icmp_unsigned("!=", base, c64(0)))
+        ok_c = b.and_(ok_c, b.icmp_unsigned("<=", lo, off))
+        ok_c = b.and_(ok_c, b.icmp_unsigned("<=", b.add(off, c64(size)), hi))
+        ok_c = b.and_(ok_c, in_table)
+        b.cbranch(ok_c, ok, bad)
+        b.position_at_end(ok)
+        ptr = b.gep(b.inttoptr(base, PTR), [off], source_etype=I8)
+        return ptr
+
+    def slow_access(self, pc: int, addr: ir.Value, size: int, kind: int, value: ir.Value) -> ir.Value:
+        """Context accesses go to Python (the hook converts them); anything else faults natively."""
+        b = self.b
+        rid = b.lshr(addr, c64(REGION_SHIFT))
+        is_ctx = b.icmp_unsigned("==", rid, c64(CTX))
+        pyb, flt, done = (self.fn.append_basic_block(n) for n in ("ctx.py", "mem.fault", "slow.done"))
+        b.cbranch(is_ctx, pyb, flt)
+        b.position_at_end(flt)
+        self.fault(abi.F_MEMORY, pc, addr, size, int(kind == abi.M_STORE))
+        b.position_at_end(pyb)
+        fnp = b.inttoptr(self.env_load(abi.E_PY_MEM), PY_MEM_TYPE.as_pointer())
+        r = b.call(fnp, [self.env, c64(pc), addr, c64(size), c64(kind), value])
+        self.ret_if_fault()
+        b.branch(done)
+        b.position_at_end(done)
+        return r
+
+    def proven_ptr(self, addr: ir.Value, proof: Proof) -> ir.Value:
+        """Host pointer of an access the static pass proved in bounds: no checks, one table read."""
+        b = self.b
+        rid = STACK if proof.kind == "stack" else PACKET
+        table = b.inttoptr(self.env_load(abi.E_TABLE), PTR)
+        base = b.load(b.gep(table, [c64(rid * 24)], source_etype=I8), typ=I64, align=8)
+        return b.gep(b.inttoptr(base, PTR), [b.and_(addr, c64(U32))], source_etype=I8)
+
+    def xdp_ctx_load(self, off: int) -> ir.Value | None:
+        """xdp_md fields natively: data/data_end/data_meta become packet pointers."""
+        word = {0: abi.E_DATA, 4: abi.E_DATA_END, 8: abi.E_META, 12: abi.E_IFINDEX, 16: abi.E_RXQ}.get(off)
+        if word is None:
+            return None
+        v = self.env_load(word)
+        if off <= 8:
+            return self.b.or_(v, c64(PACKET << REGION_SHIFT))
+        return v
+
+
+def function_name(entry_name: str, start: int) -> str:
+    return entry_name if start == 0 else f"{entry_name}.sub{start}"
+
+
+def _arith(name: str) -> Callable:
+    return lambda fl, ins, ty, a, s: getattr(fl.b, name)(a, s)
+
+
+ALU_OPS: dict[int, Callable] = {
+    isa.BPF_ADD: _arith("add"),
+    isa.BPF_SUB: _arith("sub"),
+    isa.BPF_MUL: _arith("mul"),
+    isa.BPF_OR: _arith("or_"),
+    isa.BPF_AND: _arith("and_"),
+    isa.BPF_XOR: _arith("xor"),
+    isa.BPF_DIV: lambda fl, ins, ty, a, s: fl.alu_divmod(ins, ty, a, s, mod=False),
+    isa.BPF_MOD: lambda fl, ins, ty, a, s: fl.alu_divmod(ins, ty, a, s, mod=True),
+    isa.BPF_LSH: lambda fl, ins, ty, a, s: fl.alu_shift("shl", ty, a, s),
+    isa.BPF_RSH: lambda fl, ins, ty, a, s: fl.alu_shift("lshr", ty, a, s),
+    isa.BPF_ARSH: lambda fl, ins, ty, a, s: fl.alu_shift("ashr", ty, a, s),
+    isa.BPF_MOV: lambda fl, ins, ty, a, s: fl.alu_mov(ins, ty, a, s),
+}
+
+JMP_OPS = {
+    isa.BPF_JEQ: (False, "=="),
+    isa.BPF_JNE: (False, "!="),
+    isa.BPF_JGT: (False, ">"),
+    isa.BPF_JGE: (False, ">="),
+    isa.BPF_JLT: (False, "<"),
+    isa.BPF_JLE: (False, "<="),
+    isa.BPF_JSGT: (True, ">"),
+    isa.BPF_JSGE: (True, ">="),
+    isa.BPF_JSLT: (True, "<"),
+    isa.BPF_JSLE: (True, "<="),
+}
+
+ATOMIC_RMW = {isa.BPF_ADD: "add", isa.BPF_OR: "or", isa.BPF_AND: "and", isa.BPF_XOR: "xor"}
+
+
+class NativeHelpers:
+    """Interface of natives.py: `lower(fl, pc, hid) -> bool` emits a helper natively (True) or
+    declines (False: the Python trampoline is used)."""
+
+    def lower(self, fl: FuncLowering, pc: int, hid: int) -> bool:  # pragma: no cover - interface
+        return False
