@@ -20,6 +20,7 @@ from scapy.packet import Raw
 from xdpsim.io import linktype as lt
 from xdpsim.io.pcap import PcapWriter
 from xdpsim.io.pcapng import PcapngWriter
+from xdpsim.io.workload import ipv4_checksum
 
 SEED = 1
 T0 = 1_700_000_000 * 1_000_000_000
@@ -52,8 +53,8 @@ def malformed(rng: random.Random) -> list[bytes]:
         tcp[:44],  # TCP header cut after 10 bytes
         tcp[:14] + b"\x44" + tcp[15:],  # IHL 4 (< 5)
         tcp[:14] + b"\x40" + tcp[15:],  # IHL 0
-        tcp[:16] + struct.pack(">H", 1500) + tcp[18:],  # total length beyond the frame
-        tcp[:16] + struct.pack(">H", 12) + tcp[18:],  # total length below the header
+        ipv4_checksum(tcp[:16] + struct.pack(">H", 1500) + tcp[18:]),  # total length beyond the frame
+        ipv4_checksum(tcp[:16] + struct.pack(">H", 12) + tcp[18:]),  # total length below the header
         tcp[:46] + b"\x10" + tcp[47:],  # TCP data offset 1 (< 5)
     ]
 

@@ -120,13 +120,18 @@ class BatchReader:
     def _slow_batches(self) -> Iterator[Batch]:
         chunk: list[Packet] = []
         first = 0
-        for p in self._reader:
-            if not chunk:
-                first = p.index
-            chunk.append(p)
-            if len(chunk) == self.batch_size:
+        try:
+            for p in self._reader:
+                if not chunk:
+                    first = p.index
+                chunk.append(p)
+                if len(chunk) == self.batch_size:
+                    yield pack(chunk, first)
+                    chunk = []
+        except CaptureError:
+            if chunk:  # the packets before the damage first, as the streaming reader does
                 yield pack(chunk, first)
-                chunk = []
+            raise
         if chunk:
             yield pack(chunk, first)
 

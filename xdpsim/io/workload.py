@@ -97,12 +97,22 @@ def templates() -> list[Template]:
         tcp[:24],  # IPv4 header cut at 10 bytes
         tcp[:40],  # TCP header cut at 6 bytes
         tcp[:14] + bytes([0x43]) + tcp[15:],  # IHL 3
-        tcp[:16] + (1400).to_bytes(2, "big") + tcp[18:],  # total length beyond the frame
+        ipv4_checksum(tcp[:16] + (1400).to_bytes(2, "big") + tcp[18:]),  # total length beyond the frame
         tcp[:14] + bytes([0x65]) + tcp[15:],  # IP version 6 in an IPv4 ethertype
     ]
     for frame in add_raw:
         out.append(Template(frame, 0.3))
     return out
+
+
+def ipv4_checksum(frame: bytes, at: int = 14) -> bytes:
+    """`frame` with the checksum of its IPv4 header (at `at`, 20 bytes) recomputed."""
+    hdr = bytearray(frame[at : at + 20])
+    hdr[10:12] = b"\0\0"
+    total = sum(int.from_bytes(hdr[i : i + 2], "big") for i in range(0, 20, 2))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return frame[: at + 10] + (~total & 0xFFFF).to_bytes(2, "big") + frame[at + 12 :]
 
 
 def _ipv4_checksums(data: np.ndarray, hdr: np.ndarray, words: int) -> None:
