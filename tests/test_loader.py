@@ -43,8 +43,18 @@ def c_line(name: str, needle: str) -> int:
 
 def test_programs_present() -> None:
     names = {p.stem for p in OBJECTS}
-    assert {"parser", "parser_tc", "firewall", "calls", "rewrite", "redirect", "icmp_echo", "chain",
-            "bad_bounds", "core"} <= names
+    assert {
+        "parser",
+        "parser_tc",
+        "firewall",
+        "calls",
+        "rewrite",
+        "redirect",
+        "icmp_echo",
+        "chain",
+        "bad_bounds",
+        "core",
+    } <= names
 
 
 @pytest.mark.parametrize("path", OBJECTS, ids=lambda p: p.stem)
@@ -78,7 +88,9 @@ def test_load_from_bytes_equals_path() -> None:
 def test_parser_maps_and_jump_table() -> None:
     spec = obj("parser")
     assert set(spec.programs) == {"packet_parser", "parse_tcp", "parse_udp"}
-    assert all(p.type == ProgType.XDP and p.attach == "xdp" and p.section == "xdp" for p in spec.programs.values())
+    assert all(
+        p.type == ProgType.XDP and p.attach == "xdp" and p.section == "xdp" for p in spec.programs.values()
+    )
     jt = spec.map_by_name("ipproto_jmp_table")
     assert (jt.type, jt.key_size, jt.value_size, jt.max_entries) == (MapType.PROG_ARRAY, 4, 4, 256)
     assert jt.init_slots == {6: "parse_tcp", 17: "parse_udp"}
@@ -91,12 +103,17 @@ def test_parser_maps_and_jump_table() -> None:
     assert spec.btf.name_of(ps.btf_value_type_id) == "struct port_stats"
     # the tail call loads the jump table's map index right before `call 12`
     insns = spec.programs["packet_parser"].insns
-    call = next(i for i, ins in enumerate(insns) if ins.opcode == CALL and ins.src == 0 and ins.imm == TAIL_CALL)
+    call = next(
+        i for i, ins in enumerate(insns) if ins.opcode == CALL and ins.src == 0 and ins.imm == TAIL_CALL
+    )
     lddws = [ins for ins in insns[:call] if ins.opcode == LDDW and ins.src == PSEUDO_MAP_FD]
     assert lddws[-1].imm == spec.map_index("ipproto_jmp_table")
     li = spec.programs["packet_parser"].source_line(call)
-    assert li is not None and li.line == c_line("parser", "bpf_tail_call(ctx, &ipproto_jmp_table") \
+    assert (
+        li is not None
+        and li.line == c_line("parser", "bpf_tail_call(ctx, &ipproto_jmp_table")
         and "bpf_tail_call" in li.text
+    )
 
 
 def test_parser_tc_is_sched_cls() -> None:
@@ -147,7 +164,9 @@ def test_calls_global_data() -> None:
     assert spec.btf[ro.btf_value_type_id].name == ".rodata"
     # a global variable reference: PSEUDO_MAP_VALUE with the variable's offset in next_imm
     prog = spec.programs["calls_main"]
-    refs = {(ins.imm, ins.next_imm) for ins in prog.insns if ins.opcode == LDDW and ins.src == PSEUDO_MAP_VALUE}
+    refs = {
+        (ins.imm, ins.next_imm) for ins in prog.insns if ins.opcode == LDDW and ins.src == PSEUDO_MAP_VALUE
+    }
     assert (spec.map_index(".bss"), 0) in refs  # packets_seen
     assert (spec.map_index(".data"), 0) in refs  # magic
 
@@ -181,7 +200,10 @@ def test_chain_run_config() -> None:
     spec = obj("chain")
     p = spec.programs
     assert (p["chain_count"].run_priority, p["chain_count"].chain_call_actions) == (10, ["XDP_PASS"])
-    assert (p["chain_filter"].run_priority, p["chain_filter"].chain_call_actions) == (20, ["XDP_DROP", "XDP_PASS"])
+    assert (p["chain_filter"].run_priority, p["chain_filter"].chain_call_actions) == (
+        20,
+        ["XDP_DROP", "XDP_PASS"],
+    )
     assert (p["chain_last"].run_priority, p["chain_last"].chain_call_actions) == (30, None)
     assert all(m.name != ".xdp_run_config" for m in spec.maps)
 
@@ -237,7 +259,12 @@ def _eth(proto: int, payload: bytes) -> bytes:
 
 
 def _ipv4(proto: int, l4: bytes) -> bytes:
-    return bytes([0x45, 0]) + struct.pack("!HHHBBH", 20 + len(l4), 0, 0, 64, proto, 0) + bytes([10, 0, 0, 1, 10, 0, 0, 2]) + l4
+    return (
+        bytes([0x45, 0])
+        + struct.pack("!HHHBBH", 20 + len(l4), 0, 0, 64, proto, 0)
+        + bytes([10, 0, 0, 1, 10, 0, 0, 2])
+        + l4
+    )
 
 
 def test_kernel_runs_parser_tail_calls(kernel: str) -> None:  # noqa: F811
@@ -299,8 +326,21 @@ def test_wrong_machine() -> None:
 TRUNC_DATA = (PROGRAMS / "calls.o").read_bytes()
 
 
-@pytest.mark.parametrize("cut", [0, 1, 16, 63, 64, 100, 0x40 + 8 * 10, len(TRUNC_DATA) // 2,
-                                 len(TRUNC_DATA) - 64 * 3, len(TRUNC_DATA) - 1])
+@pytest.mark.parametrize(
+    "cut",
+    [
+        0,
+        1,
+        16,
+        63,
+        64,
+        100,
+        0x40 + 8 * 10,
+        len(TRUNC_DATA) // 2,
+        len(TRUNC_DATA) - 64 * 3,
+        len(TRUNC_DATA) - 1,
+    ],
+)
 def test_truncated_objects(cut: int) -> None:
     with pytest.raises(LoadError) as e:
         load_object(TRUNC_DATA[:cut], name="cut.o")
@@ -334,8 +374,22 @@ def build(tmp_path: Path, src: str, name: str = "t") -> Path:
     c = tmp_path / f"{name}.c"
     c.write_text(HEADER + src)
     out = tmp_path / f"{name}.o"
-    subprocess.run([CLANG, "-O2", "-g", "-target", "bpf", f"-I/usr/include/{platform.machine()}-linux-gnu",
-                    "-c", str(c), "-o", str(out)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            CLANG,
+            "-O2",
+            "-g",
+            "-target",
+            "bpf",
+            f"-I/usr/include/{platform.machine()}-linux-gnu",
+            "-c",
+            str(c),
+            "-o",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return out
 
 
@@ -354,8 +408,10 @@ def test_unknown_section_refused_and_forced(tmp_path: Path) -> None:
 
 @needs_clang
 def test_kfunc_refused(tmp_path: Path) -> None:
-    src = ('extern struct bpf_sock *bpf_skc_to_whatever(void *p) __ksym;\n'
-           'SEC("xdp") int prog(struct xdp_md *ctx) { return bpf_skc_to_whatever(ctx) ? 1 : 2; }')
+    src = (
+        "extern struct bpf_sock *bpf_skc_to_whatever(void *p) __ksym;\n"
+        'SEC("xdp") int prog(struct xdp_md *ctx) { return bpf_skc_to_whatever(ctx) ? 1 : 2; }'
+    )
     with pytest.raises(LoadError, match="extern|kfunc"):
         load_object(build(tmp_path, src))
 
@@ -363,7 +419,9 @@ def test_kfunc_refused(tmp_path: Path) -> None:
 @needs_clang
 def test_maps_of_maps_and_legacy_maps(tmp_path: Path) -> None:
     src = """
-struct inner { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 4); __type(key, __u32); __type(value, __u64); };
+struct inner {
+    __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 4); __type(key, __u32); __type(value, __u64);
+};
 struct inner inner_a SEC(".maps"), inner_b SEC(".maps");
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
@@ -387,10 +445,19 @@ SEC("xdp") int prog(struct xdp_md *ctx)
     outer = spec.map_by_name("outer")
     assert outer.type == MapType.ARRAY_OF_MAPS and outer.value_size == 4
     assert outer.init_slots == {0: "inner_a", 2: "inner_b"}
-    assert outer.inner is not None and (outer.inner.type, outer.inner.value_size, outer.inner.max_entries) == \
-        (MapType.ARRAY, 8, 4)
+    assert outer.inner is not None and (
+        outer.inner.type,
+        outer.inner.value_size,
+        outer.inner.max_entries,
+    ) == (MapType.ARRAY, 8, 4)
     old = spec.map_by_name("old_hash")
-    assert (old.type, old.key_size, old.value_size, old.max_entries, old.section) == (MapType.HASH, 4, 8, 16, "maps")
+    assert (old.type, old.key_size, old.value_size, old.max_entries, old.section) == (
+        MapType.HASH,
+        4,
+        8,
+        16,
+        "maps",
+    )
     refs = [ins.imm for ins in spec.programs["prog"].insns if ins.opcode == LDDW and ins.src == PSEUDO_MAP_FD]
     assert sorted(set(refs)) == sorted({spec.map_index("outer"), spec.map_index("old_hash")})
 

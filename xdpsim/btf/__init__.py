@@ -9,6 +9,20 @@ from .ext import BtfExt, CoreKind, CoreRelo, ExtFuncInfo, ExtLineInfo, parse_ext
 from .types import BTF, BtfError, BtfType, Kind, Member, essential_name
 
 __all__ = [
-    "BTF", "BtfError", "BtfExt", "BtfType", "CoreError", "CoreKind", "CoreRelo", "CoreResult", "ExtFuncInfo",
-    "ExtLineInfo", "Kind", "Member", "essential_name", "parse_ext", "shipped_btf", "target_btf",
+    "BTF",
+    "BtfError",
+    "BtfExt",
+    "BtfType",
+    "CoreError",
+    "CoreKind",
+    "CoreRelo",
+    "CoreResult",
+    "ExtFuncInfo",
+    "ExtLineInfo",
+    "Kind",
+    "Member",
+    "essential_name",
+    "parse_ext",
+    "shipped_btf",
+    "target_btf",
 ]

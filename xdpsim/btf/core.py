@@ -26,10 +26,21 @@ VMLINUX = "/sys/kernel/btf/vmlinux"
 POISON_HELPER = 0xBAD2310
 _COMPOSITE = (Kind.STRUCT, Kind.UNION)
 _ENUMS = (Kind.ENUM, Kind.ENUM64)
-_FIELD_KINDS = {CoreKind.FIELD_BYTE_OFFSET, CoreKind.FIELD_BYTE_SIZE, CoreKind.FIELD_EXISTS,
-                CoreKind.FIELD_SIGNED, CoreKind.FIELD_LSHIFT_U64, CoreKind.FIELD_RSHIFT_U64}
-_TYPE_KINDS = {CoreKind.TYPE_ID_LOCAL, CoreKind.TYPE_ID_TARGET, CoreKind.TYPE_EXISTS, CoreKind.TYPE_SIZE,
-               CoreKind.TYPE_MATCHES}
+_FIELD_KINDS = {
+    CoreKind.FIELD_BYTE_OFFSET,
+    CoreKind.FIELD_BYTE_SIZE,
+    CoreKind.FIELD_EXISTS,
+    CoreKind.FIELD_SIGNED,
+    CoreKind.FIELD_LSHIFT_U64,
+    CoreKind.FIELD_RSHIFT_U64,
+}
+_TYPE_KINDS = {
+    CoreKind.TYPE_ID_LOCAL,
+    CoreKind.TYPE_ID_TARGET,
+    CoreKind.TYPE_EXISTS,
+    CoreKind.TYPE_SIZE,
+    CoreKind.TYPE_MATCHES,
+}
 
 
 class CoreError(BtfError):
@@ -102,7 +113,9 @@ def _walk_local(btf: BTF, root: int, idx: list[int]) -> tuple[_Field, list[tuple
         t = btf[btf.resolve(cur)]
         if t.kind in _COMPOSITE:
             if i >= len(t.members):
-                raise CoreError(f"CO-RE access {i} beyond the {len(t.members)} members of {btf.name_of(t.id)}")
+                raise CoreError(
+                    f"CO-RE access {i} beyond the {len(t.members)} members of {btf.name_of(t.id)}"
+                )
             m = t.members[i]
             bit_off += m.offset
             if m.name:
@@ -115,7 +128,9 @@ def _walk_local(btf: BTF, root: int, idx: list[int]) -> tuple[_Field, list[tuple
             cur = t.elem_type
             fld = _Field(bit_off, cur, 0)
         else:
-            raise CoreError(f"CO-RE access {i} into {btf.name_of(t.id)}, which is not a struct, union or array")
+            raise CoreError(
+                f"CO-RE access {i} into {btf.name_of(t.id)}, which is not a struct, union or array"
+            )
     return fld, steps
 
 
@@ -136,12 +151,23 @@ def _find_member(btf: BTF, t: BtfType, name: str) -> tuple[int, int, int] | None
 def _compatible(lb: BTF, lt: int, tb: BTF, tt: int) -> bool:
     """libbpf's bpf_core_fields_are_compat, simplified to kind classes."""
     a, b = lb[lb.resolve(lt)], tb[tb.resolve(tt)]
-    cls = {Kind.INT: "int", Kind.ENUM: "int", Kind.ENUM64: "int", Kind.PTR: "ptr", Kind.FLOAT: "float",
-           Kind.STRUCT: "comp", Kind.UNION: "comp", Kind.FWD: "comp", Kind.ARRAY: "arr"}
+    cls = {
+        Kind.INT: "int",
+        Kind.ENUM: "int",
+        Kind.ENUM64: "int",
+        Kind.PTR: "ptr",
+        Kind.FLOAT: "float",
+        Kind.STRUCT: "comp",
+        Kind.UNION: "comp",
+        Kind.FWD: "comp",
+        Kind.ARRAY: "arr",
+    }
     return cls.get(a.kind, a.kind.name) == cls.get(b.kind, b.kind.name)
 
 
-def _walk_target(lb: BTF, local_fld: _Field, tb: BTF, root: int, steps: list[tuple[str, int | str]]) -> _Field | None:
+def _walk_target(
+    lb: BTF, local_fld: _Field, tb: BTF, root: int, steps: list[tuple[str, int | str]]
+) -> _Field | None:
     cur = tb.resolve(root)
     bit_off = int(steps[0][1]) * tb.size_of(cur) * 8
     fld = _Field(bit_off, cur, 0)
@@ -214,22 +240,31 @@ def resolve(relo: CoreRelo, lb: BTF, tb: BTF) -> CoreResult:
         if not local.name:
             raise CoreError(f"CO-RE {kind.name} on an anonymous type {relo.type_id}")
         cands = _candidates(lb, local, tb)
-        local_vals = {CoreKind.TYPE_ID_LOCAL: relo.type_id, CoreKind.TYPE_ID_TARGET: relo.type_id,
-                      CoreKind.TYPE_EXISTS: 1, CoreKind.TYPE_MATCHES: 1,
-                      CoreKind.TYPE_SIZE: lb.size_of(local.id) if local.kind != Kind.FWD else 0}
+        local_vals = {
+            CoreKind.TYPE_ID_LOCAL: relo.type_id,
+            CoreKind.TYPE_ID_TARGET: relo.type_id,
+            CoreKind.TYPE_EXISTS: 1,
+            CoreKind.TYPE_MATCHES: 1,
+            CoreKind.TYPE_SIZE: lb.size_of(local.id) if local.kind != Kind.FWD else 0,
+        }
         lv = local_vals[kind]
         if not cands:
             return CoreResult(lv, relo.type_id if kind == CoreKind.TYPE_ID_LOCAL else 0)
         c = cands[0]
-        tv = {CoreKind.TYPE_ID_LOCAL: relo.type_id, CoreKind.TYPE_ID_TARGET: c.id, CoreKind.TYPE_EXISTS: 1,
-              CoreKind.TYPE_MATCHES: 1,
-              CoreKind.TYPE_SIZE: tb.size_of(c.id) if c.kind != Kind.FWD else 0}[kind]
+        tv = {
+            CoreKind.TYPE_ID_LOCAL: relo.type_id,
+            CoreKind.TYPE_ID_TARGET: c.id,
+            CoreKind.TYPE_EXISTS: 1,
+            CoreKind.TYPE_MATCHES: 1,
+            CoreKind.TYPE_SIZE: tb.size_of(c.id) if c.kind != Kind.FWD else 0,
+        }[kind]
         return CoreResult(lv, tv)
     if kind in (CoreKind.ENUMVAL_EXISTS, CoreKind.ENUMVAL_VALUE):
         t = lb[lb.resolve(relo.type_id)]
         if t.kind not in _ENUMS or idx[0] >= len(t.members):
-            raise CoreError(f"CO-RE {kind.name}: access {relo.access!r} is not an enumerator of "
-                            f"{lb.name_of(t.id)}")
+            raise CoreError(
+                f"CO-RE {kind.name}: access {relo.access!r} is not an enumerator of {lb.name_of(t.id)}"
+            )
         ename = essential_name(t.members[idx[0]].name)
         lv = 1 if kind == CoreKind.ENUMVAL_EXISTS else t.members[idx[0]].value
         for c in _candidates(lb, t, tb):
@@ -238,7 +273,9 @@ def resolve(relo: CoreRelo, lb: BTF, tb: BTF) -> CoreResult:
                     return CoreResult(lv, 1 if kind == CoreKind.ENUMVAL_EXISTS else m.value)
         if kind == CoreKind.ENUMVAL_EXISTS:
             return CoreResult(lv, 0)
-        return CoreResult(lv, 0, poison=True, why=f"enumerator {ename} of {lb.name_of(t.id)} not in the target")
+        return CoreResult(
+            lv, 0, poison=True, why=f"enumerator {ename} of {lb.name_of(t.id)} not in the target"
+        )
     # field relocations
     if local.kind not in _COMPOSITE and local.kind != Kind.TYPEDEF:
         raise CoreError(f"CO-RE {kind.name} on {lb.name_of(local.id)}, not a struct or union")
@@ -256,11 +293,18 @@ def resolve(relo: CoreRelo, lb: BTF, tb: BTF) -> CoreResult:
     if not results:
         if kind == CoreKind.FIELD_EXISTS:
             return CoreResult(lv, 0, validate=validate)
-        return CoreResult(lv, 0, poison=True, validate=validate,
-                          why=f"field {relo.access!r} of {lb.name_of(root.id)} not found in the target")
+        return CoreResult(
+            lv,
+            0,
+            poison=True,
+            validate=validate,
+            why=f"field {relo.access!r} of {lb.name_of(root.id)} not found in the target",
+        )
     if len({r[0] for r in results}) > 1:
-        raise CoreError(f"CO-RE {kind.name} of {lb.name_of(root.id)} ({relo.access}): ambiguous, the "
-                        f"target's candidates give {sorted({r[0] for r in results})}")
+        raise CoreError(
+            f"CO-RE {kind.name} of {lb.name_of(root.id)} ({relo.access}): ambiguous, the "
+            f"target's candidates give {sorted({r[0] for r in results})}"
+        )
     tv, tsize = results[0]
     new_size = tsize if (kind == CoreKind.FIELD_BYTE_OFFSET and tsize != lsize) else None
     return CoreResult(lv, tv, new_size=new_size, validate=validate)
@@ -283,7 +327,9 @@ def patch(insns: list[Instruction], pc: int, relo: CoreRelo, res: CoreResult) ->
     cls = ins.cls
     if ins.is_lddw:
         if res.validate and ins.imm64 != res.local & ((1 << 64) - 1):
-            raise CoreError(f"insn {pc}: lddw holds {ins.imm64:#x}, the CO-RE relocation expects {res.local:#x}")
+            raise CoreError(
+                f"insn {pc}: lddw holds {ins.imm64:#x}, the CO-RE relocation expects {res.local:#x}"
+            )
         lo, hi = val & 0xFFFFFFFF, (val >> 32) & 0xFFFFFFFF
         lo = lo - (1 << 32) if lo >> 31 else lo
         hi = hi - (1 << 32) if hi >> 31 else hi
@@ -307,9 +353,12 @@ def patch(insns: list[Instruction], pc: int, relo: CoreRelo, res: CoreResult) ->
         opcode = ins.opcode
         if res.new_size is not None:
             if res.new_size not in _SIZE_CODE or cls != BPF_LDX:
-                raise CoreError(f"insn {pc}: the target field is {res.new_size} bytes, the access "
-                                f"cannot be resized")
+                raise CoreError(
+                    f"insn {pc}: the target field is {res.new_size} bytes, the access cannot be resized"
+                )
             opcode = (opcode & ~0x18) | _SIZE_CODE[res.new_size]
         insns[pc] = Instruction(opcode, ins.dst, ins.src, val, ins.imm)
     else:
-        raise CoreError(f"insn {pc}: CO-RE relocation on an instruction that takes no constant ({ins.opcode:#x})")
+        raise CoreError(
+            f"insn {pc}: CO-RE relocation on an instruction that takes no constant ({ins.opcode:#x})"
+        )

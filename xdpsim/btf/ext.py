@@ -107,12 +107,15 @@ def parse_ext(raw: bytes, btf: BTF) -> BtfExt:
     for name_off, rec in _records(raw, hdr_len + line_off, line_len, 16, "line info"):
         off, file_off, line_off_, line_col = struct.unpack_from("<IIII", rec)
         ext.line_info.setdefault(btf.string(name_off), []).append(
-            ExtLineInfo(off, btf.string(file_off), btf.string(line_off_), line_col >> 10, line_col & 0x3FF))
+            ExtLineInfo(off, btf.string(file_off), btf.string(line_off_), line_col >> 10, line_col & 0x3FF)
+        )
     for name_off, rec in _records(raw, hdr_len + core_off, core_len, 16, "CO-RE relocations"):
         off, tid, acc_off, kind = struct.unpack_from("<IIII", rec)
         try:
             ck = CoreKind(kind)
         except ValueError:
             raise BtfError(f".BTF.ext: unknown CO-RE relocation kind {kind} at insn offset {off}") from None
-        ext.core_relos.setdefault(btf.string(name_off), []).append(CoreRelo(off, tid, btf.string(acc_off), ck))
+        ext.core_relos.setdefault(btf.string(name_off), []).append(
+            CoreRelo(off, tid, btf.string(acc_off), ck)
+        )
     return ext

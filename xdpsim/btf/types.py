@@ -45,6 +45,16 @@ class Kind(IntEnum):
     ENUM64 = 19
 
 
+# bytes that follow the 12-byte common header, fixed and per vlen entry
+_EXTRA_FIXED = {Kind.INT: 4, Kind.ARRAY: 12, Kind.VAR: 4, Kind.DECL_TAG: 4}
+_EXTRA_PER_VLEN = {
+    Kind.STRUCT: 12,
+    Kind.UNION: 12,
+    Kind.ENUM: 8,
+    Kind.ENUM64: 12,
+    Kind.FUNC_PROTO: 8,
+    Kind.DATASEC: 12,
+}
 MODIFIERS = {Kind.VOLATILE, Kind.CONST, Kind.RESTRICT, Kind.TYPE_TAG}
 INT_SIGNED = 1
 VAR_STATIC, VAR_GLOBAL_ALLOCATED, VAR_GLOBAL_EXTERN = 0, 1, 2
@@ -102,7 +112,9 @@ class BTF:
         self.raw = bytes(raw)
         if len(raw) < HEADER.size:
             raise BtfError(f"BTF of {len(raw)} bytes is shorter than its header")
-        magic, self.version, self.flags, hdr_len, type_off, type_len, str_off, str_len = HEADER.unpack_from(raw)
+        magic, self.version, self.flags, hdr_len, type_off, type_len, str_off, str_len = HEADER.unpack_from(
+            raw
+        )
         if magic != BTF_MAGIC:
             raise BtfError(f"bad BTF magic {magic:#06x} (big-endian BTF is not supported)")
         if hdr_len < HEADER.size or hdr_len > len(raw):
@@ -145,23 +157,18 @@ class BTF:
             vlen = info & 0xFFFF
             kflag = bool(info >> 31)
             t = BtfType(len(self.types), kind, self.string(name_off), kflag=kflag, vlen=vlen, offset=start)
-
-            def need(nbytes: int, t: BtfType = t) -> None:
-                if pos + nbytes > n:
-                    raise BtfError(f"type {t.id} ({t.kind.name}): record truncated")
-
+            extra = _EXTRA_FIXED.get(kind, 0) + _EXTRA_PER_VLEN.get(kind, 0) * vlen
+            if pos + extra > n:
+                raise BtfError(f"type {t.id} ({kind.name} {t.name!r}): record truncated")
             if kind in (Kind.INT,):
-                need(4)
                 t.size = size_type
                 (v,) = _U32.unpack_from(sec, pos)
                 t.int_encoding, t.int_offset, t.int_bits = (v >> 24) & 0x0F, (v >> 16) & 0xFF, v & 0xFF
                 pos += 4
             elif kind == Kind.ARRAY:
-                need(12)
                 t.elem_type, t.index_type, t.nelems = u32s.unpack_from(sec, pos)
                 pos += 12
             elif kind in (Kind.STRUCT, Kind.UNION):
-                need(12 * vlen)
                 t.size = size_type
                 for i in range(vlen):
                     mname, mtype, moff = u32s.unpack_from(sec, pos + 12 * i)
@@ -171,14 +178,12 @@ class BTF:
                         t.members.append(Member(self.string(mname), mtype, moff))
                 pos += 12 * vlen
             elif kind == Kind.ENUM:
-                need(8 * vlen)
                 t.size = size_type
                 for i in range(vlen):
                     ename, val = struct.unpack_from("<Ii" if kflag else "<II", sec, pos + 8 * i)
                     t.members.append(Member(self.string(ename), value=val))
                 pos += 8 * vlen
             elif kind == Kind.ENUM64:
-                need(12 * vlen)
                 t.size = size_type
                 for i in range(vlen):
                     ename, lo, hi = u32s.unpack_from(sec, pos + 12 * i)
@@ -188,26 +193,22 @@ class BTF:
                     t.members.append(Member(self.string(ename), value=val))
                 pos += 12 * vlen
             elif kind == Kind.FUNC_PROTO:
-                need(8 * vlen)
                 t.type = size_type
                 for i in range(vlen):
                     pname, ptype = struct.unpack_from("<II", sec, pos + 8 * i)
                     t.members.append(Member(self.string(pname), ptype))
                 pos += 8 * vlen
             elif kind == Kind.VAR:
-                need(4)
                 t.type = size_type
                 (t.linkage,) = _U32.unpack_from(sec, pos)
                 pos += 4
             elif kind == Kind.DATASEC:
-                need(12 * vlen)
                 t.size = size_type
                 for i in range(vlen):
                     vtype, voff, vsize = u32s.unpack_from(sec, pos + 12 * i)
                     t.members.append(Member("", vtype, voff, size=vsize))
                 pos += 12 * vlen
             elif kind == Kind.DECL_TAG:
-                need(4)
                 t.type = size_type
                 (ci,) = struct.unpack_from("<i", sec, pos)
                 t.component_idx = ci
@@ -225,8 +226,10 @@ class BTF:
         for t in self.types[1:]:
             for ref in (t.type, t.elem_type, *(m.type for m in t.members)):
                 if ref >= len(self.types) and t.kind not in (Kind.ENUM, Kind.ENUM64):
-                    raise BtfError(f"type {t.id} ({t.kind.name} {t.name!r}) refers to type {ref}, "
-                                   f"beyond the last ({len(self.types) - 1})")
+                    raise BtfError(
+                        f"type {t.id} ({t.kind.name} {t.name!r}) refers to type {ref}, "
+                        f"beyond the last ({len(self.types) - 1})"
+                    )
 
     # --- queries ---------------------------------------------------------------------------------
 
@@ -299,8 +302,15 @@ class BTF:
                 type_id = t.elem_type
             elif t.kind == Kind.PTR:
                 return 8 * mult
-            elif t.kind in (Kind.INT, Kind.STRUCT, Kind.UNION, Kind.ENUM, Kind.ENUM64, Kind.FLOAT,
-                            Kind.DATASEC):
+            elif t.kind in (
+                Kind.INT,
+                Kind.STRUCT,
+                Kind.UNION,
+                Kind.ENUM,
+                Kind.ENUM64,
+                Kind.FLOAT,
+                Kind.DATASEC,
+            ):
                 return t.size * mult
             elif t.kind == Kind.VAR:
                 type_id = t.type

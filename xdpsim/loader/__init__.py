@@ -74,13 +74,17 @@ def _functions(obj: ElfObject, shndx: int, n: int) -> list[Func]:
     out: list[Func] = []
     for i, s in enumerate(syms):
         if s.value % 8:
-            raise LoadError(f"{obj.path}: function {s.name} at byte {s.value} of {obj.sections[shndx].name} "
-                            "is not on an instruction")
+            raise LoadError(
+                f"{obj.path}: function {s.name} at byte {s.value} of {obj.sections[shndx].name} "
+                "is not on an instruction"
+            )
         start = s.value // 8
         end = (s.value + s.size) // 8 if s.size else (syms[i + 1].value // 8 if i + 1 < len(syms) else n)
         if not 0 <= start < end <= n:
-            raise LoadError(f"{obj.path}: function {s.name} [{start}, {end}) lies outside "
-                            f"{obj.sections[shndx].name} ({n} instructions)")
+            raise LoadError(
+                f"{obj.path}: function {s.name} [{start}, {end}) lies outside "
+                f"{obj.sections[shndx].name} ({n} instructions)"
+            )
         out.append(Func(s.name, shndx, start, end))
     return out
 
@@ -114,15 +118,21 @@ def _load(data: bytes, path: str, prog_type: ProgType | None, core_btf: str | No
         if not s.executable or s.size == 0:
             continue
         if s.size % 8:
-            raise LoadError(f"{path}: code section {s.name} is {s.size} bytes, not a whole number of instructions")
+            raise LoadError(
+                f"{path}: code section {s.name} is {s.size} bytes, not a whole number of instructions"
+            )
         try:
             code[s.index] = decode(s.data)
         except EncodingError as e:
             raise LoadError(f"{path}: section {s.name}: {e}") from e
         funcs[s.index] = _functions(obj, s.index, len(code[s.index]))
         if not funcs[s.index] and s.name != ".text":
-            funcs[s.index] = [Func(s.name.replace("/", "_").replace(".", "_"), s.index, 0, len(code[s.index]))]
-            notices.append(f"section {s.name}: no function symbol, loaded whole as program {funcs[s.index][0].name}")
+            funcs[s.index] = [
+                Func(s.name.replace("/", "_").replace(".", "_"), s.index, 0, len(code[s.index]))
+            ]
+            notices.append(
+                f"section {s.name}: no function symbol, loaded whole as program {funcs[s.index][0].name}"
+            )
 
     if ext is not None and any(ext.core_relos.values()):
         _apply_core(obj, code, btf, ext, core_btf, notices)  # type: ignore[arg-type]
@@ -157,8 +167,11 @@ def _load(data: bytes, path: str, prog_type: ProgType | None, core_btf: str | No
     for i, d in enumerate(defs):
         sec_ = obj.section(d.spec.section)
         map_at[(sec_.index, d.offset)] = i  # type: ignore[union-attr]
-    data_map = {obj.section(m.section).index: i for i, m in enumerate(maps)  # type: ignore[union-attr]
-                if m.initial is not None}
+    data_map = {
+        obj.section(m.section).index: i
+        for i, m in enumerate(maps)  # type: ignore[union-attr]
+        if m.initial is not None
+    }
     init_slots(obj, defs, set(names))
 
     linker = Linker(obj, code, funcs, map_at, data_map, btf, ext)
@@ -173,22 +186,40 @@ def _load(data: bytes, path: str, prog_type: ProgType | None, core_btf: str | No
             raise LoadError(f"{path}: program {f.name}: {e}") from e
         prio, actions = runcfg.get(f.name, (None, None))
         programs[f.name] = ProgramSpec(
-            name=f.name, section=obj.sections[shndx].name, type=kind.type, attach=kind.attach,
-            insns=linked.insns, license=license_, frags=kind.frags, func_info=linked.func_info,
-            line_info=linked.line_info, run_priority=prio, chain_call_actions=actions,
-            functions=linked.functions)
+            name=f.name,
+            section=obj.sections[shndx].name,
+            type=kind.type,
+            attach=kind.attach,
+            insns=linked.insns,
+            license=license_,
+            frags=kind.frags,
+            func_info=linked.func_info,
+            line_info=linked.line_info,
+            run_priority=prio,
+            chain_call_actions=actions,
+            functions=linked.functions,
+        )
     for prog in runcfg:
         if prog not in programs:
             notices.append(f"XDP_RUN_CONFIG for {prog}, which is not a program of this object")
     if not programs:
         raise LoadError(f"{path}: no programs (no code in a program section)")
     btf_raw = fixup_btf(btf, obj) if btf is not None else None
-    return ObjectSpec(path=path, programs=programs, maps=maps, license=license_, btf=btf, btf_raw=btf_raw,
-                      kernel_version=kernel_version, notices=notices)
+    return ObjectSpec(
+        path=path,
+        programs=programs,
+        maps=maps,
+        license=license_,
+        btf=btf,
+        btf_raw=btf_raw,
+        kernel_version=kernel_version,
+        notices=notices,
+    )
 
 
-def _apply_core(obj: ElfObject, code: dict[int, list], btf: BTF, ext: BtfExt, core_btf: str | None,
-                notices: list[str]) -> None:
+def _apply_core(
+    obj: ElfObject, code: dict[int, list], btf: BTF, ext: BtfExt, core_btf: str | None, notices: list[str]
+) -> None:
     try:
         target, where = co_re.target_btf(core_btf)
     except (OSError, BtfError) as e:
@@ -206,5 +237,7 @@ def _apply_core(obj: ElfObject, code: dict[int, list], btf: BTF, ext: BtfExt, co
             except BtfError as e:
                 raise LoadError(f"{obj.path}: {sname}+{pc}: CO-RE {r.kind.name} ({r.access}): {e}") from e
             if res.poison:
-                notices.append(f"{sname}+{pc}: CO-RE {r.kind.name} relocation not satisfied by {where} "
-                               f"({res.why}); the instruction now calls helper {co_re.POISON_HELPER:#x}")
+                notices.append(
+                    f"{sname}+{pc}: CO-RE {r.kind.name} relocation not satisfied by {where} "
+                    f"({res.why}); the instruction now calls helper {co_re.POISON_HELPER:#x}"
+                )

@@ -38,13 +38,17 @@ def fixup_btf(btf: BTF, obj: ElfObject) -> bytes:
         for vsi in t.members:
             var = btf[vsi.type]
             if var.kind != Kind.VAR:
-                raise LoadError(f"{obj.path}: DATASEC {t.name}: entry type {vsi.type} is {var.kind.name}, not a VAR")
+                raise LoadError(
+                    f"{obj.path}: DATASEC {t.name}: entry type {vsi.type} is {var.kind.name}, not a VAR"
+                )
             sym = syms.get(var.name)
             if sym is None:
                 raise LoadError(f"{obj.path}: DATASEC {t.name}: variable {var.name} has no ELF symbol")
             if sym.value + vsi.size > sec.size:
-                raise LoadError(f"{obj.path}: variable {var.name} [{sym.value}, {sym.value + vsi.size}) lies "
-                                f"outside {t.name} ({sec.size} bytes)")
+                raise LoadError(
+                    f"{obj.path}: variable {var.name} [{sym.value}, {sym.value + vsi.size}) lies "
+                    f"outside {t.name} ({sec.size} bytes)"
+                )
             if sym.visibility in (STV_HIDDEN, STV_INTERNAL) and var.linkage == 1:
                 struct.pack_into("<I", buf, base + var.offset + 12, 0)
             entries.append((sym.value, vsi.type, vsi.size))

@@ -8,6 +8,7 @@ and what was being read, so a truncated or corrupt object never escapes as anoth
 from __future__ import annotations
 
 import io
+import struct
 from dataclasses import dataclass, field
 
 from elftools.elf.elffile import ELFFile
@@ -22,8 +23,14 @@ STB_LOCAL, STB_GLOBAL, STB_WEAK = 0, 1, 2
 SHN_UNDEF = 0
 MAX_SECTION = 1 << 28  # 256 MiB: more is a corrupt header, not a BPF object
 
-R_BPF_NAMES = {0: "R_BPF_NONE", 1: "R_BPF_64_64", 2: "R_BPF_64_ABS64", 3: "R_BPF_64_ABS32",
-               4: "R_BPF_64_NODYLD32", 10: "R_BPF_64_32"}
+R_BPF_NAMES = {
+    0: "R_BPF_NONE",
+    1: "R_BPF_64_64",
+    2: "R_BPF_64_ABS64",
+    3: "R_BPF_64_ABS32",
+    4: "R_BPF_64_NODYLD32",
+    10: "R_BPF_64_32",
+}
 R_BPF_64_64, R_BPF_64_ABS64, R_BPF_64_ABS32, R_BPF_64_32 = 1, 2, 3, 10
 
 
@@ -74,8 +81,10 @@ class ElfObject:
         return None
 
     def symbols_in(self, shndx: int, *types: int) -> list[Symbol]:
-        return sorted((s for s in self.symbols if s.shndx == shndx and (not types or s.type in types)),
-                      key=lambda s: (s.value, s.index))
+        return sorted(
+            (s for s in self.symbols if s.shndx == shndx and (not types or s.type in types)),
+            key=lambda s: (s.value, s.index),
+        )
 
 
 def _num(v: object) -> int:
@@ -94,6 +103,15 @@ def read_elf(data: bytes, path: str) -> ElfObject:
         raise LoadError(f"{path}: 32-bit ELF; BPF objects are ELF64")
     if data[5] != 1:
         raise LoadError(f"{path}: big-endian ELF; xdpsim loads little-endian BPF objects only")
+    (shoff,) = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+    if shentsize != 64:
+        raise LoadError(f"{path}: section header entry size {shentsize}, expected 64")
+    if shoff + shnum * shentsize > len(data):
+        raise LoadError(
+            f"{path}: the section header table [{shoff:#x}, {shoff + shnum * shentsize:#x}) runs past "
+            f"the end of the file ({len(data)} bytes): truncated?"
+        )
     try:
         elf = ELFFile(io.BytesIO(data))
         machine = elf.header["e_machine"]
@@ -116,8 +134,13 @@ def _read(elf: ELFFile, data: bytes, path: str) -> ElfObject:
         sh = s.header
         size = int(sh["sh_size"])
         stype = sh["sh_type"]
-        stype_n = {"SHT_PROGBITS": SHT_PROGBITS, "SHT_SYMTAB": SHT_SYMTAB, "SHT_NOBITS": SHT_NOBITS,
-                   "SHT_REL": SHT_REL, "SHT_RELA": SHT_RELA}.get(stype, stype if isinstance(stype, int) else -1)
+        stype_n = {
+            "SHT_PROGBITS": SHT_PROGBITS,
+            "SHT_SYMTAB": SHT_SYMTAB,
+            "SHT_NOBITS": SHT_NOBITS,
+            "SHT_REL": SHT_REL,
+            "SHT_RELA": SHT_RELA,
+        }.get(stype, stype if isinstance(stype, int) else -1)
         if size > MAX_SECTION:
             raise LoadError(f"{path}: section {i} ({s.name}) claims {size} bytes")
         if stype_n == SHT_NOBITS:
@@ -127,8 +150,10 @@ def _read(elf: ELFFile, data: bytes, path: str) -> ElfObject:
         else:
             off = int(sh["sh_offset"])
             if off + size > len(data):
-                raise LoadError(f"{path}: section {s.name or i} [{off:#x}, {off + size:#x}) runs past the end "
-                                f"of the file ({len(data)} bytes)")
+                raise LoadError(
+                    f"{path}: section {s.name or i} [{off:#x}, {off + size:#x}) runs past the end "
+                    f"of the file ({len(data)} bytes)"
+                )
             body = data[off : off + size]
         sections.append(Section(i, s.name, stype_n, int(sh["sh_flags"]), size, body))
         if stype_n == SHT_SYMTAB:
@@ -142,7 +167,8 @@ def _read(elf: ELFFile, data: bytes, path: str) -> ElfObject:
         for j, sym in enumerate(symtab.iter_symbols()):
             info = sym["st_info"]
             stype = {"STT_NOTYPE": 0, "STT_OBJECT": 1, "STT_FUNC": 2, "STT_SECTION": 3, "STT_FILE": 4}.get(
-                info["type"], 99)
+                info["type"], 99
+            )
             bind = {"STB_LOCAL": 0, "STB_GLOBAL": 1, "STB_WEAK": 2}.get(info["bind"], 99)
             vis = sym["st_other"]["visibility"]
             vis_n = {"STV_DEFAULT": 0, "STV_INTERNAL": 1, "STV_HIDDEN": 2, "STV_PROTECTED": 3}.get(vis, 0)
@@ -150,12 +176,16 @@ def _read(elf: ELFFile, data: bytes, path: str) -> ElfObject:
             name = sym.name
             if stype == STT_SECTION and 0 < shndx < len(sections):
                 name = name or sections[shndx].name
-            symbols.append(Symbol(j, name, int(sym["st_value"]), int(sym["st_size"]), stype, bind, shndx, vis_n))
+            symbols.append(
+                Symbol(j, name, int(sym["st_value"]), int(sym["st_size"]), stype, bind, shndx, vis_n)
+            )
     relocs: dict[int, list[Reloc]] = {}
     for s, stype_n in rels:
         target = int(s.header["sh_info"])
         if not 0 < target < len(sections):
-            raise LoadError(f"{path}: relocation section {s.name} targets section {target}, which does not exist")
+            raise LoadError(
+                f"{path}: relocation section {s.name} targets section {target}, which does not exist"
+            )
         tname = sections[target].name
         if not (sections[target].executable or tname in (".maps", "maps")):
             continue  # debug info, BTF: nothing the loader applies
@@ -167,7 +197,9 @@ def _read(elf: ELFFile, data: bytes, path: str) -> ElfObject:
         for r in s.iter_relocations():
             si = int(r["r_info_sym"])
             if not 0 <= si < len(symbols):
-                raise LoadError(f"{path}: {s.name}: relocation at {int(r['r_offset']):#x} names symbol {si}, "
-                                f"beyond the symbol table ({len(symbols)} symbols)")
+                raise LoadError(
+                    f"{path}: {s.name}: relocation at {int(r['r_offset']):#x} names symbol {si}, "
+                    f"beyond the symbol table ({len(symbols)} symbols)"
+                )
             out.append(Reloc(int(r["r_offset"]), int(r["r_info_type"]), symbols[si]))
     return ElfObject(path, sections, symbols, relocs)

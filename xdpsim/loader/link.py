@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 
 from ..btf import BTF, BtfExt
 from ..errors import LoadError
-from ..isa import CALL, PSEUDO_CALL, PSEUDO_FUNC, PSEUDO_KFUNC_CALL, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE, Instruction
+from ..isa import (
+    CALL,
+    PSEUDO_CALL,
+    PSEUDO_FUNC,
+    PSEUDO_KFUNC_CALL,
+    PSEUDO_MAP_FD,
+    PSEUDO_MAP_VALUE,
+    Instruction,
+)
 from ..spec import FuncInfo, LineInfo
 from .elf import R_BPF_64_32, R_BPF_64_64, R_BPF_NAMES, SHN_UNDEF, STT_SECTION, ElfObject, Reloc, Section
 
@@ -57,8 +65,10 @@ class Linker:
             by_slot: dict[int, Reloc] = {}
             for r in rels:
                 if r.offset % 8 or not 0 <= r.offset // 8 < n:
-                    raise LoadError(f"{self._sec(shndx).name}: relocation at byte {r.offset} ({r.sym.name}) is "
-                                    f"not on an instruction of the section ({n} instructions)")
+                    raise LoadError(
+                        f"{self._sec(shndx).name}: relocation at byte {r.offset} ({r.sym.name}) is "
+                        f"not on an instruction of the section ({n} instructions)"
+                    )
                 by_slot[r.offset // 8] = r
             self.relocs[shndx] = by_slot
 
@@ -108,22 +118,30 @@ class Linker:
                     k += 2
                     continue
                 elif r is not None:
-                    raise LoadError(f"{where}: relocation {R_BPF_NAMES.get(r.type, r.type)} against {r.sym.name!r} "
-                                    f"on an instruction that is neither lddw nor call")
+                    raise LoadError(
+                        f"{where}: relocation {R_BPF_NAMES.get(r.type, r.type)} against {r.sym.name!r} "
+                        f"on an instruction that is neither lddw nor call"
+                    )
                 k += 1
         linked = Linked(out, {placed[f]: f.name for f in order})
         self._ext_info(linked, order, placed)
         return linked
 
-    def _call(self, ins: Instruction, r: Reloc | None, fn: Func, k: int, pc: int, place, where: str) -> Instruction:
+    def _call(
+        self, ins: Instruction, r: Reloc | None, fn: Func, k: int, pc: int, place, where: str
+    ) -> Instruction:
         if ins.src == PSEUDO_KFUNC_CALL:
             raise LoadError(f"{where}: kfunc call (BTF id {ins.imm}) is not supported")
         if r is not None:
             if r.type != R_BPF_64_32:
-                raise LoadError(f"{where}: unsupported relocation {R_BPF_NAMES.get(r.type, r.type)} on a call")
+                raise LoadError(
+                    f"{where}: unsupported relocation {R_BPF_NAMES.get(r.type, r.type)} on a call"
+                )
             if r.sym.shndx == SHN_UNDEF:
-                raise LoadError(f"{where}: call to extern function {r.sym.name!r} (kfunc or unresolved symbol) "
-                                "is not supported")
+                raise LoadError(
+                    f"{where}: call to extern function {r.sym.name!r} (kfunc or unresolved symbol) "
+                    "is not supported"
+                )
             if not self._is_code(r.sym.shndx):
                 raise LoadError(f"{where}: call relocation against {r.sym.name!r}, which is not code")
             shndx, slot = r.sym.shndx, r.sym.value // 8 + ins.imm + 1
@@ -144,8 +162,9 @@ class Linker:
                 raise LoadError(f"{where}: lddw with pseudo source {ins.src} but no relocation")
             return ins
         if r.type != R_BPF_64_64:
-            raise LoadError(f"{where}: unsupported relocation {R_BPF_NAMES.get(r.type, r.type)} on lddw "
-                            f"({r.sym.name!r})")
+            raise LoadError(
+                f"{where}: unsupported relocation {R_BPF_NAMES.get(r.type, r.type)} on lddw ({r.sym.name!r})"
+            )
         sym = r.sym
         if sym.shndx == SHN_UNDEF:
             raise LoadError(f"{where}: reference to extern {sym.name!r} (.kconfig/.ksyms) is not supported")
@@ -170,8 +189,10 @@ class Linker:
             target = self._func_at(sym.shndx, slot, where)
             tpc = place(target) + slot - target.start
             return Instruction(ins.opcode, ins.dst, PSEUDO_FUNC, ins.off, tpc - pc - 1, 0)
-        raise LoadError(f"{where}: lddw relocation against {sym.name!r} in section {sec.name!r}, which is "
-                        "neither a map, global data nor code")
+        raise LoadError(
+            f"{where}: lddw relocation against {sym.name!r} in section {sec.name!r}, which is "
+            "neither a map, global data nor code"
+        )
 
     def _ext_info(self, linked: Linked, order: list[Func], placed: dict[Func, int]) -> None:
         if self.ext is None or self.btf is None:
@@ -182,10 +203,14 @@ class Linker:
             for fi in self.ext.func_info.get(sname, []):
                 slot = fi.insn_off // 8
                 if f.start <= slot < f.end:
-                    linked.func_info.append(FuncInfo(base + slot - f.start, self.btf[fi.type_id].name, fi.type_id))
+                    linked.func_info.append(
+                        FuncInfo(base + slot - f.start, self.btf[fi.type_id].name, fi.type_id)
+                    )
             for li in self.ext.line_info.get(sname, []):
                 slot = li.insn_off // 8
                 if f.start <= slot < f.end:
-                    linked.line_info.append(LineInfo(base + slot - f.start, li.file, li.line, li.col, li.text))
+                    linked.line_info.append(
+                        LineInfo(base + slot - f.start, li.file, li.line, li.col, li.text)
+                    )
         linked.func_info.sort(key=lambda x: x.insn_off)
         linked.line_info.sort(key=lambda x: x.insn_off)

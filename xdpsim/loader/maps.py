@@ -55,7 +55,9 @@ def _pointee(btf: BTF, type_id: int, what: str) -> int:
     return ptr.type
 
 
-def parse_btf_map(btf: BTF, type_id: int, name: str, *, inner: bool = False) -> tuple[MapSpec, int | None, int]:
+def parse_btf_map(
+    btf: BTF, type_id: int, name: str, *, inner: bool = False
+) -> tuple[MapSpec, int | None, int]:
     """A map definition struct -> (spec, byte offset of `values` or None, struct size)."""
     t = btf[btf.resolve(type_id)]
     if t.kind != Kind.STRUCT:
@@ -105,7 +107,9 @@ def parse_btf_map(btf: BTF, type_id: int, name: str, *, inner: bool = False) -> 
                     raise BtfError(f"{what}: inner maps cannot have inner maps of their own")
                 spec.inner, _, _ = parse_btf_map(btf, target.id, f"{name}.inner", inner=True)
             elif target.kind != Kind.FUNC_PROTO:
-                raise BtfError(f"{what}: __array of {btf.name_of(target.id)}: programs or map definitions only")
+                raise BtfError(
+                    f"{what}: __array of {btf.name_of(target.id)}: programs or map definitions only"
+                )
             value_size = _check_size(value_size, 4, what)
             values_off = m.offset // 8
         else:
@@ -136,7 +140,9 @@ def btf_maps(obj: ElfObject, btf: BTF | None) -> list[_Def]:
     if sec is None:
         return []
     if btf is None:
-        raise LoadError(f"{obj.path}: .maps section without .BTF: BTF-defined maps need the object's BTF (-g)")
+        raise LoadError(
+            f"{obj.path}: .maps section without .BTF: BTF-defined maps need the object's BTF (-g)"
+        )
     ds = btf.find(".maps", Kind.DATASEC)
     if ds is None:
         raise LoadError(f"{obj.path}: .maps section but no .maps DATASEC in .BTF")
@@ -168,8 +174,10 @@ def legacy_maps(obj: ElfObject) -> list[_Def]:
         return []
     size = sec.size // len(syms)
     if size < 20 or sec.size % len(syms):
-        raise LoadError(f"{obj.path}: legacy maps section of {sec.size} bytes for {len(syms)} maps: "
-                        "not whole struct bpf_map_def records")
+        raise LoadError(
+            f"{obj.path}: legacy maps section of {sec.size} bytes for {len(syms)} maps: "
+            "not whole struct bpf_map_def records"
+        )
     out = []
     for s in syms:
         if s.value + 20 > sec.size:
@@ -193,9 +201,17 @@ def data_maps(obj: ElfObject, btf: BTF | None) -> list[MapSpec]:
         if not is_data_section(sec):
             continue
         ds = dsecs.get(sec.name)
-        spec = MapSpec(sec.name, MapType.ARRAY, 4, sec.size, 1, initial=bytes(sec.data),
-                       frozen=sec.name.startswith(".rodata"), section=sec.name,
-                       btf_value_type_id=ds.id if ds is not None else 0)
+        spec = MapSpec(
+            sec.name,
+            MapType.ARRAY,
+            4,
+            sec.size,
+            1,
+            initial=bytes(sec.data),
+            frozen=sec.name.startswith(".rodata"),
+            section=sec.name,
+            btf_value_type_id=ds.id if ds is not None else 0,
+        )
         out.append(spec)
     return out
 
@@ -209,23 +225,31 @@ def init_slots(obj: ElfObject, defs: list[_Def], programs: set[str]) -> None:
     for r in obj.relocs.get(sec.index, []):
         d = next((d for d in defs if d.offset <= r.offset < d.offset + d.size), None)
         if d is None or d.values_off is None:
-            raise LoadError(f"{obj.path}: .rel.maps relocation at {r.offset:#x} ({r.sym.name}) is not inside "
-                            "a map's __array(values, ...)")
+            raise LoadError(
+                f"{obj.path}: .rel.maps relocation at {r.offset:#x} ({r.sym.name}) is not inside "
+                "a map's __array(values, ...)"
+            )
         rel = r.offset - d.offset - d.values_off
         if rel < 0 or rel % 8:
-            raise LoadError(f"{obj.path}: map {d.spec.name}: relocation at {r.offset:#x} is not on a `values` slot")
+            raise LoadError(
+                f"{obj.path}: map {d.spec.name}: relocation at {r.offset:#x} is not on a `values` slot"
+            )
         slot = rel // 8
         if slot >= d.spec.max_entries:
-            raise LoadError(f"{obj.path}: map {d.spec.name}: initial value for slot {slot}, beyond max_entries "
-                            f"{d.spec.max_entries}")
+            raise LoadError(
+                f"{obj.path}: map {d.spec.name}: initial value for slot {slot}, beyond max_entries "
+                f"{d.spec.max_entries}"
+            )
         if d.spec.type == MapType.PROG_ARRAY:
             if r.sym.type != STT_FUNC or r.sym.name not in programs:
-                raise LoadError(f"{obj.path}: map {d.spec.name}[{slot}]: {r.sym.name!r} is not a program of "
-                                "this object")
+                raise LoadError(
+                    f"{obj.path}: map {d.spec.name}[{slot}]: {r.sym.name!r} is not a program of this object"
+                )
         elif d.spec.type in (MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS):
             if r.sym.name not in names:
-                raise LoadError(f"{obj.path}: map {d.spec.name}[{slot}]: {r.sym.name!r} is not a map of this "
-                                "object")
+                raise LoadError(
+                    f"{obj.path}: map {d.spec.name}[{slot}]: {r.sym.name!r} is not a map of this object"
+                )
         else:
             raise LoadError(f"{obj.path}: map {d.spec.name}: initial values for a {d.spec.type.name} map")
         d.spec.init_slots[slot] = r.sym.name
@@ -255,7 +279,9 @@ def run_configs(btf: BTF | None) -> dict[str, tuple[int | None, list[str] | None
                 prio = val
             elif m.name in XDP_ACTIONS:
                 if val > 1:
-                    raise BtfError(f"XDP_RUN_CONFIG {var.name}.{m.name} = {val}: chain call actions are 0 or 1")
+                    raise BtfError(
+                        f"XDP_RUN_CONFIG {var.name}.{m.name} = {val}: chain call actions are 0 or 1"
+                    )
                 seen_action = True
                 if val:
                     actions.append(m.name)

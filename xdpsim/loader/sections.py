@@ -40,11 +40,45 @@ _EXACT: dict[str, SectionKind] = {
 }
 
 # libbpf prefixes of program types xdpsim does not run (refused with the type's name).
-_OTHER = ("kprobe", "kretprobe", "uprobe", "uretprobe", "ksyscall", "kretsyscall", "usdt", "tracepoint", "tp",
-          "raw_tracepoint", "raw_tp", "tp_btf", "fentry", "fexit", "fmod_ret", "freplace", "lsm", "iter",
-          "syscall", "cgroup", "cgroup_skb", "sockops", "sk_skb", "sk_msg", "lirc_mode2", "flow_dissector",
-          "perf_event", "lwt_in", "lwt_out", "lwt_xmit", "lwt_seg6local", "sk_lookup", "sk_reuseport",
-          "struct_ops", "netfilter", "netkit", "seccomp")
+_OTHER = (
+    "kprobe",
+    "kretprobe",
+    "uprobe",
+    "uretprobe",
+    "ksyscall",
+    "kretsyscall",
+    "usdt",
+    "tracepoint",
+    "tp",
+    "raw_tracepoint",
+    "raw_tp",
+    "tp_btf",
+    "fentry",
+    "fexit",
+    "fmod_ret",
+    "freplace",
+    "lsm",
+    "iter",
+    "syscall",
+    "cgroup",
+    "cgroup_skb",
+    "sockops",
+    "sk_skb",
+    "sk_msg",
+    "lirc_mode2",
+    "flow_dissector",
+    "perf_event",
+    "lwt_in",
+    "lwt_out",
+    "lwt_xmit",
+    "lwt_seg6local",
+    "sk_lookup",
+    "sk_reuseport",
+    "struct_ops",
+    "netfilter",
+    "netkit",
+    "seccomp",
+)
 
 
 def classify(section: str, prog_type: ProgType | None = None) -> SectionKind:
@@ -64,12 +98,22 @@ def classify(section: str, prog_type: ProgType | None = None) -> SectionKind:
     if head == "socket":
         return SectionKind(ProgType.SOCKET_FILTER, section)
     if prog_type is not None:
-        return SectionKind(prog_type, section, notice=f"section {section!r}: loaded as {prog_type.name} "
-                                                     "as asked (libbpf does not know this name)")
+        return SectionKind(
+            prog_type,
+            section,
+            notice=f"section {section!r}: loaded as {prog_type.name} "
+            "as asked (libbpf does not know this name)",
+        )
     if section.startswith("xdp_") or section == "xdpdrv" or section == "xdpgeneric":
-        return SectionKind(ProgType.XDP, "xdp", notice=f"section {section!r} is a legacy name (libbpf 1.0 "
-                                                       "and later want SEC(\"xdp\")): loaded as XDP")
+        return SectionKind(
+            ProgType.XDP,
+            "xdp",
+            notice=f"section {section!r} is a legacy name (libbpf 1.0 "
+            'and later want SEC("xdp")): loaded as XDP',
+        )
     if head in _OTHER or section.split(".", 1)[0] in _OTHER:
         raise LoadError(f"section {section!r}: a {head} program; xdpsim runs XDP and TC programs only")
-    raise LoadError(f"section {section!r} holds code but is not a known program section (xdp, xdp.frags, "
-                    "tc, tcx/ingress, tcx/egress, classifier, ...); give the type with prog_type=")
+    raise LoadError(
+        f"section {section!r} holds code but is not a known program section (xdp, xdp.frags, "
+        "tc, tcx/ingress, tcx/egress, classifier, ...); give the type with prog_type="
+    )
