@@ -279,7 +279,20 @@ class JitEngine:
             proofs=proofs,
             native_helpers=NATIVE_HELPER_IDS if self.native_helpers else frozenset(),
             conformance=runtime.conformance,
+            entries=self._entries(prog),
+            code_region=runtime.code_region,
         )
+
+    @staticmethod
+    def _entries(prog: Any) -> tuple[int, ...]:
+        """Subprogram entries the loader named, and callbacks taken by address (lddw PSEUDO_FUNC)."""
+        spec = prog.spec
+        out = set(getattr(spec, "functions", {}) or {})
+        for pc, ins in enumerate(spec.insns):
+            if ins.opcode == isa.LDDW and ins.src == isa.PSEUDO_FUNC:
+                out.add(pc + ins.imm + 1)
+        n = len(prog.insns)
+        return tuple(sorted(e for e in out if 0 < e < n))
 
     def compile(self, runtime: Runtime, prog: Any) -> _CompiledProgram | None:
         cached = prog.cache.get("jit")

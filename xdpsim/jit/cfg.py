@@ -27,17 +27,19 @@ def is_subcall(ins: Instruction) -> bool:
     return ins.opcode == isa.CALL and ins.src == isa.PSEUDO_CALL
 
 
-def function_entries(insns: list[Instruction]) -> list[int]:
-    entries = {0}
+def function_entries(insns: list[Instruction], extra: tuple[int, ...] = ()) -> list[int]:
+    """Entry points: 0, bpf-to-bpf call targets, and `extra` (subprograms named by the loader,
+    callbacks taken by address with lddw PSEUDO_FUNC)."""
+    entries = {0, *extra}
     for pc, ins in enumerate(insns):
         if is_subcall(ins):
             entries.add(pc + ins.imm + 1)
     return sorted(e for e in entries if 0 <= e < len(insns))
 
 
-def build(insns: list[Instruction]) -> list[Function]:
+def build(insns: list[Instruction], extra: tuple[int, ...] = ()) -> list[Function]:
     """Functions with their block leaders. Jumps must stay inside their function."""
-    entries = function_entries(insns)
+    entries = function_entries(insns, extra)
     funcs: list[Function] = []
     for i, start in enumerate(entries):
         end = entries[i + 1] if i + 1 < len(entries) else len(insns)

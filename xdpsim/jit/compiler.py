@@ -59,6 +59,7 @@ def cache_key(prog: ProgramInput) -> str:
         prog.budget_per_block,
         prog.conformance,
         prog.code_region,
+        prog.entries,
     )
     h.update(pickle.dumps(payload, protocol=4))
     return h.hexdigest()[:32]
@@ -113,7 +114,7 @@ class Compiler:
         """insn -> native address of every function of the program (entry and subprograms)."""
         out = {}
         with self.lock:
-            for start in function_entries(prog.insns):
+            for start in function_entries(prog.insns, prog.entries):
                 addr = self.engine.get_function_address(function_name(f"xdpsim_prog_{c.key}", start))
                 if addr:
                     out[start] = addr

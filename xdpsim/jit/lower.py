@@ -64,6 +64,7 @@ class ProgramInput:
     native_helpers: frozenset[int] = frozenset()
     budget_per_block: bool = True
     conformance: bool = False  # callx takes a helper id (the bpf_conformance suite's convention)
+    entries: tuple[int, ...] = ()  # function entries besides 0 and call targets (callbacks)
     code_region: int = 5  # Runtime.code_region: function pointers are (5 << 32) | (prog << 20) | insn
 
 
@@ -74,7 +75,7 @@ class ModuleLowering:
         self.prog = prog
         self.entry_name = entry_name
         self.module = ir.Module(name=entry_name)
-        self.funcs = build(prog.insns)
+        self.funcs = build(prog.insns, prog.entries)
         self.ir_funcs: dict[int, ir.Function] = {}
         for f in self.funcs:
             # every function is exported: callbacks (bpf_loop...) enter subprograms from Python
