@@ -93,7 +93,7 @@ def _jmp(ins: Instruction, alu32: bool) -> str:
     return f"if {r}{ins.dst} {JMP_OPS[code]} {src} goto {rel(ins.off)}"
 
 
-def _ld(ins: Instruction, alu32: bool, hi: int, names: Mapping[int, str] | None) -> str:
+def _ld(ins: Instruction, hi: int, names: Mapping[int, str] | None) -> str:
     ty = UNSIGNED_TYPES[ins.size]
     if ins.mode == isa.BPF_ABS:
         return f"r0 = *({ty} *)skb[{hx(ins.imm)}]"
@@ -140,6 +140,11 @@ def _stx(ins: Instruction, alu32: bool) -> str:
     return f"{r}0 = cmpxchg{suffix}({where}, {r}0, {r}{ins.src})"  # BPF_CMPXCHG
 
 
+# Printers per class, each taking (ins, alu32); BPF_LD (lddw, legacy packet loads) is handled apart.
+PRINTERS = {isa.BPF_ALU: _alu, isa.BPF_ALU64: _alu, isa.BPF_JMP: _jmp, isa.BPF_JMP32: _jmp,
+            isa.BPF_LDX: _ldx, isa.BPF_ST: _st, isa.BPF_STX: _stx}
+
+
 def disassemble_insn(
     ins: Instruction,
     pc: int | None = None,
@@ -156,23 +161,14 @@ def disassemble_insn(
     if why:
         return (f"<invalid {ins.opcode:#04x} dst={ins.dst} src={ins.src} off={ins.off} "
                 f"imm={hx(ins.imm)}: {why}>")
-    cls = ins.cls
-    if cls in (isa.BPF_ALU, isa.BPF_ALU64):
-        return _alu(ins, alu32)
-    if cls in (isa.BPF_JMP, isa.BPF_JMP32):
-        text = _jmp(ins, alu32)
-        if pc is not None and (ins.is_jump or (ins.opcode == isa.CALL and ins.src == isa.PSEUDO_CALL)):
-            target = ins.jump_target(pc) if ins.is_jump else pc + ins.imm + 1
-            text += f" <insn {target}>"
-        return text
-    if cls == isa.BPF_LD:
+    if ins.cls == isa.BPF_LD:
         hi = next_ins.imm if next_ins is not None and ins.next_imm == 0 else ins.next_imm
-        return _ld(ins, alu32, hi, names)
-    if cls == isa.BPF_LDX:
-        return _ldx(ins, alu32)
-    if cls == isa.BPF_ST:
-        return _st(ins, alu32)
-    return _stx(ins, alu32)
+        return _ld(ins, hi, names)
+    text = PRINTERS[ins.cls](ins, alu32)
+    if pc is not None and (ins.is_jump or (ins.opcode == isa.CALL and ins.src == isa.PSEUDO_CALL)):
+        target = ins.jump_target(pc) if ins.is_jump else pc + ins.imm + 1
+        text += f" <insn {target}>"
+    return text
 
 
 def disassemble_one(ins: Instruction) -> str:
