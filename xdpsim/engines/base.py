@@ -149,20 +149,14 @@ def tail_call_target(runtime: Runtime, state: RunState, map_handle: int, index: 
 # ---------------------------------------------------------------------------- fault messages
 
 
-def disassemble(ins: Any) -> str:
-    """llvm-objdump-style text of one instruction (asm module when present, else the raw fields)."""
+def disassemble(ins: Any, pc: int | None = None) -> str:
+    """llvm-objdump-style text of one instruction (xdpsim.asm), or its raw fields if that fails."""
     try:
-        from .. import asm  # late: the assembler/disassembler is its own module
-    except ImportError:
-        asm = None
-    for name in ("disassemble_insn", "disassemble_one"):
-        fn = getattr(asm, name, None) if asm is not None else None
-        if fn is not None:
-            try:
-                return str(fn(ins))
-            except Exception:  # an instruction the disassembler cannot print: fall back to the fields
-                break
-    return (f"opcode={ins.opcode:#04x} dst=r{ins.dst} src=r{ins.src} off={ins.off} imm={ins.imm}")
+        from ..asm import disassemble_insn  # late: the disassembler builds on isa, not on engines
+
+        return str(disassemble_insn(ins, pc))
+    except Exception:  # no asm module, or an instruction it cannot print: the raw fields still say it
+        return f"opcode={ins.opcode:#04x} dst=r{ins.dst} src=r{ins.src} off={ins.off} imm={ins.imm}"
 
 
 def locate(fault: ProgramFault, runtime: Runtime, prog_id: int, pc: int) -> ProgramFault:
@@ -174,7 +168,7 @@ def locate(fault: ProgramFault, runtime: Runtime, prog_id: int, pc: int) -> Prog
     fault.pc = pc
     spec_insns = prog.spec.insns
     if 0 <= pc < len(spec_insns):
-        fault.insn = disassemble(spec_insns[pc])
+        fault.insn = disassemble(spec_insns[pc], pc)
     li = prog.spec.source_line(pc) if prog.spec.line_info else None
     if li is not None:
         text = li.text.strip()
