@@ -177,6 +177,11 @@ Disassembly of section xdp:
     assert assemble(re.sub(r"\t[0-9a-f ]{23,47}\t", "\t", text)) == want
 
 
+def test_llvm_mc_output_with_tabs_and_decimal() -> None:
+    text = "\t.text\n\tld_pseudo\tr1, 2, 5\n\tr0 = *(u32 *)(r1 + 4)\n\tcallx\tr3\n\tif r1 s> -2 goto -1"
+    assert assemble(text) == [*isa.lddw(1, 5, 2), I(0x61, 0, 1, 4), I(0x8D, 3), I(0x65, 1, 0, -1, -2)]
+
+
 def test_jump_notes_with_pc() -> None:
     assert disassemble_insn(I(0x05, 0, 0, 2), pc=3) == "goto +0x2 <insn 6>"
     assert disassemble_insn(I(0x85, 0, 1, 0, -4), pc=9) == "call pc-0x4 <insn 6>"
@@ -568,3 +573,15 @@ def test_roundtrip_programs(obj: Path) -> None:
     for name, insns in sections.items():
         assert roundtrip(insns) == insns, name
         assert roundtrip(insns, alu32=True) == insns, name
+
+
+def test_isa_rejects_legacy_packet_load_reserved_fields() -> None:
+    """isa.check fix made with the assembler: the kernel refuses LD_ABS/LD_IND with dst != r0, an offset,
+    size 8, or (ABS) a src register ("BPF_LD_[ABS|IND] uses reserved fields")."""
+    assert isa.check(I(0x20, 0, 0, 0, 12)) is None  # ldabsw 12
+    assert isa.check(I(0x40, 0, 3, 0, 2)) is None  # ldindw %r3, 2
+    for bad in (I(0x20, 1, 0, 0, 12), I(0x20, 0, 2, 0, 12), I(0x20, 0, 0, 4, 12), I(0x38, 0, 0, 0, 12),
+                I(0x58, 0, 3, 0, 0), I(0x40, 0, 3, 1, 0)):
+        assert "reserved fields" in (isa.check(bad) or ""), bad
+        with pytest.raises(EncodingError, match="reserved fields"):
+            isa.validate([bad, I(isa.EXIT)])

@@ -46,6 +46,7 @@ def _clean(line: str) -> tuple[str | None, str]:
 
 def parse_statement(stmt: str, lineno: int) -> Stmt:
     """One statement in either syntax."""
+    stmt = " ".join(stmt.split())  # tabs (llvm-mc output) and runs of blanks are one separator
     if stmt.startswith("--"):
         raise AsmError(f"unknown directive {stmt!r}", lineno)
     if stmt.startswith("<"):
