@@ -61,9 +61,9 @@ class Unconvertible(ValueError):
 
 
 def name(linktype: int) -> str:
-    """`LINUX_SLL (113)`, or `link type 147` for the ones without a name here."""
+    """`LINUX_SLL (113)`, or just the number for the ones without a name here."""
     n = NAMES.get(linktype)
-    return f"{n} ({linktype})" if n else f"link type {linktype}"
+    return f"{n} ({linktype})" if n else str(linktype)
 
 
 def _ethernet(data: bytes) -> bytes:

@@ -18,7 +18,8 @@ Damage (see reader.py for the accounting invariant):
   not described in its section, or not convertible to Ethernet; an IDB too short to describe anything
   (its packets are then skipped as well);
 - warning, packet yielded: captured length above the interface's snap length, original length below
-  the captured length (taken as the captured length), malformed options (the rest ignored).
+  the captured length (taken as the captured length), malformed options (the rest ignored), a
+  timestamp outside 0..2**63-1 ns (if_tsresol / if_tsoffset gone wrong: clamped to that range).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ BT_EPB = 6
 PACKET_BLOCKS = frozenset((BT_PB, BT_SPB, BT_EPB))
 BYTE_ORDER_MAGIC = 0x1A2B3C4D
 MAX_BLOCK = 16 * 1024 * 1024  # libpcap's limit: a longer block is damage
+TS_MAX = (1 << 63) - 1  # timestamps are int64 nanoseconds in batches
 OPT_ENDOFOPT = 0
 OPT_IF_NAME = 2
 OPT_IF_TSRESOL = 9
@@ -246,6 +248,10 @@ class PcapngReader(CaptureReader):
         except lt.Unconvertible as exc:
             return self._bad(start, str(exc), "unconvertible")
         ts = self._last_ts if units is None else iface.ts_ns(units)
+        if not 0 <= ts <= TS_MAX:
+            clamped = min(max(ts, 0), TS_MAX)
+            self._warn(start, f"timestamp of {ts} ns is outside 0..2**63-1; taken as {clamped}", "timestamp")
+            ts = clamped
         self._last_ts = ts
         return Packet(self.packets, ts, frame, orig + len(frame) - len(data), iface.index, iface.linktype)
 

@@ -33,8 +33,8 @@ class CaptureWarning:
     longer than the snap length, yielded whole), "orig_len" (original length below the captured length,
     raised to it), "bad_record" (a framed pcapng block whose contents are inconsistent: skipped),
     "unconvertible" (a record that cannot be given an Ethernet header: skipped), "option" (a malformed
-    pcapng option list: the rest of its options ignored), "trailing" (bytes after the last record that
-    do not form a header: reading stops).
+    pcapng option list: the rest of its options ignored), "timestamp" (a pcapng timestamp outside
+    int64 nanoseconds: clamped).
     """
 
     path: str
