@@ -64,6 +64,10 @@ def _reg(text: str, lineno: int, kind: str | None = None) -> int:
     return n
 
 
+def _same_reg(a: str, b: str, lineno: int) -> bool:
+    return register(a, lineno)[0] == register(b, lineno)[0]
+
+
 @form(r"exit")
 def _exit(m: re.Match[str], lineno: int) -> Stmt:
     return Stmt([Instruction(isa.EXIT)], lineno)
@@ -172,26 +176,30 @@ def _lock(m: re.Match[str], lineno: int) -> Stmt:
 
 @form(rf"{REG}\s*=\s*atomic_fetch_(add|or|and|xor)\s*\(\s*{PTR}\s*\(\s*{ADDR}\s*\)\s*,\s*{REG}\s*\)")
 def _fetch(m: re.Match[str], lineno: int) -> Stmt:
-    if m.group(1).lstrip("%")[1:] != m.group(7).lstrip("%")[1:]:
+    if not _same_reg(m.group(1), m.group(7), lineno):
         raise AsmError("atomic_fetch_* returns into its source register", lineno)
     dst, off = _addr(m, 4, lineno)
     return Stmt([_atomic(m.group(3), dst, off, m.group(7), FETCH_BY_NAME[m.group(2)], lineno)], lineno)
 
 
-@form(rf"{REG}\s*=\s*(xchg_64|xchg32_32|cmpxchg_64|cmpxchg32_32)\s*\(\s*{ADDR}\s*,\s*(?:{REG}\s*,\s*)?{REG}\s*\)")
+@form(rf"{REG}\s*=\s*(xchg_64|xchg32_32)\s*\(\s*{ADDR}\s*,\s*{REG}\s*\)")
 def _xchg(m: re.Match[str], lineno: int) -> Stmt:
     name = m.group(2)
-    type_name = "u64" if name.endswith("_64") else "u32"
+    if not _same_reg(m.group(1), m.group(6), lineno):
+        raise AsmError(f"{name} returns into its source register: `r1 = {name}(addr, r1)`", lineno)
     dst, off = _addr(m, 3, lineno)
-    if name.startswith("cmpxchg"):
-        if m.group(6) is None or register(m.group(1), lineno)[0] != 0 or register(m.group(6), lineno)[0] != 0:
-            raise AsmError(f"{name} compares and returns r0: `r0 = {name}(addr, r0, reg)`", lineno)
-        op = isa.BPF_CMPXCHG
-    else:
-        if m.group(6) is not None or m.group(1).lstrip("%")[1:] != m.group(7).lstrip("%")[1:]:
-            raise AsmError(f"{name} returns into its source register: `r1 = {name}(addr, r1)`", lineno)
-        op = isa.BPF_XCHG
-    return Stmt([_atomic(type_name, dst, off, m.group(7), op, lineno)], lineno)
+    type_name = "u64" if name == "xchg_64" else "u32"
+    return Stmt([_atomic(type_name, dst, off, m.group(6), isa.BPF_XCHG, lineno)], lineno)
+
+
+@form(rf"{REG}\s*=\s*(cmpxchg_64|cmpxchg32_32)\s*\(\s*{ADDR}\s*,\s*{REG}\s*,\s*{REG}\s*\)")
+def _cmpxchg(m: re.Match[str], lineno: int) -> Stmt:
+    name = m.group(2)
+    if register(m.group(1), lineno)[0] != 0 or register(m.group(6), lineno)[0] != 0:
+        raise AsmError(f"{name} compares and returns r0: `r0 = {name}(addr, r0, reg)`", lineno)
+    dst, off = _addr(m, 3, lineno)
+    type_name = "u64" if name == "cmpxchg_64" else "u32"
+    return Stmt([_atomic(type_name, dst, off, m.group(7), isa.BPF_CMPXCHG, lineno)], lineno)
 
 
 @form(rf"{REG}\s*=\s*-\s*{REG}")
