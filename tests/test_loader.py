@@ -477,3 +477,46 @@ SEC("tcx/ingress") int b(struct __sk_buff *skb) { return twice(skb->len) > 100 ?
     assert set(a.functions.values()) == {"a", "twice", "global_helper"}
     assert set(b.functions.values()) == {"b", "twice"}
     assert "global_helper" not in spec.programs  # .text functions are subprograms
+
+
+@needs_clang
+def test_text_only_object_needs_a_type(tmp_path: Path) -> None:
+    o = build(
+        tmp_path,
+        "static __attribute__((noinline)) int f(int x) { return x + 1; }\n"
+        "int entry(struct xdp_md *ctx) { return f(ctx->rx_queue_index); }",
+    )
+    with pytest.raises(LoadError, match="no programs"):
+        load_object(o)
+    spec = load_object(o, prog_type=ProgType.XDP)
+    assert set(spec.programs) == {"entry"} and set(spec.programs["entry"].functions.values()) == {
+        "entry",
+        "f",
+    }
+
+
+def _rel_section(data: bytes, name: str) -> tuple[int, int]:
+    from xdpsim.loader.elf import read_elf
+
+    elf = read_elf(data, "x")
+    sec = elf.section(name)
+    assert sec is not None
+    return data.index(sec.data), sec.size
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        (lambda e: (e[0] + 3, e[1]), "not on an instruction"),
+        (lambda e: (e[0], (e[1] & ~0xFFFFFFFF) | 2), "unsupported relocation R_BPF_64_ABS64"),
+        (lambda e: (e[0], (e[1] & ~0xFFFFFFFF) | 77), "relocation 77"),
+        (lambda e: (e[0], (e[1] & 0xFFFFFFFF) | (5000 << 32)), "beyond the symbol table"),
+    ],
+)
+def test_bad_relocations(patch, message: str) -> None:
+    data = bytearray((PROGRAMS / "parser.o").read_bytes())
+    off, _ = _rel_section(bytes(data), ".relxdp")
+    entry = struct.unpack_from("<QQ", data, off)
+    struct.pack_into("<QQ", data, off, *patch(entry))
+    with pytest.raises(LoadError, match=message):
+        load_object(bytes(data), name="badrel.o")

@@ -29,7 +29,7 @@ from ..errors import EncodingError, LoadError
 from ..isa import decode, validate
 from ..spec import ObjectSpec, ProgramSpec, ProgType
 from .btffix import fixup_btf
-from .elf import STT_FUNC, ElfObject, read_elf
+from .elf import STB_LOCAL, STT_FUNC, ElfObject, read_elf
 from .link import Func, Linker
 from .maps import btf_maps, data_maps, init_slots, legacy_maps, run_configs
 from .sections import classify
@@ -150,6 +150,13 @@ def _load(data: bytes, path: str, prog_type: ProgType | None, core_btf: str | No
         if kinds[shndx].notice:
             notices.append(kinds[shndx].notice)  # type: ignore[arg-type]
     entries = [(shndx, f) for shndx in kinds for f in funcs[shndx]]
+    text = obj.section(".text")
+    if not entries and prog_type is not None and text is not None and text.index in code:
+        # no SEC() at all (plain C compiled for BPF): with a type given, .text's global functions run
+        kinds[text.index] = classify(".text", prog_type)
+        globs = {s.name for s in obj.symbols_in(text.index, STT_FUNC) if s.bind != STB_LOCAL}
+        entries = [(text.index, f) for f in funcs[text.index] if f.name in globs]
+
     names = [f.name for _, f in entries]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
