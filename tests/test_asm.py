@@ -585,3 +585,31 @@ def test_isa_rejects_legacy_packet_load_reserved_fields() -> None:
         assert "reserved fields" in (isa.check(bad) or ""), bad
         with pytest.raises(EncodingError, match="reserved fields"):
             isa.validate([bad, I(isa.EXIT)])
+
+
+TOKENS = ("r1 w2 %r3 %r11 = += s>>= *(u32 *) *(s8 *) (r10 - 0x8) [%r1+4] [%r1 0x10 -1 99999999999 ll goto "
+          "gotol if > s<= +3 lbl lbl: call local callx lock fetch add32 xchg mov mov32 ldxw stxdw lddw , "
+          "exit be16 movsx1632 atomic_fetch_or( ) skb[ ] # <f+0x8> -- \t").split(" ")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(TOKENS), max_size=7).map(" ".join), max_size=6).map("\n".join))
+def test_garbage_text_gives_asm_error_or_a_program(text: str) -> None:
+    try:
+        prog = assemble(text)
+    except AsmError as exc:
+        assert exc.lineno is not None and 1 <= exc.lineno <= text.count("\n") + 1
+        return
+    assert all(isinstance(i, Instruction) for i in prog)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(min_size=8, max_size=8).filter(lambda b: b[0] != isa.LDDW))
+def test_any_encoding_disassembles(raw: bytes) -> None:
+    (ins,) = isa.decode(raw)
+    text = disassemble_insn(ins)
+    assert text
+    if isa.check(ins) is None:
+        assert assemble(text) == [ins]
+    else:
+        assert text.startswith("<invalid")
