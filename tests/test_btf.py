@@ -351,3 +351,49 @@ def test_core_bad_target_is_load_error(tmp_path: Path) -> None:
     bad.write_bytes(b"\x00" * 40)
     with pytest.raises(LoadError, match="CO-RE"):
         load_object(PROGRAMS / "core.o", core_btf=str(bad))
+
+
+# --- values by BTF type -------------------------------------------------------------------------------
+
+
+def test_decode_encode_map_values() -> None:
+    from xdpsim.btf import decode, encode
+
+    spec = load_object(PROGRAMS / "parser.o")
+    ps = spec.map_by_name("port_stats")
+    key = encode(spec.btf, ps.btf_key_type_id, {"proto": 6, "port": 80})
+    assert key == bytes([6, 0]) + (80).to_bytes(2, "little")
+    assert decode(spec.btf, ps.btf_key_type_id, key) == {"proto": 6, "pad": 0, "port": 80}
+    val = encode(spec.btf, ps.btf_value_type_id, {"packets": 3, "bytes": 180})
+    assert decode(spec.btf, ps.btf_value_type_id, val) == {"packets": 3, "bytes": 180}
+    with pytest.raises(BtfError, match="no member 'nope'"):
+        encode(spec.btf, ps.btf_key_type_id, {"nope": 1})
+    with pytest.raises(BtfError, match="does not fit"):
+        encode(spec.btf, ps.btf_key_type_id, {"port": 70000})
+    # global data: the DATASEC of .rodata decodes into its variables
+    calls = load_object(PROGRAMS / "calls.o")
+    ro = calls.map_by_name(".rodata")
+    from xdpsim.btf import BTF
+
+    fixed = BTF(calls.btf_raw)  # offsets filled in by the loader
+    assert decode(fixed, ro.btf_value_type_id, ro.initial) == {
+        "cfg": {"min_len": 60, "loop_rounds": 16, "seed": 0x9E3779B9}
+    }
+
+
+def test_decode_bitfields_arrays_and_signs() -> None:
+    from xdpsim.btf import decode, encode
+
+    btf = shipped_btf()
+    ip = btf.find("iphdr", Kind.STRUCT).id
+    hdr = bytes([0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2])
+    d = decode(btf, ip, hdr)
+    assert (d["ihl"], d["version"], d["ttl"], d["protocol"], d["saddr"]) == (5, 4, 64, 6, 0x0100000A)
+    assert encode(btf, ip, d) == hdr
+    eth = decode(btf, btf.find("ethhdr", Kind.STRUCT).id, bytes(range(14)))
+    assert eth["h_dest"] == bytes(range(6))
+    raw, ids = every_kind()
+    b = BTF(raw)
+    data = struct.pack("<i", -5) + bytes(range(6)) + bytes([0b101, 0])
+    assert decode(b, ids["struct"], data) == {"a": -5, "mac": bytes(range(6)), "bits": 5}
+    assert encode(b, ids["struct"], {"a": -5, "mac": bytes(range(6)), "bits": 5}) == data
