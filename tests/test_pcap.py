@@ -193,6 +193,33 @@ def test_raw_ip_synthesis(tmp_path: Path, linktype: int) -> None:
     assert [g.data for g in raw] == [IP4, IP6, b"\x50abc", b""]
 
 
+def test_dlt12_openbsd_loop(tmp_path: Path) -> None:
+    p = tmp_path / "loop12.pcap"
+    p.write_bytes(pcap_bytes([struct.pack(">I", 2) + IP4, struct.pack(">I", 24) + IP6, IP4], linktype=12))
+    assert [g.data[12:] for g in PcapReader(p)] == [b"\x08\x00" + IP4, b"\x86\xdd" + IP6, b"\x08\x00" + IP4]
+
+
+def test_warnings_kept_bounded_and_counted(tmp_path: Path) -> None:
+    p = tmp_path / "many.pcap"
+    p.write_bytes(pcap_bytes([FRAMES[5]] * 2500, snaplen=10))
+    stream, batches = PcapReader(p), read_batches(p, 1000)
+    assert sum(1 for _ in stream) == 2500 and sum(len(b) for b in batches) == 2500
+    for r in (stream, batches):
+        assert len(r.warnings) == 1000 and r.warnings.counts == {"snaplen": 2500}
+        assert r.warnings.dropped == 1500
+        assert [w.offset for w in r.warnings[:2]] == [24, 24 + 16 + len(FRAMES[5])]
+
+
+def test_iterating_twice_continues(tmp_path: Path) -> None:
+    p = tmp_path / "x.pcap"
+    p.write_bytes(pcap_bytes(FRAMES))
+    r = PcapReader(p)
+    first = next(iter(r))
+    rest = list(r)
+    assert first.index == 0 and [x.index for x in rest] == list(range(1, len(FRAMES)))
+    assert list(r) == []
+
+
 def test_ipv4_ipv6_linktypes(tmp_path: Path) -> None:
     for linktype, etype in ((228, b"\x08\x00"), (229, b"\x86\xdd")):
         p = tmp_path / f"{linktype}.pcap"
@@ -445,6 +472,10 @@ def test_pcapng_damage_kinds(tmp_path: Path) -> None:
     with pytest.raises(CaptureError, match="not a pcapng file"):
         p.write_bytes(bytes(40))
         PcapngReader(p)
+    p.write_bytes(shb()[:8] + b"\x01\x02\x03\x04" + shb()[12:])
+    with pytest.raises(CaptureError, match="byte-order magic 0x01020304") as e:
+        open_capture(p)
+    assert e.value.offset == 8
 
 
 # -- batches --------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from .pcap import (
     parse_header,
 )
 from .reader import MAX_SNAPLEN, CaptureReader
-from .records import CaptureWarning, Packet
+from .records import CaptureWarning, Packet, WarningList
 
 
 @dataclass
@@ -96,14 +96,14 @@ class BatchReader:
         h: PcapHeader | None = getattr(self._reader, "header", None)
         self._fast = (h is not None and h.linktype == lt.ETHERNET and h.record_header == 16
                       and not h.fcs_bytes and self._reader.file_size > HEADER_SIZE)
-        self._own_warnings: list[CaptureWarning] = []
+        self._own_warnings = WarningList()
         self._own = dict(offset=HEADER_SIZE, records=0, packets=0, skipped=0)
         if self._fast:
             self._reader.close()
 
     # The streaming reader's bookkeeping, or the fast path's own.
     @property
-    def warnings(self) -> list[CaptureWarning]:
+    def warnings(self) -> WarningList:
         return self._own_warnings if self._fast else self._reader.warnings
 
     def _stat(self, name: str) -> int:
@@ -136,7 +136,7 @@ class BatchReader:
             yield pack(chunk, first)
 
     def _warn(self, offset: int, message: str, kind: str, record: bool = False) -> None:
-        self._own_warnings.append(CaptureWarning(self.path, offset, message, kind, record))
+        self._own_warnings.add(CaptureWarning(self.path, offset, message, kind, record))
         if record:
             self._own["skipped"] += 1
 

@@ -5,7 +5,8 @@ A record of a link type other than Ethernet gets a synthesised 14-byte Ethernet 
     dst 02:00:00:00:00:02  src 02:00:00:00:00:01  ethertype
 
 - raw IP (101, and 12 / 14, the DLT_RAW values some BSDs wrote into files): ethertype 0x0800 when the
-  first nibble is 4, 0x86dd when it is 6; any other version cannot be converted.
+  first nibble is 4, 0x86dd when it is 6; any other version cannot be converted. A 12 / 14 record
+  that starts with a big-endian AF_INET/AF_INET6 family word is OpenBSD's DLT_LOOP and read as LOOP.
 - IPv4 (228): 0x0800; IPv6 (229): 0x86dd, whatever the payload.
 - NULL (0: 4-byte address family in the capturing host's byte order, tried little- then big-endian) and
   LOOP (108: big-endian): AF_INET 2 -> 0x0800; AF_INET6 10 (Linux), 24 (NetBSD/OpenBSD),
@@ -81,6 +82,16 @@ def _raw(data: bytes) -> bytes:
     raise Unconvertible(f"raw IP record with IP version {version}")
 
 
+def _raw_or_loop(data: bytes) -> bytes:
+    """DLT 12 / 14: raw IP on most systems; OpenBSD wrote DLT_LOOP as 12, so a record starting with a
+    big-endian IPv4/IPv6 family header is read as LOOP."""
+    if len(data) >= 4 and data[0] >> 4 not in (4, 6):
+        family = struct.unpack_from(">I", data)[0]
+        if family in _AF_INET or family in _AF_INET6:
+            return _loop(data)
+    return _raw(data)
+
+
 def _ipv4(data: bytes) -> bytes:
     return _PREFIX_IPV4 + data
 
@@ -141,8 +152,8 @@ def _sll2(data: bytes) -> bytes:
 _CONVERTERS: dict[int, Callable[[bytes], bytes]] = {
     ETHERNET: _ethernet,
     RAW: _raw,
-    RAW_BSD12: _raw,
-    RAW_OPENBSD14: _raw,
+    RAW_BSD12: _raw_or_loop,
+    RAW_OPENBSD14: _raw_or_loop,
     IPV4: _ipv4,
     IPV6: _ipv6,
     NULL: _null,

@@ -99,6 +99,10 @@ class PcapngReader(CaptureReader):
         if not is_pcapng(head):
             self.close()
             raise CaptureError(f"not a pcapng file (first block type 0x{head[:4].hex()})", self.path, 0)
+        if len(head) == 12 and head[8:12] not in (b"\x1a\x2b\x3c\x4d", b"\x4d\x3c\x2b\x1a"):
+            self.close()
+            raise CaptureError(f"bad byte-order magic 0x{head[8:12].hex()} in section header block",
+                               self.path, 8)
         assert self._f is not None
         self._f.seek(0)
 

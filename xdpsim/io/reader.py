@@ -3,7 +3,8 @@
 Invariant after iteration (whether it ended normally or with a CaptureError):
 `records == packets + skipped`, where `records` counts the records (pcap) or packet blocks (pcapng) the
 reader met, `packets` those it yielded and `skipped` those it reported instead: the warnings with
-`record=True`, plus one when a CaptureError was raised at a record.
+`record=True`, plus one when a CaptureError was raised at a record. `warnings` keeps the first 1000 of
+each kind and counts all of them (`warnings.counts`), so memory stays constant whatever the file.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from ..errors import CaptureError
-from .records import CaptureWarning, Packet
+from .records import CaptureWarning, Packet, WarningList
 
 # libpcap's largest snapshot length (MAXIMUM_SNAPLEN): a record claiming more is damage, not data.
 MAX_SNAPLEN = 262144
@@ -26,12 +27,13 @@ class CaptureReader:
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = os.fspath(path)
-        self.warnings: list[CaptureWarning] = []
+        self.warnings = WarningList()
         self.offset = 0  # file offset of the next record / block to read
         self.records = 0
         self.packets = 0
         self.skipped = 0
         self._f: BinaryIO | None = None
+        self._gen: Iterator[Packet] | None = None
         try:
             self._f = open(self.path, "rb")  # noqa: SIM115 - closed by close()
         except OSError as e:
@@ -40,7 +42,7 @@ class CaptureReader:
 
     # -- bookkeeping ------------------------------------------------------------------------------
     def _warn(self, offset: int, message: str, kind: str, record: bool = False) -> None:
-        self.warnings.append(CaptureWarning(self.path, offset, message, kind, record))
+        self.warnings.add(CaptureWarning(self.path, offset, message, kind, record))
         if record:
             self.skipped += 1
 
@@ -57,9 +59,10 @@ class CaptureReader:
 
     # -- iteration --------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Packet]:
-        if self._f is None:
-            return iter(())
-        return self._packets()
+        """One pass over the file: iterating again continues where the last iteration stopped."""
+        if self._gen is None:
+            self._gen = self._packets() if self._f is not None else iter(())
+        return self._gen
 
     def _packets(self) -> Iterator[Packet]:
         raise NotImplementedError

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import NamedTuple
+
+# Warnings kept per kind; beyond that only counted (a file where every record is damaged must not make
+# a reader's memory grow with the file).
+WARNINGS_KEPT_PER_KIND = 1000
 
 
 class Packet(NamedTuple):
@@ -45,3 +50,20 @@ class CaptureWarning:
 
     def __str__(self) -> str:
         return f"{self.path} at offset {self.offset}: {self.message}"
+
+
+class WarningList(list):
+    """The warnings of one reader: a list of the first WARNINGS_KEPT_PER_KIND of each kind, with
+    `counts` (every warning, by kind) and `dropped` (how many were counted but not kept)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: Counter[str] = Counter()
+        self.dropped = 0
+
+    def add(self, w: CaptureWarning) -> None:
+        self.counts[w.kind] += 1
+        if self.counts[w.kind] <= WARNINGS_KEPT_PER_KIND:
+            self.append(w)
+        else:
+            self.dropped += 1
