@@ -54,6 +54,7 @@ PY_INSN_CTYPE = ctypes.CFUNCTYPE(_I64, _VP, _I64)
 
 TAIL_CALL = 12
 _PRANDOM = 7
+_UNSET: Any = object()  # RunState.redirect before a Python helper: did the helper set it?
 _FROZEN = 1 << 32  # map_types flag: frozen maps take the Python path (-EPERM on update)
 
 
@@ -84,6 +85,8 @@ class _RuntimeJit:
         self.progs = np.zeros(0, dtype=np.uint64)
         self.compiled: list[_CompiledProgram | None] = []
         self.state: RunState | None = None
+        self.batch: Any = None  # the BatchResult of a running batch (jit_batch.py)
+        self.py_redirect: Any = None
         self.error: BaseException | None = None
         self.helper_counts = np.zeros(256, dtype=np.uint64)
         self.prandom = PrandomSync(runtime)
@@ -187,7 +190,27 @@ class _RuntimeJit:
             state.helper_counts[hd.name] = state.helper_counts.get(hd.name, 0) + 1
             self._depth = state.depth = (STACK_SIZE - (fp & 0xFFFF_FFFF)) // FRAME_STACK
             self.prandom.to_python()
-            r0 = hd.impl(state, r1 & U64, r2 & U64, r3 & U64, r4 & U64, r5 & U64) & U64
+            batch = self.batch
+            if batch is not None:  # the batch loop changes these per packet natively
+                state.now_ns = int(self.env[abi.E_NOW_NS])
+                state.cpu = int(self.env[abi.E_CPU])
+                state.queue = int(self.env[abi.E_RXQ])
+                state.tail_calls = int(self.env[abi.E_TAIL_CALLS])
+            prev_redirect, ntrace = state.redirect, len(state.trace)
+            state.redirect = _UNSET
+            try:
+                r0 = hd.impl(state, r1 & U64, r2 & U64, r3 & U64, r4 & U64, r5 & U64) & U64
+            finally:
+                if state.redirect is _UNSET:
+                    state.redirect = prev_redirect
+                else:
+                    self.env[abi.E_REDIR_KIND] = abi.REDIR_PY
+                    self.py_redirect = state.redirect
+                    if batch is not None:
+                        batch.py_redirects[int(self.env[abi.E_BATCH_INDEX])] = state.redirect
+                if batch is not None and len(state.trace) > ntrace:
+                    batch.traces.setdefault(int(self.env[abi.E_BATCH_INDEX]), []).extend(state.trace[ntrace:])
+                    del state.trace[ntrace:]
             if hid == _PRANDOM:  # from now on native code draws from a copy of the generator
                 self.prandom.load()
             self.packet_to_env(state)
@@ -209,6 +232,8 @@ class _RuntimeJit:
                 mem.store(addr, size, value & U64)
                 self.packet_to_env(state)
                 return 0
+            if self.batch is not None and state.ctx is not None:
+                state.ctx.queue = int(self.env[abi.E_RXQ])
             v = mem.load(addr, size)
             if kind == abi.M_LOADSX and v >> (8 * size - 1):
                 v -= 1 << (8 * size)
@@ -364,6 +389,8 @@ class JitEngine:
                 state.redirect = RedirectTarget("dev", int(env[abi.E_REDIR_INDEX]))
             elif kind == abi.REDIR_CLEAR:
                 state.redirect = None
+            elif kind == abi.REDIR_PY:
+                state.redirect = rj.py_redirect
             else:
                 m = rj.rt.maps[int(env[abi.E_REDIR_MAP])]
                 state.redirect = m.resolve(int(env[abi.E_REDIR_INDEX]))
@@ -374,6 +401,15 @@ class JitEngine:
                 name = hd.name if hd is not None else str(hid)
                 state.helper_counts[name] = state.helper_counts.get(name, 0) + int(counts[hid])
             counts[:] = 0
+
+    def run_batch(self, runtime: Runtime, prog_id: int, data: np.ndarray, offsets: np.ndarray,
+                  lengths: np.ndarray, times: np.ndarray | None = None, queues: np.ndarray | None = None,
+                  **kw: Any) -> Any:
+        """Run XDP program `prog_id` over a batch of packets in native code (engines/jit_batch.py
+        documents the arguments and the BatchResult)."""
+        from .jit_batch import run_batch
+
+        return run_batch(self, runtime, prog_id, data, offsets, lengths, times, queues, **kw)
 
     def call(self, state: RunState, func_addr: int, args: tuple[int, ...]) -> int:
         """A callback (bpf_loop, for_each_map_elem) from a Python helper: runs natively one frame

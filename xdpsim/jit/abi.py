@@ -50,6 +50,9 @@ guaranteed (`musttail`) call through the table of entry points `env[E_PROGS]`, i
 | 35   | PRANDOM_STATE | host address of the Mersenne Twister state (natives.py) |
 | 36   | FRAGS       | bytes of fragments (xdp.frags): the native XDP helpers defer to Python when non-zero |
 | 37   | EXIT_PC     | the exit instruction that ended the last frame (RunState.exit_pc) |
+| 38   | DIRTY_LO    | batch replay: lowest frame offset the packet window reached (adjusts lower it) |
+| 39   | DIRTY_HI    | batch replay: highest |
+| 40   | BATCH_INDEX | batch replay: index of the packet running now |
 
 Python trampolines (addresses in env): PY_HELPER(env, pc, helper id, r1..r5, fp) -> r0,
 PY_MEM(env, pc, addr, size, kind, value) -> loaded value, PY_INSN(env, pc) -> 0 (sets a fault).
@@ -101,6 +104,9 @@ E_PY_INSN = 34
 E_PRANDOM_STATE = 35
 E_FRAGS = 36
 E_EXIT_PC = 37
+E_DIRTY_LO = 38
+E_DIRTY_HI = 39
+E_BATCH_INDEX = 40
 
 F_NONE = 0
 F_MEMORY = 1
@@ -118,6 +124,7 @@ REDIR_NONE = 0
 REDIR_IFINDEX = 1
 REDIR_MAP = 2
 REDIR_CLEAR = 3  # bpf_redirect_map missed: RunState.redirect = None
+REDIR_PY = 4  # a Python helper set RunState.redirect (devmap_hash, broadcast...)
 
 MAX_TAIL_CALLS = 33
 MAX_FRAMES = 8

@@ -208,6 +208,10 @@ class Natives(NativeHelpers):
         meta = b.select(b.icmp_unsigned("!=", fl.env_load(abi.E_META_OK), c64(0)),
                         fl.env_load(abi.E_META), fl.env_load(abi.E_DATA))
         table = b.inttoptr(fl.env_load(abi.E_TABLE), PTR)
+        # the batch loop zeroes what a packet could have dirtied: track the window's extremes
+        lo, hi, de = fl.env_load(abi.E_DIRTY_LO), fl.env_load(abi.E_DIRTY_HI), fl.env_load(abi.E_DATA_END)
+        fl.env_store(abi.E_DIRTY_LO, b.select(b.icmp_unsigned("<", meta, lo), meta, lo))
+        fl.env_store(abi.E_DIRTY_HI, b.select(b.icmp_unsigned(">", de, hi), de, hi))
         b.store(b.trunc(meta, I32), b.gep(table, [c64(PACKET * 24 + 8)], source_etype=I8), align=4)
         b.store(b.trunc(fl.env_load(abi.E_DATA_END), I32), b.gep(table, [c64(PACKET * 24 + 12)], source_etype=I8),
                 align=4)

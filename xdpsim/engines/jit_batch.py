@@ -1,0 +1,260 @@
+"""Batched XDP replay on the JIT: many packets per call into native code (jit/batch.py).
+
+API (for the pipeline / `xdpsim run`):
+
+    res = JitEngine().run_batch(runtime, prog_id, data, offsets, lengths, times=None, queues=None,
+                                ifindex=1, budget=None)
+
+- `data`: uint8 array of the packets' bytes, concatenated (e.g. a memory-mapped pcap); `offsets`
+  (int64) and `lengths` (uint32) locate packet i; `times` (uint64 ns, bpf_ktime_get_ns) and `queues`
+  (uint32 rx queue; CPU = queue % runtime.cpus) default to zeros.
+- returns a `BatchResult` of numpy arrays, one entry per packet: `retval` (r0), `action` (XdpAction
+  value: unknown codes and faults give XDP_ABORTED), `out_offset`/`out_length` into `out` (the
+  packet bytes as the program left them: [data, data_end), metadata not included),
+  `redirect_kind`/`redirect_a`/`redirect_b` (see `redirect_target(i)`), `fault` (1 when the packet's
+  run faulted; `errors[i]` is the ProgramFault the interpreter raises for it), plus `traces`
+  (packet -> bpf_printk lines) and `helper_counts`.
+
+Each packet sees what `run_xdp` gives it (zeroed 4096-byte frame, headroom 256, zeroed stack, budget,
+tail-call count 0). Faults are not re-run: native code stops at the faulting packet, Python builds
+the exact error from the fault record (as for a single run) and resumes at the next packet, so a
+faulting packet's side effects (map updates before the fault) happen once, as in the interpreter.
+Packets longer than the frame go through `run_xdp` one at a time (the "frame" fault, or the
+fragments of an xdp.frags program). Prog-array updates made between calls take effect at the next
+call; `on_batch(i)` (optional) is called between chunks of `chunk` packets, so a user can rebuild
+chains mid-capture.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import ProgramFault
+from ..hooks.xdp import XDP_MD_SIZE, XdpAction, XdpContext, _packet_buffer, is_devmap_program, run_xdp
+from ..jit import abi
+from ..jit import batch as nb
+from ..jit.compiler import compiler
+from ..memory import CTX, R_CTX, R_READ, R_WRITE, STACK_SIZE
+from .base import DEFAULT_BUDGET, RunState, prepare_stack
+
+if TYPE_CHECKING:
+    from ..maps import RedirectTarget
+    from ..runtime import Runtime
+    from .jit import JitEngine
+
+BATCH_TYPE = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p)
+
+REDIRECT_PY = abi.REDIR_PY
+
+
+@dataclass
+class BatchResult:
+    retval: np.ndarray
+    action: np.ndarray
+    out: np.ndarray
+    out_offset: np.ndarray
+    out_length: np.ndarray
+    redirect_kind: np.ndarray
+    redirect_a: np.ndarray
+    redirect_b: np.ndarray
+    fault: np.ndarray
+    errors: dict[int, ProgramFault] = field(default_factory=dict)
+    traces: dict[int, list[str]] = field(default_factory=dict)
+    helper_counts: dict[str, int] = field(default_factory=dict)
+    py_redirects: dict[int, Any] = field(default_factory=dict)
+    runtime: Any = None
+
+    def __len__(self) -> int:
+        return len(self.retval)
+
+    def packet(self, i: int) -> bytes:
+        o = int(self.out_offset[i])
+        return self.out[o : o + int(self.out_length[i])].tobytes()
+
+    def redirect_target(self, i: int) -> RedirectTarget | None:
+        """What run_xdp reports as `redirect` for packet i (None unless the action is REDIRECT)."""
+        from ..maps import RedirectTarget
+
+        if self.action[i] != XdpAction.XDP_REDIRECT:
+            return None
+        kind = int(self.redirect_kind[i])
+        if kind == abi.REDIR_IFINDEX:
+            return RedirectTarget("dev", int(self.redirect_a[i]))
+        if kind == abi.REDIR_MAP:
+            return self.runtime.maps[int(self.redirect_a[i])].resolve(int(self.redirect_b[i]))
+        if kind == REDIRECT_PY:
+            return self.py_redirects.get(i)
+        return None
+
+
+def run_batch(engine: JitEngine, runtime: Runtime, prog_id: int, data: np.ndarray, offsets: np.ndarray,
+              lengths: np.ndarray, times: np.ndarray | None = None, queues: np.ndarray | None = None, *,
+              ifindex: int = 1, budget: int | None = None, chunk: int = 65536,
+              on_batch: Callable[[int], None] | None = None) -> BatchResult:
+    n = len(offsets)
+    data = np.ascontiguousarray(data, dtype=np.uint8)
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    lengths = np.ascontiguousarray(lengths, dtype=np.uint32)
+    times = np.zeros(n, np.uint64) if times is None else np.ascontiguousarray(times, dtype=np.uint64)
+    queues = np.zeros(n, np.uint32) if queues is None else np.ascontiguousarray(queues, dtype=np.uint32)
+    if n and int((offsets + lengths).max()) > len(data):
+        raise ValueError("run_batch: a packet (offset + length) lies past the end of `data`")
+    budget = DEFAULT_BUDGET if budget is None else budget
+
+    rj = engine._rj(runtime)  # noqa: SLF001 - the engine's per-runtime state
+    cp = rj.compiled[prog_id]
+    res = BatchResult(
+        retval=np.zeros(n, np.uint64), action=np.zeros(n, np.uint8),
+        out=np.zeros(max(int(lengths.sum()) + 8 * 4096, 1 << 16), np.uint8),
+        out_offset=np.zeros(n, np.int64), out_length=np.zeros(n, np.uint32),
+        redirect_kind=np.zeros(n, np.uint8), redirect_a=np.zeros(n, np.uint32), redirect_b=np.zeros(n, np.uint32),
+        fault=np.zeros(n, np.uint8), runtime=runtime,
+    )
+    if cp is None:  # the JIT declined the program: one run_xdp per packet with the fallback
+        for i in range(n):
+            _single(engine, runtime, prog_id, res, i, data, offsets, lengths, times, queues, ifindex, budget)
+        return res
+
+    mem = runtime.mem
+    pkt = _packet_buffer(runtime)
+    pkt.reset(b"")
+    pkt.attach(mem)
+    ctx = XdpContext(pkt, ifindex, 0, 0, is_devmap_program(runtime, prog_id))
+    state = RunState(runtime, prog_id=prog_id, args=((CTX << 32),), packet=pkt, ctx=ctx, ifindex=ifindex,
+                     budget=budget)
+    state.engine = engine
+    has_sub = any(len(c.funcs) > 1 for c in rj.compiled if c is not None)
+    a = np.zeros(nb.A_WORDS, np.uint64)
+    a[nb.A_ENTRY] = cp.address
+    a[nb.A_N] = n
+    a[nb.A_PKTS] = data.ctypes.data
+    a[nb.A_OFFSETS] = offsets.ctypes.data
+    a[nb.A_LENGTHS] = lengths.ctypes.data
+    a[nb.A_TIMES] = times.ctypes.data
+    a[nb.A_QUEUES] = queues.ctypes.data
+    a[nb.A_OUT_OFF] = res.out_offset.ctypes.data
+    a[nb.A_OUT_LEN] = res.out_length.ctypes.data
+    a[nb.A_RETVAL] = res.retval.ctypes.data
+    a[nb.A_REDIR_KIND] = res.redirect_kind.ctypes.data
+    a[nb.A_REDIR_A] = res.redirect_a.ctypes.data
+    a[nb.A_REDIR_B] = res.redirect_b.ctypes.data
+    a[nb.A_NCPUS] = runtime.cpus
+    a[nb.A_PROG] = prog_id
+    a[nb.A_BUDGET] = budget
+    # bpf-to-bpf calls or callbacks may use every frame; otherwise only frame 0 needs zeroing
+    a[nb.A_STACK_ZERO] = STACK_SIZE if has_sub else 512
+    a[nb.A_FRAME] = pkt.frame.ctypes.data
+    a[nb.A_HEADROOM] = pkt.headroom
+    a[nb.A_MAX_LEN] = pkt.max_len
+    a[nb.A_CTX] = CTX << 32
+    fn = BATCH_TYPE(compiler().batch_address())
+    pos = 0
+    i = 0
+    while i < n:
+        end = min(n, i + chunk)
+        # per chunk: the runtime may have changed (programs, maps, windows) between calls
+        rj.refresh()
+        _setup(rj, runtime, mem, pkt, ctx, state, ifindex)
+        a[nb.A_STACK] = mem.stack.ctypes.data
+        a[nb.A_OUT] = res.out.ctypes.data
+        a[nb.A_OUT_CAP] = len(res.out)
+        a[nb.A_OUT_POS] = pos
+        a[nb.A_START] = i
+        a[nb.A_N] = end
+        rj.state = state
+        rj.batch = res
+        try:
+            stopped = fn(rj.env.ctypes.data, a.ctypes.data)
+        finally:
+            rj.state = None
+            rj.batch = None
+            rj.prandom.to_python()
+        pos = int(a[nb.A_OUT_POS])
+        reason = int(a[nb.A_STOP])
+        if reason == nb.STOP_DONE:
+            i = end
+            if on_batch is not None and i < n:
+                on_batch(i)
+            continue
+        i = int(stopped)
+        if reason == nb.STOP_OUT_FULL:
+            grown = np.zeros(len(res.out) * 2, np.uint8)
+            grown[:pos] = res.out[:pos]
+            res.out = grown
+            continue
+        if reason == nb.STOP_TOO_LONG:
+            pkt.reset(b"")
+            pos = _single(engine, runtime, prog_id, res, i, data, offsets, lengths, times, queues, ifindex,
+                          budget, pos)
+            i += 1
+            continue
+        # a fault: build the interpreter's error from the fault record, keep the packet as it is
+        rj.env_to_python(state)
+        state.prog_id = int(rj.env[abi.E_CUR_PROG])
+        try:
+            rj.raise_fault(state)
+        except ProgramFault as e:
+            res.errors[i] = e
+        res.fault[i] = 1
+        out = pkt.bytes()
+        if pos + len(out) > len(res.out):
+            grown = np.zeros(len(res.out) * 2 + len(out), np.uint8)
+            grown[:pos] = res.out[:pos]
+            res.out = grown
+        res.out[pos : pos + len(out)] = np.frombuffer(out, np.uint8)
+        res.out_offset[i] = pos
+        res.out_length[i] = len(out)
+        pos += len(out)
+        pkt.frame.fill(0)
+        i += 1
+    res.out = res.out[:pos]
+    acts = res.retval & 0xFFFF_FFFF
+    res.action = np.where(acts > XdpAction.XDP_REDIRECT, XdpAction.XDP_ABORTED, acts).astype(np.uint8)
+    res.action[res.fault != 0] = XdpAction.XDP_ABORTED
+    engine._outputs(rj, state)  # noqa: SLF001 - helper counts gathered natively
+    res.helper_counts = dict(state.helper_counts)
+    return res
+
+
+def _setup(rj: Any, runtime: Runtime, mem: Any, pkt: Any, ctx: XdpContext, state: RunState, ifindex: int) -> None:
+    mem.set_ctx(ctx)
+    mem.set(CTX, lo=0, hi=XDP_MD_SIZE, flags=R_READ | R_WRITE | R_CTX)
+    prepare_stack(state)
+    rj.load_state(state)
+    rj.prandom.from_python()
+    rj.env[abi.E_IFINDEX] = ifindex
+    rj.env[abi.E_FRAME] = pkt.frame.ctypes.data
+
+
+def _single(engine: JitEngine, runtime: Runtime, prog_id: int, res: BatchResult, i: int, data: np.ndarray,
+            offsets: np.ndarray, lengths: np.ndarray, times: np.ndarray, queues: np.ndarray, ifindex: int,
+            budget: int, pos: int | None = None) -> int:
+    """One packet through run_xdp (long frames, programs the JIT declined); returns the new out position."""
+    o, ln = int(offsets[i]), int(lengths[i])
+    r = run_xdp(runtime, engine, prog_id, data[o : o + ln].tobytes(), ifindex=ifindex, queue=int(queues[i]),
+                now_ns=int(times[i]), budget=budget)
+    if pos is None:
+        pos = int(res.out_offset[i - 1] + res.out_length[i - 1]) if i else 0
+    out = r.data
+    if pos + len(out) > len(res.out):
+        grown = np.zeros(len(res.out) * 2 + len(out), np.uint8)
+        grown[:pos] = res.out[:pos]
+        res.out = grown
+    res.out[pos : pos + len(out)] = np.frombuffer(out, np.uint8)
+    res.out_offset[i] = pos
+    res.out_length[i] = len(out)
+    res.retval[i] = r.retval
+    if r.error is not None:
+        res.errors[i] = r.error
+        res.fault[i] = 1
+    if r.redirect is not None:
+        res.redirect_kind[i] = REDIRECT_PY
+        res.py_redirects[i] = r.redirect
+    if r.trace:
+        res.traces[i] = list(r.trace)
+    return pos + len(out)

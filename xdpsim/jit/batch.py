@@ -1,0 +1,204 @@
+"""The native replay loop: runs an XDP program over a batch of packets without returning to Python.
+
+One generic function (built once per process, not per program: the program's entry point is an
+argument) does, for each packet i from `start`:
+
+    copy the packet into the 4096-byte frame at headroom 256; set env (packet window, time, queue,
+    CPU = queue % cpus, budget, tail-call count 0); zero the stack frames in use; call the entry;
+    stop and return i when the run faulted (Python builds the exact ProgramFault from env, as for
+    a single run, then resumes at i + 1 -- nothing is re-run, so side effects happen once);
+    store r0, copy [data, data_end) to the output buffer, store the redirect decision;
+    zero the part of the frame the packet could have dirtied (so the next packet sees the zeroed
+    frame run_xdp gives it).
+
+It also stops before a packet too long for the frame (Python records the interpreter's "frame"
+fault) and when the output buffer has less than one frame of room left (Python grows it).
+
+`args` is a u64 array (`A_*` below); every pointer is a host address of a numpy array.
+"""
+
+from __future__ import annotations
+
+import llvmlite.binding as llvm
+import llvmlite.ir as ir
+
+from ..memory import PACKET, REGION_SHIFT, STACK, STACK_SIZE, XDP_FRAME_SIZE
+from . import abi
+from .lower import FN_TYPE, I1, I8, I32, I64, PTR, VOID, c64
+
+A_ENTRY = 0
+A_N = 1
+A_START = 2
+A_PKTS = 3  # u8[]: the packets' bytes, concatenated
+A_OFFSETS = 4  # i64[n]
+A_LENGTHS = 5  # u32[n]
+A_TIMES = 6  # u64[n] (ns)
+A_QUEUES = 7  # u32[n]
+A_OUT = 8  # u8[cap]
+A_OUT_CAP = 9
+A_OUT_POS = 10  # in/out
+A_OUT_OFF = 11  # i64[n]
+A_OUT_LEN = 12  # u32[n]
+A_RETVAL = 13  # u64[n] (r0)
+A_REDIR_KIND = 14  # u8[n]: abi.REDIR_* at the end of the run
+A_REDIR_A = 15  # u32[n]: ifindex (REDIR_IFINDEX) or map id (REDIR_MAP)
+A_REDIR_B = 16  # u32[n]: map key (REDIR_MAP)
+A_NCPUS = 17
+A_PROG = 18
+A_BUDGET = 19
+A_STACK_ZERO = 20  # bytes of stack to zero per packet (from the top)
+A_STACK = 21  # host address of the stack buffer
+A_FRAME = 22  # host address of the frame
+A_HEADROOM = 23
+A_MAX_LEN = 24
+A_STOP = 25  # out: why the loop stopped (STOP_*)
+A_CTX = 26  # r1: the context address
+A_WORDS = 32
+
+STOP_DONE = 0
+STOP_FAULT = 1
+STOP_TOO_LONG = 2
+STOP_OUT_FULL = 3
+
+BATCH_FN = "xdpsim_xdp_batch"
+
+
+def build_module() -> ir.Module:
+    m = ir.Module(name="xdpsim_batch")
+    memcpy = ir.Function(m, ir.FunctionType(VOID, [PTR, PTR, I64, I1]), "llvm.memcpy.p0.p0.i64")
+    memset = ir.Function(m, ir.FunctionType(VOID, [PTR, I8, I64, I1]), "llvm.memset.p0.i64")
+    f = ir.Function(m, ir.FunctionType(I64, [PTR, PTR]), BATCH_FN)
+    env, args = f.args
+    entry, head, body, stop, done = (f.append_basic_block(n) for n in ("entry", "head", "body", "stop", "done"))
+    b = ir.IRBuilder(entry)
+
+    def slot(base: ir.Value, word: int) -> ir.Value:
+        return b.gep(base, [c64(word)], source_etype=I64)
+
+    def arg(word: int) -> ir.Value:
+        return b.load(slot(args, word), typ=I64)
+
+    def aptr(word: int) -> ir.Value:
+        return b.inttoptr(arg(word), PTR)
+
+    def env_set(word: int, v: ir.Value) -> None:
+        b.store(v, slot(env, word))
+
+    def env_get(word: int) -> ir.Value:
+        return b.load(slot(env, word), typ=I64)
+
+    def elem(word: int, i: ir.Value, ty: ir.Type) -> ir.Value:
+        return b.gep(aptr(word), [i], source_etype=ty)
+
+    n = arg(A_N)
+    start = arg(A_START)
+    table = b.inttoptr(env_get(abi.E_TABLE), PTR)
+    frame = aptr(A_FRAME)
+    stack = aptr(A_STACK)
+    headroom = arg(A_HEADROOM)
+    fnp = b.inttoptr(arg(A_ENTRY), FN_TYPE.as_pointer())
+    b.branch(head)
+
+    b.position_at_end(head)
+    i = b.phi(I64)
+    i.add_incoming(start, entry)
+    b.cbranch(b.icmp_unsigned("<", i, n), body, done)
+
+    b.position_at_end(body)
+    length = b.zext(b.load(elem(A_LENGTHS, i, I32), typ=I32), I64)
+    too_long = b.icmp_unsigned(">", length, arg(A_MAX_LEN))
+    room = b.sub(arg(A_OUT_CAP), arg(A_OUT_POS))
+    out_full = b.icmp_unsigned("<", room, c64(XDP_FRAME_SIZE))
+    run_blk, tl_blk, of_blk = (f.append_basic_block(x) for x in ("run", "toolong", "outfull"))
+    chk2 = f.append_basic_block("chk2")
+    b.cbranch(too_long, tl_blk, chk2)
+    b.position_at_end(tl_blk)
+    b.store(c64(STOP_TOO_LONG), slot(args, A_STOP))
+    b.branch(stop)
+    b.position_at_end(chk2)
+    b.cbranch(out_full, of_blk, run_blk)
+    b.position_at_end(of_blk)
+    b.store(c64(STOP_OUT_FULL), slot(args, A_STOP))
+    b.branch(stop)
+
+    b.position_at_end(run_blk)
+    src = b.gep(aptr(A_PKTS), [b.load(elem(A_OFFSETS, i, I64), typ=I64)], source_etype=I8)
+    b.call(memcpy, [b.gep(frame, [headroom], source_etype=I8), src, length, ir.Constant(I1, 0)])
+    data_end = b.add(headroom, length)
+    for w, v in ((abi.E_DATA, headroom), (abi.E_DATA_END, data_end), (abi.E_META, headroom),
+                 (abi.E_DIRTY_LO, headroom), (abi.E_DIRTY_HI, data_end)):
+        env_set(w, v)
+    q = b.zext(b.load(elem(A_QUEUES, i, I32), typ=I32), I64)
+    env_set(abi.E_RXQ, q)
+    env_set(abi.E_CPU, b.urem(q, arg(A_NCPUS)))
+    env_set(abi.E_NOW_NS, b.load(elem(A_TIMES, i, I64), typ=I64))
+    env_set(abi.E_FAULT, c64(0))
+    env_set(abi.E_BUDGET, arg(A_BUDGET))
+    env_set(abi.E_TAIL_CALLS, c64(0))
+    env_set(abi.E_REDIR_KIND, c64(abi.REDIR_NONE))
+    env_set(abi.E_CUR_PROG, arg(A_PROG))
+    env_set(abi.E_BATCH_INDEX, i)
+    # region windows: packet [data_meta, data_end), stack frame 0
+    b.store(b.trunc(headroom, I32), b.gep(table, [c64(PACKET * 24 + 8)], source_etype=I8), align=4)
+    b.store(b.trunc(data_end, I32), b.gep(table, [c64(PACKET * 24 + 12)], source_etype=I8), align=4)
+    b.store(ir.Constant(I32, STACK_SIZE - 512), b.gep(table, [c64(STACK * 24 + 8)], source_etype=I8), align=4)
+    zero = arg(A_STACK_ZERO)
+    b.call(memset, [b.gep(stack, [b.sub(c64(STACK_SIZE), zero)], source_etype=I8), ir.Constant(I8, 0), zero,
+                    ir.Constant(I1, 0)])
+    r0 = b.call(fnp, [env, arg(A_CTX), c64(0), c64(0), c64(0), c64(0),
+                      c64((STACK << REGION_SHIFT) | STACK_SIZE)])
+    faulted = b.icmp_unsigned("!=", env_get(abi.E_FAULT), c64(0))
+    ok_blk, f_blk = f.append_basic_block("ok"), f.append_basic_block("fault")
+    b.cbranch(faulted, f_blk, ok_blk)
+    b.position_at_end(f_blk)
+    b.store(c64(STOP_FAULT), slot(args, A_STOP))
+    b.branch(stop)
+
+    b.position_at_end(ok_blk)
+    b.store(r0, elem(A_RETVAL, i, I64))
+    d, de = env_get(abi.E_DATA), env_get(abi.E_DATA_END)
+    olen = b.sub(de, d)
+    pos = arg(A_OUT_POS)
+    b.call(memcpy, [b.gep(aptr(A_OUT), [pos], source_etype=I8), b.gep(frame, [d], source_etype=I8), olen,
+                    ir.Constant(I1, 0)])
+    b.store(pos, elem(A_OUT_OFF, i, I64))
+    b.store(b.trunc(olen, I32), elem(A_OUT_LEN, i, I32))
+    b.store(b.add(pos, olen), slot(args, A_OUT_POS))
+    b.store(b.trunc(env_get(abi.E_REDIR_KIND), I8), elem(A_REDIR_KIND, i, I8))
+    kind = env_get(abi.E_REDIR_KIND)
+    is_map = b.icmp_unsigned("==", kind, c64(abi.REDIR_MAP))
+    b.store(b.trunc(b.select(is_map, env_get(abi.E_REDIR_MAP), env_get(abi.E_REDIR_INDEX)), I32),
+            elem(A_REDIR_A, i, I32))
+    b.store(b.trunc(env_get(abi.E_REDIR_INDEX), I32), elem(A_REDIR_B, i, I32))
+    clean_frame(b, env, frame, memset, env_get)
+    nxt = b.add(i, c64(1))
+    i.add_incoming(nxt, b.block)
+    b.branch(head)
+
+    b.position_at_end(stop)
+    b.ret(i)
+    b.position_at_end(done)
+    b.store(c64(STOP_DONE), slot(args, A_STOP))
+    b.ret(n)
+    return m
+
+
+def clean_frame(b: ir.IRBuilder, env, frame, memset, env_get) -> None:
+    """Zero [min(dirty_lo, meta), max(dirty_hi, data_end)): what the packet and adjusts could touch."""
+    lo = env_get(abi.E_DIRTY_LO)
+    hi = env_get(abi.E_DIRTY_HI)
+    meta, de = env_get(abi.E_META), env_get(abi.E_DATA_END)
+    lo = b.select(b.icmp_unsigned("<", meta, lo), meta, lo)
+    hi = b.select(b.icmp_unsigned(">", de, hi), de, hi)
+    b.call(memset, [b.gep(frame, [lo], source_etype=I8), ir.Constant(I8, 0), b.sub(hi, lo), ir.Constant(I1, 0)])
+
+
+def compile_batch(tm: llvm.TargetMachine) -> bytes:
+    mod = llvm.parse_assembly(str(build_module()))
+    mod.triple = tm.triple
+    mod.data_layout = str(tm.target_data)
+    mod.verify()
+    pto = llvm.create_pipeline_tuning_options(speed_level=2)
+    pb = llvm.create_pass_builder(tm, pto)
+    pb.getModulePassManager().run(mod, pb)
+    return tm.emit_object(mod)
