@@ -217,7 +217,7 @@ def split_operands(text: str) -> list[str]:
 
 def is_conf_statement(stmt: str) -> bool:
     word = stmt.split(None, 1)[0].lower()
-    return word in MNEMONICS or word == "lock" and "*" not in stmt
+    return word in MNEMONICS or (word == "lock" and "*" not in stmt)
 
 
 def parse_conf(stmt: str, lineno: int) -> Stmt:
