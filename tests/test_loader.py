@@ -520,3 +520,71 @@ def test_bad_relocations(patch, message: str) -> None:
     struct.pack_into("<QQ", data, off, *patch(entry))
     with pytest.raises(LoadError, match=message):
         load_object(bytes(data), name="badrel.o")
+
+
+# --- libbpf itself as the reference ------------------------------------------------------------------
+
+
+def _libbpf():
+    import ctypes
+
+    try:
+        lib = ctypes.CDLL("libbpf.so.1")
+    except OSError:
+        return None
+    vp, cp = ctypes.c_void_p, ctypes.c_char_p
+    for name, res, args in [
+        ("bpf_object__open_file", vp, [cp, vp]),
+        ("bpf_object__next_program", vp, [vp, vp]),
+        ("bpf_program__name", cp, [vp]),
+        ("bpf_program__insns", vp, [vp]),
+        ("bpf_program__insn_cnt", ctypes.c_size_t, [vp]),
+        ("bpf_object__load", ctypes.c_int, [vp]),
+        ("bpf_object__close", None, [vp]),
+        ("bpf_object__next_map", vp, [vp, vp]),
+        ("bpf_map__fd", ctypes.c_int, [vp]),
+        ("bpf_program__set_type", ctypes.c_int, [vp, ctypes.c_int]),
+    ]:
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = res, args
+    return lib
+
+
+@pytest.mark.parametrize("path", [p for p in OBJECTS if p.stem != "bad_bounds"], ids=lambda p: p.stem)
+def test_linked_like_libbpf(kernel: str, path: Path) -> None:  # noqa: F811
+    """libbpf loads the same object; its final instructions (map fds put back to map indexes in its
+    map order) must equal ours slot for slot, which also proves our map order is libbpf's."""
+    import ctypes
+
+    from xdpsim.isa import decode
+
+    lib = _libbpf()
+    if lib is None:
+        pytest.skip("libbpf.so.1 not installed")
+    o = lib.bpf_object__open_file(str(path).encode(), None)
+    if not o:
+        pytest.skip(f"libbpf cannot open {path.name}")
+    try:
+        progs, p = [], None
+        while p := lib.bpf_object__next_program(o, p):
+            progs.append(p)
+            if path.stem == "icmp_echo":  # libbpf 1.x does not know the legacy section name
+                lib.bpf_program__set_type(p, int(ProgType.XDP))
+        assert lib.bpf_object__load(o) == 0
+        fds, m = [], None
+        while m := lib.bpf_object__next_map(o, m):
+            fds.append(lib.bpf_map__fd(m))
+        spec = load_object(path)
+        assert len(fds) == len(spec.maps)
+        for p in progs:
+            name = lib.bpf_program__name(p).decode()
+            theirs = decode(ctypes.string_at(lib.bpf_program__insns(p), lib.bpf_program__insn_cnt(p) * 8))
+            theirs = [
+                ins.__class__(ins.opcode, ins.dst, ins.src, ins.off, fds.index(ins.imm), ins.next_imm)
+                if ins.opcode == LDDW and ins.src in (PSEUDO_MAP_FD, PSEUDO_MAP_VALUE)
+                else ins
+                for ins in theirs
+            ]
+            assert theirs == spec.programs[name].insns, name
+    finally:
+        lib.bpf_object__close(o)

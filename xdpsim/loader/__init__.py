@@ -6,9 +6,9 @@
   `classifier`, `tcx/ingress`, ...; legacy `xdp_*` with a notice; other names refused unless
   `prog_type` is given), fully linked (see link.py), with func/line info in linked slots and
   `functions` (slot -> function name);
-- maps: BTF-defined maps of `.maps` in BTF order, legacy `maps` definitions, then one ARRAY map per
-  global data section in ELF order, named after the section (".data", ".rodata", ".bss",
-  ".rodata.str1.1", ...); `.rodata*` frozen. Prog arrays and maps of maps carry `init_slots`;
+- maps (in libbpf's order): legacy `maps` definitions, BTF-defined maps of `.maps` in BTF order, one
+  ARRAY map per global data section in ELF order, named after the section (".data", ".rodata",
+  ".bss", ".rodata.str1.1", ...); `.rodata*` frozen. Prog arrays and maps of maps carry `init_slots`;
 - CO-RE relocations resolved against `core_btf` (a path), else /sys/kernel/btf/vmlinux, else
   xdpsim's shipped BTF;
 - `btf` (parsed) and `btf_raw` (fixed up for the kernel), `license`, `kernel_version`,
@@ -163,7 +163,7 @@ def _load(data: bytes, path: str, prog_type: ProgType | None, core_btf: str | No
         raise LoadError(f"{path}: several programs named {', '.join(sorted(dup))}")
 
     # maps
-    defs = btf_maps(obj, btf) + legacy_maps(obj)
+    defs = legacy_maps(obj) + btf_maps(obj, btf)  # libbpf's order: legacy, BTF-defined, then global data
     maps = [d.spec for d in defs] + data_maps(obj, btf)
     seen: set[str] = set()
     for m in maps:

@@ -1,10 +1,10 @@
 """Linking one program as libbpf does before BPF_PROG_LOAD.
 
 The entry function's instructions come first; every function it reaches through a bpf-to-bpf call
-(`call` with src 1) or takes the address of (`lddw` to code: a bpf_loop callback) is appended once, in
-the order first met, and the call/lddw immediates are rewritten relative to the new layout. Map and
-global-data references (`lddw` with an R_BPF_64_64 relocation) become PSEUDO_MAP_FD /
-PSEUDO_MAP_VALUE with the map's index in ObjectSpec.maps. BTF.ext func and line info follow their
+(`call` with src 1) or takes the address of (`lddw` to code: a bpf_loop callback) is appended once,
+depth first in the order first met (libbpf's order), and the call/lddw immediates are rewritten
+relative to the new layout. Map and global-data references (`lddw` with an R_BPF_64_64
+relocation) become PSEUDO_MAP_FD / PSEUDO_MAP_VALUE with the map's index in ObjectSpec.maps. BTF.ext func and line info follow their
 functions into the linked layout.
 """
 
@@ -88,16 +88,16 @@ class Linker:
         order = [entry]
 
         def place(f: Func) -> int:
+            # libbpf appends a subprogram when it first meets a reference to it and relocates it
+            # right away (depth first), so its own callees come before the caller's later ones
             if f not in placed:
                 placed[f] = len(out)
                 order.append(f)
                 out.extend(self.code[f.section][f.start : f.end])
+                walk(f)
             return placed[f]
 
-        i = 0
-        while i < len(order):
-            fn = order[i]
-            i += 1
+        def walk(fn: Func) -> None:
             base = placed[fn]
             code = self.code[fn.section]
             rels = self.relocs.get(fn.section, {})
@@ -123,6 +123,8 @@ class Linker:
                         f"on an instruction that is neither lddw nor call"
                     )
                 k += 1
+
+        walk(entry)
         linked = Linked(out, {placed[f]: f.name for f in order})
         self._ext_info(linked, order, placed)
         return linked
