@@ -4,8 +4,8 @@ The entry function's instructions come first; every function it reaches through 
 (`call` with src 1) or takes the address of (`lddw` to code: a bpf_loop callback) is appended once,
 depth first in the order first met (libbpf's order), and the call/lddw immediates are rewritten
 relative to the new layout. Map and global-data references (`lddw` with an R_BPF_64_64
-relocation) become PSEUDO_MAP_FD / PSEUDO_MAP_VALUE with the map's index in ObjectSpec.maps. BTF.ext func and line info follow their
-functions into the linked layout.
+relocation) become PSEUDO_MAP_FD / PSEUDO_MAP_VALUE with the map's index in ObjectSpec.maps.
+BTF.ext func and line info follow their functions into the linked layout.
 """
 
 from __future__ import annotations
