@@ -25,7 +25,7 @@ from xdpsim.io import (
     read_batches,
 )
 from xdpsim.io import linktype as lt
-from xdpsim.io.indexer import index_records
+from xdpsim.io.native import index_records, interleave
 from xdpsim.io.workload import generate_reference
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -514,6 +514,20 @@ def test_indexer_native_equals_python() -> None:
         assert a[0].tolist() == b[0].tolist() and a[1] == b[1]
     starts, end = index_records(buf, 24, 100, "<")
     assert len(starts) == len(FRAMES) and end == len(buf) - 3
+
+
+def test_interleave_native_equals_numpy() -> None:
+    rng = np.random.default_rng(9)
+    data = rng.integers(0, 256, 5000, dtype=np.uint8)
+    lengths = rng.integers(0, 300, 40)
+    offsets = rng.integers(0, 5000 - 300, 40)
+    for hsize in (0, 16):
+        heads = rng.integers(0, 256, (40, hsize), dtype=np.uint8)
+        a = interleave(heads, data, offsets, lengths, use_native=True)
+        b = interleave(heads, data, offsets, lengths, use_native=False)
+        expect = b"".join(heads[i].tobytes() + data[o : o + n].tobytes()
+                          for i, (o, n) in enumerate(zip(offsets, lengths, strict=True)))
+        assert a.tobytes() == b.tobytes() == expect
 
 
 def test_reference_workload(tmp_path: Path) -> None:

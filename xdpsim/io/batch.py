@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import CaptureError
 from . import linktype as lt
 from .capture import open_capture
-from .indexer import index_records
+from .native import index_records
 from .pcap import (
     HEADER_SIZE,
     PcapHeader,

@@ -1,10 +1,14 @@
-"""Finding record boundaries in a memory-mapped pcap file: the one inherently sequential step.
+"""The two loops of capture I/O that numpy cannot vectorise, compiled with llvmlite.
 
-`index_records(buf, pos, count, endian)` walks at most `count` 16-byte-header records from `pos` and
-returns their start offsets and the offset where it stopped: at the end of the buffer, at a record
-whose header or data runs past the end, or at one claiming more than MAX_SNAPLEN bytes (the caller
-decides what that is). The walk is a small llvmlite-compiled loop (tens of millions of records per
-second); where llvmlite cannot compile it, the same walk runs in Python.
+- `index_records(buf, pos, count, endian)` walks at most `count` 16-byte-header pcap records from
+  `pos` and returns their start offsets and the offset where it stopped: at the end of the buffer, at
+  a record whose header or data runs past the end, or at one claiming more than MAX_SNAPLEN bytes (the
+  caller decides what that is). Each record's position depends on the previous one's length.
+- `interleave(headers, data, offsets, lengths)` builds `header 0, packet 0, header 1, packet 1, ...`
+  (a pcap image) with one memcpy per piece; with zero-width headers it is a gather of byte ranges.
+
+Both run tens of millions of records per second. Where llvmlite cannot compile them, equivalent
+Python/numpy code runs instead (`use_native=False` selects it, for tests).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from .reader import MAX_SNAPLEN
 
 _IR = f"""
 declare i32 @llvm.bswap.i32(i32)
+declare void @llvm.memcpy.p0.p0.i64(ptr, ptr, i64, i1)
 
 define i64 @xdpsim_pcap_index(ptr %buf, i64 %size, i64 %pos0, i64 %max, ptr %out, i32 %swap, ptr %endpos) {{
 entry:
@@ -56,12 +61,41 @@ done:
   store i64 %pos, ptr %endpos, align 8
   ret i64 %n
 }}
+
+define i64 @xdpsim_interleave(ptr %out, ptr %hdrs, i64 %hsize, ptr %data, ptr %offs, ptr %lens, i64 %n) {{
+entry:
+  br label %check
+check:
+  %i = phi i64 [0, %entry], [%i1, %body]
+  %pos = phi i64 [0, %entry], [%pos2, %body]
+  %more = icmp slt i64 %i, %n
+  br i1 %more, label %body, label %done
+body:
+  %hsrc = mul i64 %i, %hsize
+  %hp = getelementptr i8, ptr %hdrs, i64 %hsrc
+  %op = getelementptr i8, ptr %out, i64 %pos
+  call void @llvm.memcpy.p0.p0.i64(ptr %op, ptr %hp, i64 %hsize, i1 false)
+  %pos1 = add i64 %pos, %hsize
+  %offp = getelementptr i64, ptr %offs, i64 %i
+  %off = load i64, ptr %offp, align 8
+  %lenp = getelementptr i64, ptr %lens, i64 %i
+  %len = load i64, ptr %lenp, align 8
+  %dp = getelementptr i8, ptr %data, i64 %off
+  %op2 = getelementptr i8, ptr %out, i64 %pos1
+  call void @llvm.memcpy.p0.p0.i64(ptr %op2, ptr %dp, i64 %len, i1 false)
+  %pos2 = add i64 %pos1, %len
+  %i1 = add i64 %i, 1
+  br label %check
+done:
+  ret i64 %pos
+}}
 """
 
-_FN = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
-                       ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p)
+_I64, _VP = ctypes.c_int64, ctypes.c_void_p
+_INDEX = ctypes.CFUNCTYPE(_I64, _VP, _I64, _I64, _I64, _VP, ctypes.c_int32, _VP)
+_INTERLEAVE = ctypes.CFUNCTYPE(_I64, _VP, _VP, _I64, _VP, _VP, _VP, _I64)
 _lock = threading.Lock()
-_compiled: list = []  # [(engine, function)] once compiled, [None] when llvmlite is unusable
+_compiled: list = []  # [(engine, index, interleave)] once compiled, [None] when llvmlite is unusable
 
 
 def _native():
@@ -77,8 +111,9 @@ def _native():
                 mod.verify()
                 engine = llvm.create_mcjit_compiler(mod, tm)
                 engine.finalize_object()
-                _compiled.append((engine, _FN(engine.get_function_address("xdpsim_pcap_index"))))
-            except Exception:  # noqa: BLE001 - any llvmlite failure means: walk in Python
+                _compiled.append((engine, _INDEX(engine.get_function_address("xdpsim_pcap_index")),
+                                  _INTERLEAVE(engine.get_function_address("xdpsim_interleave"))))
+            except Exception:  # noqa: BLE001 - any llvmlite failure means: run the Python version
                 _compiled.append(None)
         return _compiled[0]
 
@@ -114,3 +149,36 @@ def _index_python(buf: np.ndarray, pos: int, count: int, endian: str) -> tuple[n
         append(pos)
         pos = nxt
     return np.asarray(starts, dtype=np.int64), pos
+
+
+def interleave(headers: np.ndarray, data: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,
+               use_native: bool = True) -> np.ndarray:
+    """header row i then `data[offsets[i]:offsets[i]+lengths[i]]`, for every i, in one uint8 array.
+
+    `headers` is an (n, h) uint8 array (h may be 0). The caller has checked that every range lies in
+    `data`.
+    """
+    n, hsize = headers.shape
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+    headers = np.ascontiguousarray(headers, dtype=np.uint8)
+    data = np.ascontiguousarray(data, dtype=np.uint8)
+    total = n * hsize + int(lengths.sum())
+    out = np.empty(total, dtype=np.uint8)
+    native = _native() if use_native else None
+    if native is not None and n:
+        done = native[2](out.ctypes.data, headers.ctypes.data, hsize, data.ctypes.data, offsets.ctypes.data,
+                         lengths.ctypes.data, n)
+        assert done == total
+        return out
+    if not n:
+        return out
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    rec_pos = starts + np.arange(n, dtype=np.int64) * hsize
+    if hsize:
+        out[(rec_pos[:, None] + np.arange(hsize)).reshape(-1)] = headers.reshape(-1)
+    if total > n * hsize:
+        within = np.arange(int(ends[-1]), dtype=np.int64) - np.repeat(starts, lengths)
+        out[np.repeat(rec_pos + hsize, lengths) + within] = data[np.repeat(offsets, lengths) + within]
+    return out

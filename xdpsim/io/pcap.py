@@ -28,6 +28,7 @@ import numpy as np
 
 from ..errors import CaptureError
 from . import linktype as lt
+from .native import interleave
 from .reader import MAX_SNAPLEN, CaptureReader
 from .records import Packet
 
@@ -235,7 +236,7 @@ class PcapWriter:
         headers[:, 1] = (ts % 1_000_000_000) // self._div
         headers[:, 2] = caplen
         headers[:, 3] = orig
-        out = _interleave(headers.view(np.uint8).reshape(n, 16), buf, offsets, caplen)
+        out = interleave(headers.view(np.uint8).reshape(n, 16), buf, offsets, caplen)
         self._f.write(memoryview(out))
         self.count += n
 
@@ -253,19 +254,3 @@ class PcapWriter:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-def _interleave(headers: np.ndarray, buf: np.ndarray, offsets: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """One output buffer: header i (a row of `headers`) followed by packet i's bytes, for every i."""
-    n, hsize = headers.shape
-    ends = np.cumsum(lengths)
-    starts = ends - lengths  # packet i's start among the concatenated payloads
-    total = int(ends[-1]) if n else 0
-    out = np.empty(n * hsize + total, dtype=np.uint8)
-    rec_pos = starts + np.arange(n, dtype=np.int64) * hsize  # where record i begins in out
-    out[(rec_pos[:, None] + np.arange(hsize)).reshape(-1)] = headers.reshape(-1)
-    if total:
-        within = np.arange(total, dtype=np.int64) - np.repeat(starts, lengths)
-        dst = np.repeat(rec_pos + hsize, lengths) + within
-        src = np.repeat(offsets, lengths) + within
-        out[dst] = buf[src]
-    return out

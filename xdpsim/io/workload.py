@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .native import interleave
 from .pcap import PcapWriter
 
 BASE_TS_NS = 1_700_000_000 * 1_000_000_000
@@ -132,10 +133,8 @@ def _chunk(tpls: list[Template], pool: np.ndarray, t_off: np.ndarray, t_len: np.
            rng: np.random.Generator, n: int, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     choice = rng.choice(len(tpls), size=n, p=probs)
     lengths = t_len[choice]
-    ends = np.cumsum(lengths)
-    offsets = ends - lengths
-    within = np.arange(int(ends[-1]), dtype=np.int64) - np.repeat(offsets, lengths)
-    data = pool[np.repeat(t_off[choice], lengths) + within]
+    offsets = np.cumsum(lengths) - lengths
+    data = interleave(np.empty((n, 0), dtype=np.uint8), pool, t_off[choice], lengths)  # gather the copies
     for t, tpl in enumerate(tpls):
         sel = offsets[choice == t]
         if not len(sel):

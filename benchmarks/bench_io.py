@@ -1,0 +1,50 @@
+"""Capture I/O figures: reference workload generation, batch and streaming reads, batch writes.
+
+    python benchmarks/bench_io.py [-n 1000000] [--keep FILE]
+
+Prints packets per second for each step (the file is read twice: the first read warms the page cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+from xdpsim.io import PcapReader, PcapWriter, read_batches
+from xdpsim.io.workload import generate_reference
+
+
+def rate(n: int, seconds: float) -> str:
+    return f"{n / seconds / 1e6:6.2f} Mpps ({seconds:.2f} s)"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-n", type=int, default=1_000_000)
+    ap.add_argument("--keep", help="write the workload here and keep it")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = args.keep or os.path.join(tmp, "ref.pcap")
+        t = time.perf_counter()
+        generate_reference(path, args.n)
+        dt = time.perf_counter() - t
+        print(f"generate_reference      {rate(args.n, dt)}  {os.path.getsize(path)} bytes")
+        for native in (True, True, False):
+            t = time.perf_counter()
+            n = sum(len(b) for b in read_batches(path, 65536, native=native))
+            walk = "llvmlite walk" if native else "python walk "
+            print(f"read_batches ({walk})  {rate(n, time.perf_counter() - t)}")
+        t = time.perf_counter()
+        n = sum(1 for _ in PcapReader(path))
+        print(f"PcapReader (streaming)  {rate(n, time.perf_counter() - t)}")
+        t = time.perf_counter()
+        with PcapWriter(os.path.join(tmp, "copy.pcap")) as w:
+            for b in read_batches(path, 65536):
+                w.write_batch(b.data, b.offsets, b.lengths, b.ts_ns, b.orig_lens)
+        print(f"read_batches + write_batch copy  {rate(n, time.perf_counter() - t)}")
+
+
+if __name__ == "__main__":
+    main()
