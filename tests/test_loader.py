@@ -24,6 +24,7 @@ PROGRAMS = ROOT / "programs"
 OBJECTS = sorted(PROGRAMS.glob("*.o"))
 CLANG = shutil.which("clang-19") or shutil.which("clang")
 BPF_LOOP, TAIL_CALL = 181, 12
+BPF_F_RDONLY_PROG, BPF_F_MMAPABLE = 1 << 7, 1 << 10
 
 
 def obj(name: str):
@@ -416,9 +417,7 @@ def test_kfunc_refused(tmp_path: Path) -> None:
         load_object(build(tmp_path, src))
 
 
-@needs_clang
-def test_maps_of_maps_and_legacy_maps(tmp_path: Path) -> None:
-    src = """
+MAP_IN_MAP = """
 struct inner {
     __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 4); __type(key, __u32); __type(value, __u64);
 };
@@ -441,6 +440,11 @@ SEC("xdp") int prog(struct xdp_md *ctx)
     return bpf_map_lookup_elem(&old_hash, &k) ? 1 : 2;
 }
 """
+
+
+@needs_clang
+def test_maps_of_maps_and_legacy_maps(tmp_path: Path) -> None:
+    src = MAP_IN_MAP
     spec = load_object(build(tmp_path, src))
     outer = spec.map_by_name("outer")
     assert outer.type == MapType.ARRAY_OF_MAPS and outer.value_size == 4
@@ -543,6 +547,15 @@ def _libbpf():
         ("bpf_object__close", None, [vp]),
         ("bpf_object__next_map", vp, [vp, vp]),
         ("bpf_map__fd", ctypes.c_int, [vp]),
+        ("bpf_object__btf", vp, [vp]),
+        ("btf__raw_data", vp, [vp, ctypes.POINTER(ctypes.c_uint32)]),
+        ("bpf_map__type", ctypes.c_int, [vp]),
+        ("bpf_map__key_size", ctypes.c_uint32, [vp]),
+        ("bpf_map__value_size", ctypes.c_uint32, [vp]),
+        ("bpf_map__max_entries", ctypes.c_uint32, [vp]),
+        ("bpf_map__map_flags", ctypes.c_uint32, [vp]),
+        ("bpf_map__btf_key_type_id", ctypes.c_uint32, [vp]),
+        ("bpf_map__btf_value_type_id", ctypes.c_uint32, [vp]),
         ("bpf_program__set_type", ctypes.c_int, [vp, ctypes.c_int]),
     ]:
         fn = getattr(lib, name)
@@ -552,8 +565,32 @@ def _libbpf():
 
 @pytest.mark.parametrize("path", [p for p in OBJECTS if p.stem != "bad_bounds"], ids=lambda p: p.stem)
 def test_linked_like_libbpf(kernel: str, path: Path) -> None:  # noqa: F811
+    same_as_libbpf(path)
+
+
+@needs_clang
+def test_maps_of_maps_like_libbpf(kernel: str, tmp_path: Path) -> None:  # noqa: F811
+    src = (
+        MAP_IN_MAP.split("struct bpf_map_def_legacy")[0]
+        + """
+SEC("xdp") int prog(struct xdp_md *ctx)
+{
+    __u32 k = 0;
+    void *m = bpf_map_lookup_elem(&outer, &k);
+    if (!m) return 1;
+    __u64 *v = bpf_map_lookup_elem(m, &k);
+    if (v) *v += 1;
+    return 2;
+}
+"""
+    )
+    same_as_libbpf(build(tmp_path, src))
+
+
+def same_as_libbpf(path: Path) -> None:
     """libbpf loads the same object; its final instructions (map fds put back to map indexes in its
-    map order) must equal ours slot for slot, which also proves our map order is libbpf's."""
+    map order) must equal ours slot for slot, its maps ours (same order, types, sizes, BTF ids), and
+    its fixed-up BTF our btf_raw, byte for byte."""
     import ctypes
 
     from xdpsim.isa import decode
@@ -571,11 +608,55 @@ def test_linked_like_libbpf(kernel: str, path: Path) -> None:  # noqa: F811
             if path.stem == "icmp_echo":  # libbpf 1.x does not know the legacy section name
                 lib.bpf_program__set_type(p, int(ProgType.XDP))
         assert lib.bpf_object__load(o) == 0
-        fds, m = [], None
+        fds, theirs_maps, m = [], [], None
         while m := lib.bpf_object__next_map(o, m):
             fds.append(lib.bpf_map__fd(m))
+            flags = lib.bpf_map__map_flags(m) & ~(BPF_F_MMAPABLE | BPF_F_RDONLY_PROG)  # set for global data
+            theirs_maps.append(
+                (
+                    lib.bpf_map__type(m),
+                    lib.bpf_map__key_size(m),
+                    lib.bpf_map__value_size(m),
+                    lib.bpf_map__max_entries(m),
+                    flags,
+                    lib.bpf_map__btf_key_type_id(m),
+                    lib.bpf_map__btf_value_type_id(m),
+                )
+            )
         spec = load_object(path)
-        assert len(fds) == len(spec.maps)
+        # libbpf drops the key/value BTF ids of these types when it creates them; the spec keeps them
+        # (they still decode devmap values), so they are compared as libbpf leaves them
+        no_btf = {
+            MapType.PERF_EVENT_ARRAY,
+            MapType.CGROUP_ARRAY,
+            MapType.STACK_TRACE,
+            MapType.ARRAY_OF_MAPS,
+            MapType.HASH_OF_MAPS,
+            MapType.DEVMAP,
+            MapType.DEVMAP_HASH,
+            MapType.CPUMAP,
+            MapType.XSKMAP,
+            MapType.SOCKMAP,
+            MapType.SOCKHASH,
+            MapType.QUEUE,
+            MapType.STACK,
+        }
+        ours = [
+            (
+                int(x.type),
+                x.key_size,
+                x.value_size,
+                x.max_entries,
+                x.flags,
+                0 if x.type in no_btf else x.btf_key_type_id,
+                0 if x.type in no_btf else x.btf_value_type_id,
+            )
+            for x in spec.maps
+        ]
+        assert ours == theirs_maps
+        size = ctypes.c_uint32()
+        raw = lib.btf__raw_data(lib.bpf_object__btf(o), ctypes.byref(size))
+        assert ctypes.string_at(raw, size.value) == spec.btf_raw  # the DATASEC fix-ups, byte for byte
         for p in progs:
             name = lib.bpf_program__name(p).decode()
             theirs = decode(ctypes.string_at(lib.bpf_program__insns(p), lib.bpf_program__insn_cnt(p) * 8))
