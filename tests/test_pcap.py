@@ -506,6 +506,29 @@ def test_batches_big_endian_and_python_walk(tmp_path: Path) -> None:
     assert [b.packet(i) for i in range(len(b))] == FRAMES
 
 
+def test_batches_edge_files(tmp_path: Path) -> None:
+    p = tmp_path / "empty.pcap"
+    p.write_bytes(pcap_bytes([]))
+    assert list(read_batches(p)) == [] and list(PcapReader(p)) == []
+    p.write_bytes(b"\x0a\x0d\x0d\x0a" + bytes(20))
+    with pytest.raises(CaptureError, match="byte-order magic"):
+        read_batches(p)
+    p.write_bytes(bytes(100))
+    with pytest.raises(CaptureError, match="not a pcap file") as e:
+        read_batches(p)
+    assert e.value.offset == 0
+    p = tmp_path / "ng.pcapng"
+    with PcapngWriter(p) as w:
+        w.add_interface(lt.RAW)
+        w.add_interface(lt.ETHERNET)
+        w.write(IP4, 10, interface=0)
+        w.write(FRAMES[0], 20, interface=1)
+    (b,) = list(read_batches(p))
+    assert b.interface.tolist() == [0, 1] and b.ts_ns.tolist() == [10, 20]
+    assert b.lengths.dtype == np.int32 and b.offsets.tolist() == [0, len(IP4) + 14]
+    assert b.packet(0) == SYN_DST + SYN_SRC + b"\x08\x00" + IP4 and b.packet(1) == FRAMES[0]
+
+
 def test_indexer_native_equals_python() -> None:
     buf = np.frombuffer(pcap_bytes(FRAMES) + b"\x01\x02\x03", dtype=np.uint8)
     for count in (1, 5, 100):
