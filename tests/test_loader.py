@@ -669,3 +669,14 @@ def same_as_libbpf(path: Path) -> None:
             assert theirs == spec.programs[name].insns, name
     finally:
         lib.bpf_object__close(o)
+
+
+@needs_clang
+def test_maps_of_maps_in_the_kernel(kernel: str, tmp_path: Path) -> None:  # noqa: F811
+    from xdpsim.engines.kernel import KernelCollection
+
+    spec = load_object(build(tmp_path, MAP_IN_MAP))
+    with KernelCollection(spec) as coll:
+        assert coll.run_xdp("prog", bytes(64)).retval == 2  # old_hash is empty
+        assert coll.read_map("inner_a")[bytes(4)] == (1).to_bytes(8, "little")  # reached through outer[0]
+        assert coll.read_map("inner_b")[bytes(4)] == bytes(8)
