@@ -94,7 +94,6 @@ class PcapngReader(CaptureReader):
         self._section: list[Interface] = []
         self._endian = "<"
         self._last_ts = 0
-        self._converters: dict[int, Callable[[bytes], bytes] | None] = {}
         head = self._read(12)
         if not is_pcapng(head):
             self.close()
