@@ -128,7 +128,8 @@ def prepare_stack(state: RunState) -> None:
     """Zero the stack and open frame 0 (every engine does this at the start of `run`)."""
     mem = state.runtime.mem
     mem.stack.fill(0)
-    mem.set_window(STACK, stack_low(0), STACK_SIZE)
+    if mem.window(STACK) != (stack_low(0), STACK_SIZE):
+        mem.set_window(STACK, stack_low(0), STACK_SIZE)
     state.depth = 0
 
 

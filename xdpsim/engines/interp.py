@@ -246,23 +246,30 @@ def _mem_body(ins: isa.Instruction) -> str:
     return body
 
 
-def op_source(ins: isa.Instruction, pc: int) -> tuple[str, int]:
-    """(Python body of `def op(R)`, special code or 0) for the instruction at `pc`."""
+def op_parts(ins: isa.Instruction, pc: int) -> tuple[str, str, int]:
+    """(statements, terminating `return`, special code or 0) for the instruction at `pc`: the body of
+    its `def op(R)` is the statements followed by the return."""
     cls = ins.cls
     if ins.opcode == isa.LDDW:
-        return f"R[{ins.dst}] = {ins.imm64}\n    return {pc + 2}", 0
+        return f"R[{ins.dst}] = {ins.imm64}", f"return {pc + 2}", 0
     if ins.opcode == isa.EXIT:
-        return f"return {EXIT}", EXIT
+        return "", f"return {EXIT}", EXIT
     if ins.opcode == isa.CALL:
         code = LOCAL_CALL if ins.src == isa.PSEUDO_CALL else HELPER
-        return f"return {code}", code
+        return "", f"return {code}", code
     if ins.opcode == isa.CALLX:
-        return f"return {CALLX}", CALLX
+        return "", f"return {CALLX}", CALLX
     if cls in (isa.BPF_ALU, isa.BPF_ALU64):
-        return f"{_alu_body(ins)}\n    return {pc + 1}", 0
+        return _alu_body(ins), f"return {pc + 1}", 0
     if cls in (isa.BPF_JMP, isa.BPF_JMP32):
-        return _jump_body(ins, pc), 0
-    return f"{_mem_body(ins)}\n    return {pc + 1}", 0
+        return "", _jump_body(ins, pc), 0
+    return _mem_body(ins), f"return {pc + 1}", 0
+
+
+def op_source(ins: isa.Instruction, pc: int) -> tuple[str, int]:
+    """(Python body of `def op(R)`, special code or 0) for the instruction at `pc`."""
+    stmts, ret, special = op_parts(ins, pc)
+    return (f"{stmts}\n    {ret}" if stmts else ret), special
 
 
 # ---------------------------------------------------------------------------- compiled programs
@@ -270,11 +277,21 @@ def op_source(ins: isa.Instruction, pc: int) -> tuple[str, int]:
 
 @dataclass
 class Compiled:
-    """One program translated for the interpreter: `ops[pc](R) -> next pc | code`, `info[pc]` what
-    the run loop needs for calls (HelperDef, call target, callx register)."""
+    """One program translated for the interpreter.
+
+    `ops[pc](R) -> next pc | code`: one function per instruction (single stepping: the tracer, the
+    last instructions before the budget runs out). `blocks[pc]`: for the first instruction of a
+    straight-line run of non-call instructions (ending at a jump, a call/exit, or the next jump
+    target), one function executing the whole run and returning the next pc; `blen[pc]` its number
+    of instructions; `ordinal[pc]` the position (from 1) of each instruction in its run, so that a
+    fault inside a run counts exactly the instructions executed. `info[pc]` is what the run loop
+    needs for calls (HelperDef, call target, callx register)."""
 
     ops: list[Any]
     info: list[Any]
+    blocks: list[Any]
+    blen: list[int]
+    ordinal: list[int]
     source: str
 
 
@@ -282,20 +299,71 @@ def _filler(R: list[int]) -> int:  # noqa: N803 - the register file is R through
     raise ProgramFault("executed the second half of an lddw", kind="fault")
 
 
+def _leaders(prog_insns: list[isa.Instruction], spec_insns: list[isa.Instruction]) -> set[int]:
+    """Instructions control can reach other than by falling through: entry, jump and call targets,
+    function pointers (lddw PSEUDO_FUNC), and whatever follows a jump or a call."""
+    out = {0}
+    for pc, ins in enumerate(prog_insns):
+        if ins.is_jump:
+            out.add(ins.jump_target(pc))
+            out.add(pc + 1)
+        elif ins.opcode in (isa.CALL, isa.CALLX):
+            out.add(pc + 1)
+            if ins.opcode == isa.CALL and ins.src == isa.PSEUDO_CALL:
+                out.add(pc + ins.imm + 1)
+        orig = spec_insns[pc] if pc < len(spec_insns) else ins
+        if orig.opcode == isa.LDDW and orig.src == isa.PSEUDO_FUNC:
+            out.add(pc + orig.imm + 1)
+    return out
+
+
+def _indent(stmts: str) -> str:
+    return "        " + stmts.replace("\n    ", "\n        ")
+
+
+def _block_source(insns: list[isa.Instruction], leader: int, leaders: set[int],
+                  ordinal: list[int]) -> tuple[str, int] | None:
+    """Source of the run starting at `leader` and its length, or None when it is shorter than two."""
+    lines: list[str] = []
+    pc, count, ret = leader, 0, ""
+    while pc < len(insns):
+        ins = insns[pc]
+        stmts, term, special = op_parts(ins, pc)
+        if special or (pc != leader and pc in leaders):
+            ret = f"return {pc}"
+            break
+        count += 1
+        ordinal[pc] = count
+        if ins.cls in (isa.BPF_LDX, isa.BPF_ST, isa.BPF_STX):
+            lines.append(f"        p = {pc}")  # where a memory fault happened
+        if stmts:
+            lines.append(_indent(stmts))
+        ret = term
+        if ins.is_jump:
+            break
+        pc += 2 if ins.opcode == isa.LDDW else 1
+    if count < 2:
+        return None
+    body = "\n".join(lines) or "        pass"
+    return (f"def block{leader}(R):\n    p = {leader}\n    try:\n{body}\n    except ProgramFault as e:\n"
+            f"        e.xdpsim_pc = p\n        raise\n    {ret}\n"), count
+
+
 def compile_program(runtime: Runtime, prog_id: int) -> Compiled:
     prog = runtime.programs[prog_id]
     insns = prog.insns
     mem = runtime.mem
     namespace: dict[str, Any] = {
-        "M64": M64, "M32": M32, "load": mem.load, "store": mem.store,
+        "M64": M64, "M32": M32, "load": mem.load, "store": mem.store, "ProgramFault": ProgramFault,
         "sx8": sx8, "sx16": sx16, "sx32": sx32, "sx64": sx64, "sdiv64": sdiv64, "smod64": smod64,
         "sdiv32": sdiv32, "smod32": smod32, "bswap16": bswap16, "bswap32": bswap32, "bswap64": bswap64,
     }
+    n = len(insns)
     lines: list[str] = []
-    info: list[Any] = [None] * len(insns)
+    info: list[Any] = [None] * n
     executable: list[int] = []
     pc = 0
-    while pc < len(insns):
+    while pc < n:
         ins = insns[pc]
         body, special = op_source(ins, pc)
         lines.append(f"def op{pc}(R):\n    {body}\n")
@@ -307,12 +375,23 @@ def compile_program(runtime: Runtime, prog_id: int) -> Compiled:
         elif special == CALLX:
             info[pc] = ins.dst
         pc += 2 if ins.opcode == isa.LDDW else 1
+    leaders = _leaders(insns, prog.spec.insns)
+    ordinal = [0] * n
+    blen = [0] * n
+    for leader in sorted(x for x in leaders if x < n):
+        if leader and insns[leader - 1].opcode == isa.LDDW:
+            continue  # validate() keeps jumps out of lddw's second half; never a leader
+        made = _block_source(insns, leader, leaders, ordinal)
+        if made is not None:
+            lines.append(made[0])
+            blen[leader] = made[1]
     source = "\n".join(lines)
     exec(compile(source, f"<xdpsim interp: {prog.name}>", "exec"), namespace)  # noqa: S102 - our own code
-    ops: list[Any] = [_filler] * len(insns)
+    ops: list[Any] = [_filler] * n
     for pc in executable:
         ops[pc] = namespace[f"op{pc}"]
-    return Compiled(ops, info, source)
+    blocks: list[Any] = [namespace[f"block{pc}"] if blen[pc] else None for pc in range(n)]
+    return Compiled(ops, info, blocks, blen, ordinal, source)
 
 
 # ---------------------------------------------------------------------------- the engine
@@ -377,8 +456,16 @@ class Interpreter:
         tracer = st.tracer
         counts = st.helper_counts
         n = st.insns
+        blocks, blen = cp.blocks, cp.blen
+        start_n = n
         try:
             while True:
+                f = blocks[pc]
+                if f is not None and tracer is None and n + blen[pc] <= budget:
+                    start_n = n
+                    n += blen[pc]
+                    pc = f(R)
+                    continue
                 n += 1
                 if n > budget:
                     n -= 1
@@ -404,7 +491,7 @@ class Interpreter:
                         st.tail_calls += 1
                         st.prog_id = prog_id = target
                         cp = self.compiled(rt, prog_id)
-                        ops, info = cp.ops, cp.info
+                        ops, info, blocks, blen = cp.ops, cp.info, cp.blocks, cp.blen
                         pc = 0
                         continue
                     R[0] = h.impl(st, R[1], R[2], R[3], R[4], R[5]) & M64
@@ -417,7 +504,7 @@ class Interpreter:
                         st.exit_pc = pc
                         return R[0]
                     prog_id, cp, pc, R[6], R[7], R[8], R[9], R[10] = frames.pop()
-                    ops, info = cp.ops, cp.info
+                    ops, info, blocks, blen = cp.ops, cp.info, cp.blocks, cp.blen
                     depth -= 1
                     st.depth = depth
                     mem.set_window(STACK, stack_low(depth), STACK_SIZE)
@@ -440,6 +527,10 @@ class Interpreter:
                 mem.set_window(STACK, stack_low(depth), STACK_SIZE)
                 pc = target
         except ProgramFault as e:
+            at = getattr(e, "xdpsim_pc", None)
+            if at is not None and e.pc is None:  # inside a block: count what actually ran
+                pc = at
+                n = start_n + cp.ordinal[at]
             st.insns = n
             st.depth = depth
             raise locate(e, rt, prog_id, pc) from None

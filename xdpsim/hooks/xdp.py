@@ -148,12 +148,14 @@ def run_xdp(
                 f"program {prog.name} is not xdp.frags)", kind="frame", program=prog.name)
             return XdpResult(XdpAction.XDP_ABORTED, data, error=err, program=prog.name)
         data, frags = data[: pkt.max_len], bytearray(data[pkt.max_len :])
-    pkt.reset(data, meta=meta)
-    pkt.attach(runtime.mem)
-    ctx = XdpContext(pkt, ifindex, queue, egress_ifindex, is_devmap_program(runtime, prog_id))
     mem = runtime.mem
+    pkt.reset(data, meta=meta)
+    if mem.region_buffer(PACKET) is not pkt.frame:  # another hook (TC) may have re-pointed it
+        pkt.attach(mem)
+    ctx = XdpContext(pkt, ifindex, queue, egress_ifindex, is_devmap_program(runtime, prog_id))
     mem.set_ctx(ctx)
-    mem.set(CTX, lo=0, hi=XDP_MD_SIZE, flags=R_READ | R_WRITE | R_CTX)
+    if mem.window(CTX) != (0, XDP_MD_SIZE):
+        mem.set(CTX, lo=0, hi=XDP_MD_SIZE, flags=R_READ | R_WRITE | R_CTX)
     state = RunState(
         runtime, prog_id=prog_id, args=((CTX << 32),), cpu=queue % runtime.cpus if cpu is None else cpu,
         now_ns=now_ns, packet=pkt, ctx=ctx, ifindex=ifindex, queue=queue,
