@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import kernel_fixtures
 import pytest
 
 from xdpsim import isa
@@ -36,9 +37,7 @@ def fault(text: str | list[isa.Instruction], *args: int, **kw) -> ProgramFault:
 # ---------------------------------------------------------------------------- ALU
 
 
-@pytest.mark.parametrize(
-    "body, expected",
-    [
+ALU_CASES = [
         # division and modulo by zero
         ("r0 = 7\nr1 = 0\nr0 /= r1", 0),
         ("r0 = 7\nr1 = 0\nr0 %= r1", 7),
@@ -95,8 +94,10 @@ def fault(text: str | list[isa.Instruction], *args: int, **kw) -> ProgramFault:
         ("r0 = 0x1122334455667788 ll\nr0 = bswap16 r0", 0x8877),
         ("r0 = 0x1122334455667788 ll\nr0 = bswap32 r0", 0x88776655),
         ("r0 = 0x1122334455667788 ll\nr0 = bswap64 r0", 0x8877665544332211),
-    ],
-)
+]
+
+
+@pytest.mark.parametrize("body, expected", ALU_CASES)
 def test_alu(body: str, expected: int) -> None:
     assert run(body + "\nexit") == expected
 
@@ -104,9 +105,7 @@ def test_alu(body: str, expected: int) -> None:
 # ---------------------------------------------------------------------------- jumps
 
 
-@pytest.mark.parametrize(
-    "cond, taken",
-    [
+JUMP_CASES = [
         ("if r1 > r2", True),  # -1 unsigned is huge
         ("if r1 s> r2", False),
         ("if r1 s< r2", True),
@@ -125,11 +124,16 @@ def test_alu(body: str, expected: int) -> None:
         ("if r2 < 2", True),
         ("if w1 > w2", True),
         ("if w1 s> w2", False),
-    ],
-)
+]
+
+
+def jump_prog(cond: str) -> str:
+    return f"r1 = -1\nr2 = 1\nr3 = 0x100000000 ll\nr0 = 0\n{cond} goto +1\nexit\nr0 = 1\nexit"
+
+
+@pytest.mark.parametrize("cond, taken", JUMP_CASES)
 def test_conditional_jumps(cond: str, taken: bool) -> None:
-    prog = f"r1 = -1\nr2 = 1\nr3 = 0x100000000 ll\nr0 = 0\n{cond} goto +1\nexit\nr0 = 1\nexit"
-    assert run(prog) == int(taken)
+    assert run(jump_prog(cond)) == int(taken)
 
 
 def test_ja_and_gotol() -> None:
@@ -364,3 +368,32 @@ def test_kfunc_call_is_refused_at_load() -> None:
 def test_invalid_instruction_is_refused_at_load() -> None:
     with pytest.raises(LoadError, match=r"program t: instruction 0"):
         _load([isa.Instruction(0xFF), *assemble("exit")])
+
+
+# ---------------------------------------------------------------------------- the kernel agrees
+
+kernel = kernel_fixtures.kernel
+
+
+def _kernel_r0(text: str) -> int:
+    """r0 of `text` run by the kernel as an XDP program (two runs: BPF_PROG_TEST_RUN gives 32 bits)."""
+    from xdpsim.engines.kernel import KernelCollection
+
+    halves = []
+    for tail in ("exit", "r0 >>= 32\nexit"):
+        body = text.rsplit("exit", 1)[0] + tail
+        spec = ObjectSpec("<t>", {"t": ProgramSpec("t", "xdp", ProgType.XDP, "xdp", assemble(body),
+                                                   license="GPL")}, [], license="GPL")
+        with KernelCollection(spec) as kc:
+            halves.append(kc.run_xdp("t", bytes(64)).retval & 0xFFFF_FFFF)
+    return halves[0] | (halves[1] << 32)
+
+
+@pytest.mark.parametrize("body, expected", ALU_CASES)
+def test_kernel_agrees_on_alu(kernel: str, body: str, expected: int) -> None:
+    assert _kernel_r0(body + "\nexit") == run(body + "\nexit") == expected
+
+
+@pytest.mark.parametrize("cond, taken", JUMP_CASES)
+def test_kernel_agrees_on_jumps(kernel: str, cond: str, taken: bool) -> None:
+    assert _kernel_r0(jump_prog(cond)) == run(jump_prog(cond)) == int(taken)
