@@ -397,3 +397,31 @@ def test_kernel_agrees_on_alu(kernel: str, body: str, expected: int) -> None:
 @pytest.mark.parametrize("cond, taken", JUMP_CASES)
 def test_kernel_agrees_on_jumps(kernel: str, cond: str, taken: bool) -> None:
     assert _kernel_r0(jump_prog(cond)) == run(jump_prog(cond)) == int(taken)
+
+
+MEMORY_CASES = [
+    "r1 = 0x80ff7f01 ll\n*(u32 *)(r10 - 8) = r1\n*(u8 *)(r10 - 4) = 0xfe\n*(u16 *)(r10 - 2) = -2\n"
+    "r0 = *(u64 *)(r10 - 8)\nexit",
+    "*(u32 *)(r10 - 4) = -1\nr0 = *(s32 *)(r10 - 4)\nexit",
+    "*(u32 *)(r10 - 4) = 0x8000\nr0 = *(s16 *)(r10 - 4)\nexit",
+    "*(u32 *)(r10 - 4) = 0x80\nr0 = *(s8 *)(r10 - 4)\nexit",
+    "r1 = 5\n*(u64 *)(r10 - 8) = r1\nr0 = 5\nr1 = 9\nr0 = cmpxchg_64(r10 - 8, r0, r1)\n"
+    "r2 = *(u64 *)(r10 - 8)\n"
+    "r0 <<= 32\nr0 |= r2\nexit",
+    "r1 = 6\n*(u64 *)(r10 - 8) = r1\nr0 = 5\nr1 = 9\nr0 = cmpxchg_64(r10 - 8, r0, r1)\n"
+    "r2 = *(u64 *)(r10 - 8)\n"
+    "r0 <<= 32\nr0 |= r2\nexit",
+    "r1 = 0xfffffffe\n*(u32 *)(r10 - 8) = r1\nr0 = 0x12fffffffe ll\nr1 = 3\n"
+    "w0 = cmpxchg32_32(r10 - 8, w0, w1)\nr2 = *(u32 *)(r10 - 8)\nr2 <<= 40\nr0 |= r2\nexit",
+    "r1 = 12\n*(u64 *)(r10 - 8) = r1\nr1 = 10\nr1 = atomic_fetch_xor((u64 *)(r10 - 8), r1)\n"
+    "r0 = *(u64 *)(r10 - 8)\nr0 <<= 8\nr0 |= r1\nexit",
+    "r1 = 12\n*(u64 *)(r10 - 8) = r1\nr1 = 10\nr1 = xchg_64(r10 - 8, r1)\nr0 = *(u64 *)(r10 - 8)\nr0 <<= 8\n"
+    "r0 |= r1\nexit",
+    "r1 = -1\n*(u64 *)(r10 - 8) = r1\nw1 = 1\nlock *(u32 *)(r10 - 8) += w1\nr0 = *(u64 *)(r10 - 8)\nexit",
+    "w1 = -1\n*(u32 *)(r10 - 8) = r1\nw1 = 2\nw1 = atomic_fetch_add((u32 *)(r10 - 8), w1)\nr0 = r1\nexit",
+]
+
+
+@pytest.mark.parametrize("text", MEMORY_CASES)
+def test_kernel_agrees_on_memory(kernel: str, text: str) -> None:
+    assert _kernel_r0(text) == run(text)
