@@ -56,8 +56,10 @@ def load_object(
     ptype = ProgType(prog_type) if prog_type is not None else None
     try:
         return _load(data, path, ptype, core_btf)
-    except LoadError:
-        raise
+    except LoadError as e:
+        if str(e).startswith(f"{path}: "):
+            raise
+        raise LoadError(f"{path}: {e}") from e
     except (BtfError, EncodingError) as e:
         raise LoadError(f"{path}: {e}") from e
     except Exception as e:  # a corrupt object must never escape as anything but LoadError
