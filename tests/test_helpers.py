@@ -417,3 +417,43 @@ def test_fib_lookup_without_routes_is_not_forwarded() -> None:
     rt.fib = Table()
     prog2 = code(prog[:-1], "r0 = *(u8 *)(r10 - 1)\nexit")
     assert run(spec_of(prog2), rt=rt)[0].retval == 7
+
+
+@pytest.mark.parametrize("key, flags", [(2, 2), (2, 0), (2, 3), (2, 0x40), (7, 1)])
+def test_redirect_map_miss_agrees_with_kernel(kernel: str, key: int, flags: int) -> None:
+    dm = MapSpec("dm", MapType.DEVMAP, 4, 4, 4)
+    spec = spec_of(code(ld_map(1, 0), f"r2 = {key}\nr3 = {flags}\ncall 51\nexit"), [dm])
+    res, _ = run(spec)
+    assert kernel_run(spec).retval == res.retval
+
+
+@pytest.mark.parametrize("flags", [0, 1])
+def test_redirect_agrees_with_kernel(kernel: str, flags: int) -> None:
+    spec = spec_of(code(f"r1 = 5\nr2 = {flags}\ncall 23\nexit"))
+    res, _ = run(spec)
+    assert kernel_run(spec).retval == res.retval
+
+
+@pytest.mark.parametrize("given, diff", [(0, 0), (0, 65536 + 14 - 64), (0, 65536 + 15 - 64), (100, 65436),
+                                         (100, 65437), (0, -100)])
+def test_check_mtu_agrees_with_kernel(kernel: str, given: int, diff: int) -> None:
+    """The kernel's test runs come in on the loopback (MTU 65536): give xdpsim the same MTU."""
+    spec = spec_of(code(f"*(u32 *)(r10 - 4) = {given}\nr2 = 0\nr3 = r10\nr3 += -4\nr4 = {diff}\nr5 = 0\n"
+                        "call 163\nr1 = *(u32 *)(r10 - 4)\nr1 <<= 8\nr0 |= r1\nexit"))
+    rt = Runtime()
+    rt.mtu[1] = 65536
+    res, _ = run(spec, rt=rt)
+    assert kernel_run(spec).retval == res.retval & U32
+
+
+@pytest.mark.parametrize("off, n", [(0, 4), (60, 4), (61, 4), (0, 64), (0x10000, 1), (64, 1)])
+def test_xdp_load_store_bytes_agree_with_kernel(kernel: str, off: int, n: int) -> None:
+    size = min(n, 64) or 1
+    prog = code("r6 = r1\n*(u64 *)(r10 - 8) = 0x41424344", "*(u64 *)(r10 - 64) = 0",
+                f"r1 = r6\nr2 = {off}\nr3 = r10\nr3 += -64\nr4 = {size if n <= 64 else n}\ncall 189\nr7 = r0",
+                f"r1 = r6\nr2 = {off}\nr3 = r10\nr3 += -8\nr4 = {min(n, 8)}\ncall 190\nr0 <<= 8\nr0 |= r7\n"
+                "r0 &= 0xffff\nexit")
+    spec = spec_of(prog)
+    res, _ = run(spec)
+    kr = kernel_run(spec)
+    assert (kr.retval, kr.data_out) == (res.retval & U32, res.data)
