@@ -702,3 +702,22 @@ def test_maps_of_maps_in_the_kernel(kernel: str, tmp_path: Path) -> None:  # noq
         assert coll.run_xdp("prog", bytes(64)).retval == 2  # old_hash is empty
         assert coll.read_map("inner_a")[bytes(4)] == (1).to_bytes(8, "little")  # reached through outer[0]
         assert coll.read_map("inner_b")[bytes(4)] == bytes(8)
+
+
+@needs_clang
+def test_object_without_btf(tmp_path: Path) -> None:
+    import platform
+
+    c = tmp_path / "nobtf.c"
+    c.write_text(HEADER + 'SEC("xdp") int prog(struct xdp_md *ctx) { return ctx->rx_queue_index ? 1 : 2; }\n')
+    o = tmp_path / "nobtf.o"
+    inc = f"-I/usr/include/{platform.machine()}-linux-gnu"
+    subprocess.run([CLANG, "-O2", "-target", "bpf", inc, "-c", str(c), "-o", str(o)], check=True)
+    spec = load_object(o)
+    assert spec.btf is None and spec.btf_raw is None
+    assert spec.programs["prog"].line_info == [] and spec.programs["prog"].func_info == []
+    subprocess.run(
+        [CLANG, "-O2", "-target", "bpf", inc, "-c", str(PROGRAMS / "parser.c"), "-o", str(o)], check=True
+    )
+    with pytest.raises(LoadError, match="BTF-defined maps need"):
+        load_object(o)

@@ -45,6 +45,7 @@ class Kind(IntEnum):
     ENUM64 = 19
 
 
+_KINDS = list(Kind)
 # bytes that follow the 12-byte common header, fixed and per vlen entry
 _EXTRA_FIXED = {Kind.INT: 4, Kind.ARRAY: 12, Kind.VAR: 4, Kind.DECL_TAG: 4}
 _EXTRA_PER_VLEN = {
@@ -127,6 +128,7 @@ class BTF:
         self.strings = raw[self.str_start : self.str_start + str_len]
         self.types: list[BtfType] = [BtfType(0, Kind.UNKN, "")]
         self._names: dict[str, list[int]] | None = None
+        self._strcache: dict[int, str] = {}
         self._parse_types(raw[self.type_start : self.type_start + type_len])
 
     # --- parsing ---------------------------------------------------------------------------------
@@ -134,12 +136,17 @@ class BTF:
     def string(self, off: int) -> str:
         if off == 0:
             return ""
+        cached = self._strcache.get(off)
+        if cached is not None:
+            return cached
         if not 0 <= off < len(self.strings):
             raise BtfError(f"string offset {off} outside the string section ({len(self.strings)} bytes)")
         end = self.strings.find(b"\0", off)
         if end < 0:
             raise BtfError(f"string at offset {off} is not NUL-terminated")
-        return self.strings[off:end].decode("utf-8", "replace")
+        text = self.strings[off:end].decode("utf-8", "replace")
+        self._strcache[off] = text  # vmlinux names the same member types thousands of times
+        return text
 
     def _parse_types(self, sec: bytes) -> None:
         pos, n = 0, len(sec)
@@ -150,10 +157,10 @@ class BTF:
             name_off, info, size_type = _TYPE.unpack_from(sec, pos)
             start = pos
             pos += 12
-            try:
-                kind = Kind((info >> 24) & 0x1F)
-            except ValueError:
-                raise BtfError(f"type {len(self.types)}: unknown kind {(info >> 24) & 0x1F}") from None
+            k = (info >> 24) & 0x1F
+            if k >= len(_KINDS) or k == 0:
+                raise BtfError(f"type {len(self.types)}: unknown kind {k}")
+            kind = _KINDS[k]
             vlen = info & 0xFFFF
             kflag = bool(info >> 31)
             t = BtfType(len(self.types), kind, self.string(name_off), kflag=kflag, vlen=vlen, offset=start)
