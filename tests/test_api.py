@@ -150,3 +150,13 @@ def test_firewall_agrees_with_kernel(kernel: str) -> None:
             a = sim.programs["firewall"].run(frame).raise_for_error()
             b = ker.programs["firewall"].run(frame)
             assert (a.action, a.data) == (b.action, b.data)
+
+
+@needs_parser
+def test_tracer_sees_the_tail_call_target() -> None:
+    obj = xdpsim.load(PARSER)
+    seen: list[tuple[int, int]] = []
+    res = obj.programs["packet_parser"].run(PACKETS["udp53"], tracer=lambda p, pc, regs: seen.append((p, pc)))
+    ids = {p for p, _ in seen}
+    assert ids == {obj.programs["packet_parser"].id, obj.programs["parse_udp"].id}
+    assert len(seen) == res.insns and seen[0] == (obj.programs["packet_parser"].id, 0)

@@ -86,3 +86,14 @@ def test_plugin_protocol() -> None:
     assert oob.returncode == 1 and "out-of-bounds read of 4 bytes" in oob.stderr
     bad = _plugin("ff00000000000000 9500000000000000")
     assert bad.returncode == 1 and "instruction 0" in bad.stderr
+
+
+@needs_suite
+def test_run_data_file_returns_r0_or_raises_naming_the_file() -> None:
+    from xdpsim.conformance import run_data_file
+    from xdpsim.errors import XdpsimError
+
+    assert run_data_file(SUITE / "tests" / "prime.data") == 1
+    bad = SUITE / "negative" / "invalid_register.data"
+    with pytest.raises(XdpsimError, match="invalid_register.data: line 1"):
+        run_data_file(bad)

@@ -22,7 +22,7 @@ from .runtime import Runtime
 from .spec import ObjectSpec, ProgType
 
 if TYPE_CHECKING:
-    from .engines.base import Engine
+    from .engines.base import Engine, Tracer
     from .maps import RedirectTarget
 
 ENGINES = ("interp", "jit", "kernel")
@@ -85,8 +85,10 @@ class Program:
         return f"<Program {self.name} ({self.spec.section}) of {self.object.path}>"
 
     def run(self, packet: Any, *, engine: str | None = None, ifindex: int = 1, queue: int = 0,
-            now_ns: int = 0, meta: bytes = b"", budget: int | None = None) -> RunResult:
-        """Run this XDP program on one packet with `engine` (default: the object's)."""
+            now_ns: int = 0, meta: bytes = b"", budget: int | None = None,
+            tracer: Tracer | None = None) -> RunResult:
+        """Run this XDP program on one packet with `engine` (default: the object's). `tracer(prog_id,
+        pc, regs)` is called before each instruction (interp; engines that cannot trace ignore it)."""
         if self.spec.type != ProgType.XDP:
             raise XdpsimError(f"program {self.name} is a {ProgType(self.spec.type).name} program; "
                               "Program.run runs XDP programs")
@@ -96,7 +98,7 @@ class Program:
             return self.object._run_kernel(self.name, data, ifindex=ifindex, queue=queue, meta=meta)
         eng = self.object._engine(name)
         r = run_xdp(self.object.runtime, eng, self.id, data, ifindex=ifindex, queue=queue, now_ns=now_ns,
-                    meta=meta, budget=budget)
+                    meta=meta, budget=budget, tracer=tracer)
         return RunResult(r.action, r.data, r.meta, r.redirect, r.error, r.trace, r.program, r.retval, name,
                          r.helper_counts, r.tail_calls, r.insns, r.notes)
 

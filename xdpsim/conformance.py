@@ -166,6 +166,17 @@ def run_file(path: str | Path, engine: str | Engine = "interp") -> tuple[Conform
     return test, run_test(test, engine)
 
 
+def run_data_file(path: str | Path, engine: str | Engine = "interp") -> int:
+    """r0 of the program in a `.data` file, run with its memory block; raises XdpsimError (with the
+    file name) when it cannot be assembled, loaded or run."""
+    p = Path(path)
+    test = parse_data(p.read_text(), str(p))
+    try:
+        return run_program(program_of(test), test.mem, engine=engine)
+    except XdpsimError as e:
+        raise XdpsimError(f"{p}: {e}") from e
+
+
 def passes(test: ConformanceTest, outcome: Outcome) -> bool:
     """The runner's verdict: when the file names an error text, an error containing that text; else
     no error and r0 equal to the `result` section (a file without one expects nothing xdpsim can

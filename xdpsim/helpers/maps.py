@@ -18,9 +18,12 @@ _QUEUE_TYPES = (MapType.QUEUE, MapType.STACK)
 _PERCPU_TYPES = (MapType.PERCPU_ARRAY, MapType.PERCPU_HASH, MapType.LRU_PERCPU_HASH)
 _FOR_EACH_TYPES = (MapType.ARRAY, MapType.PERCPU_ARRAY, MapType.HASH, MapType.PERCPU_HASH, MapType.LRU_HASH,
                    MapType.LRU_PERCPU_HASH)
-# map types a program may not look up or update through the generic helpers (the verifier refuses)
-_NO_PROG_ELEM_OPS = (MapType.PROG_ARRAY, MapType.RINGBUF, MapType.PERF_EVENT_ARRAY, MapType.QUEUE,
-                     MapType.STACK)
+# map types whose elements programs may not look up / change through the generic helpers
+# (kernel/bpf/verifier.c check_map_func_compatibility refuses the program)
+_NO_PROG_LOOKUP = (MapType.PROG_ARRAY, MapType.RINGBUF, MapType.PERF_EVENT_ARRAY, MapType.QUEUE,
+                   MapType.STACK, MapType.CPUMAP)
+_NO_PROG_UPDATE = (*_NO_PROG_LOOKUP, MapType.DEVMAP, MapType.DEVMAP_HASH, MapType.XSKMAP,
+                   MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS)
 
 
 def the_map(state: RunState, helper: str, argno: int, handle: int, types: tuple[MapType, ...] | None = None,
@@ -35,7 +38,7 @@ def the_map(state: RunState, helper: str, argno: int, handle: int, types: tuple[
 @register("map_lookup_elem", "map", "key")
 def map_lookup_elem(state: RunState, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
     m = state.runtime.map_from_handle(r1)
-    if m is None or m.type in _NO_PROG_ELEM_OPS:
+    if m is None or m.type in _NO_PROG_LOOKUP:
         raise helper_arg_fault("map_lookup_elem", 1, "map that programs may look up", r1, state)
     return m.prog_lookup(r2, state.cpu)
 
@@ -43,7 +46,7 @@ def map_lookup_elem(state: RunState, r1: int, r2: int, r3: int, r4: int, r5: int
 @register("map_update_elem", "map", "key", "value", "flags")
 def map_update_elem(state: RunState, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
     m = state.runtime.map_from_handle(r1)
-    if m is None or m.type in _NO_PROG_ELEM_OPS:
+    if m is None or m.type in _NO_PROG_UPDATE:
         raise helper_arg_fault("map_update_elem", 1, "map that programs may update", r1, state)
     return m.prog_update(r2, r3, r4, state.cpu)
 
@@ -51,7 +54,7 @@ def map_update_elem(state: RunState, r1: int, r2: int, r3: int, r4: int, r5: int
 @register("map_delete_elem", "map", "key")
 def map_delete_elem(state: RunState, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
     m = state.runtime.map_from_handle(r1)
-    if m is None or m.type in _NO_PROG_ELEM_OPS:
+    if m is None or m.type in _NO_PROG_UPDATE:
         raise helper_arg_fault("map_delete_elem", 1, "map that programs may delete from", r1, state)
     return m.prog_delete(r2, state.cpu)
 
