@@ -211,3 +211,58 @@ def test_adjust_agrees_with_kernel(kernel: str, what: str, helper: int, delta: i
     assert res.retval & U32 == kr.retval & U32
     assert res.data == kr.data_out
     assert res.meta == kr.meta
+
+
+# ---------------------------------------------------------------------------- multi-buffer frames
+
+BIG = bytes(range(256)) * 20  # 5120 bytes: 3520 linear + one 1600-byte fragment
+BIGGER = bytes(range(251)) * 31  # 7781 bytes: 3520 + 4096 + 165
+
+
+def frags_tail(delta: int) -> ObjectSpec:
+    """r0 = (adjust_tail(ctx, delta) & 0xff) << 24 | bpf_xdp_get_buff_len(ctx); then a load_bytes probe."""
+    return xdp(f"""
+        r6 = r1
+        r2 = {delta}
+        call 65
+        r7 = r0
+        r7 &= 0xff
+        r7 <<= 24
+        r1 = r6
+        call 188
+        r0 |= r7
+        exit
+    """, frags=True)
+
+
+FRAG_CASES = [(BIG, d) for d in (100, 4096 - 1600, 4096 - 1600 + 1, -100, -1600, -1700, -(5120 - 14),
+                                 -(5120 - 13), 0)]
+FRAG_CASES += [(BIGGER, d) for d in (4096 - 165, 4096 - 164, -165, -4261)]
+
+
+@pytest.mark.parametrize("data, delta", FRAG_CASES, ids=[f"{len(d)}{x:+d}" for d, x in FRAG_CASES])
+def test_frags_adjust_tail(data: bytes, delta: int) -> None:
+    res = run(frags_tail(delta), data)
+    assert res.error is None
+    ok = (res.retval >> 24) == 0
+    room = 4096 - ((len(data) - 3520 - 1) % 4096 + 1)
+    assert ok == (delta <= room and -delta <= len(data) - 14)
+    new_len = len(data) + (delta if ok else 0)
+    assert res.retval & 0xFFFFFF == new_len
+    assert res.data == (data + bytes(max(delta, 0)))[:new_len]
+
+
+@pytest.mark.parametrize("data, delta", FRAG_CASES, ids=[f"{len(d)}{x:+d}" for d, x in FRAG_CASES])
+def test_frags_adjust_tail_agrees_with_kernel(kernel: str, data: bytes, delta: int) -> None:
+    from xdpsim.engines.kernel import KernelCollection
+
+    spec = frags_tail(delta)
+    res = run(spec, data)
+    with KernelCollection(spec) as kc:
+        kr = kc.run_xdp("p", data)
+    assert (res.retval & U32, res.data) == (kr.retval & U32, kr.data_out)
+
+
+def test_frags_limit() -> None:
+    res = run(xdp("r0 = 2\nexit", frags=True), bytes(3520 + 17 * 4096 + 1))
+    assert res.error is not None and res.error.kind == "frame" and "multi-buffer" in str(res.error)

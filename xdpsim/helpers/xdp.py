@@ -28,6 +28,8 @@ BPF_F_ACTION_MASK = XDP_ABORTED | XDP_DROP | XDP_PASS | XDP_TX
 BPF_MTU_CHK_RET_SUCCESS = 0
 BPF_MTU_CHK_RET_FRAG_NEEDED = 1
 DEFAULT_MTU = 1500
+FRAG_SIZE = 4096  # each fragment of a multi-buffer frame is one page (BPF_PROG_TEST_RUN, drivers)
+MAX_SKB_FRAGS = 17
 _REDIRECT_TYPES = (MapType.DEVMAP, MapType.DEVMAP_HASH, MapType.CPUMAP, MapType.XSKMAP)
 
 
@@ -55,21 +57,28 @@ def xdp_adjust_meta(state: RunState, r1: int, r2: int, r3: int, r4: int, r5: int
 
 @register("xdp_adjust_tail", "xdp_md", "delta")
 def xdp_adjust_tail(state: RunState, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
-    """With fragments, the tail is the last fragment's: shrinking eats fragment bytes first (and may
-    not reach into the linear part), growing appends zeroed bytes to the fragments (xdpsim's
-    simplification: no per-fragment tailroom limit beyond the 3520-byte page each)."""
+    """With fragments (net/core/filter.c bpf_xdp_frags_{shrink,increase}_tail): shrinking takes
+    bytes off the fragments from the end and, once they are all gone, off the linear part (at least
+    ETH_HLEN bytes must stay); growing zero-fills the last fragment's tailroom (fragments are pages:
+    `FRAG_SIZE` minus what the last one holds)."""
     pkt = xdp_packet(state, "xdp_adjust_tail", r1)
     delta = s32(r2)
-    if not state.frags:
+    frags = state.frags
+    if not frags:
         return pkt.adjust_tail(delta)
     if delta < 0:
-        if -delta > len(state.frags):
+        shrink = -delta
+        if shrink > len(pkt) + len(frags) - ETH_HLEN:
             return -_errno.EINVAL
-        del state.frags[len(state.frags) + delta :]
+        from_frags = min(shrink, len(frags))
+        del frags[len(frags) - from_frags :]
+        if shrink > from_frags:  # the fragments are gone: the rest comes off the linear part
+            return pkt.adjust_tail(from_frags - shrink)
         return 0
-    if delta > pkt.max_len:
+    last = (len(frags) - 1) % FRAG_SIZE + 1
+    if delta > FRAG_SIZE - last:
         return -_errno.EINVAL
-    state.frags.extend(bytes(delta))
+    frags.extend(bytes(delta))
     return 0
 
 

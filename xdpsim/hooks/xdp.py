@@ -10,9 +10,10 @@ rejected the program).
 Frames: at most 3520 bytes (4096-byte page, 256 headroom, 320 tailroom). A longer frame cannot be run
 by a single-buffer program: the result carries a ProgramFault of kind "frame" ("frame too long for
 single-buffer XDP") and the program does not run. An `xdp.frags` program gets the first 3520 bytes as
-the linear part and the rest in `RunState.frags` (xdpsim's simplification of the kernel's page-sized
-fragments: one contiguous tail that bpf_xdp_get_buff_len, load/store_bytes, adjust_tail and
-perf_event_output see; direct packet access reaches only the linear part, as in the kernel).
+the linear part and the rest in `RunState.frags`, which stands for the kernel's page-sized fragments
+(17 at most, each full but the last, as BPF_PROG_TEST_RUN lays them out): bpf_xdp_get_buff_len,
+load/store_bytes, adjust_tail and perf_event_output see it; direct packet access reaches only the
+linear part, as in the kernel.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from ..engines.base import DEFAULT_BUDGET, RunState, Tracer
 from ..errors import ProgramFault
+from ..helpers.xdp import FRAG_SIZE, MAX_SKB_FRAGS
 from ..memory import CTX, PACKET, R_CTX, R_READ, R_WRITE, PacketBuffer
 
 if TYPE_CHECKING:
@@ -146,6 +148,12 @@ def run_xdp(
             err = ProgramFault(
                 f"frame too long for single-buffer XDP: {len(data)} bytes, at most {pkt.max_len} (the "
                 f"program {prog.name} is not xdp.frags)", kind="frame", program=prog.name)
+            return XdpResult(XdpAction.XDP_ABORTED, data, error=err, program=prog.name)
+        if len(data) > pkt.max_len + MAX_SKB_FRAGS * FRAG_SIZE:
+            err = ProgramFault(
+                f"frame too long for multi-buffer XDP: {len(data)} bytes, at most "
+                f"{pkt.max_len + MAX_SKB_FRAGS * FRAG_SIZE} ({MAX_SKB_FRAGS} fragments of {FRAG_SIZE})",
+                kind="frame", program=prog.name)
             return XdpResult(XdpAction.XDP_ABORTED, data, error=err, program=prog.name)
         data, frags = data[: pkt.max_len], bytearray(data[pkt.max_len :])
     mem = runtime.mem
