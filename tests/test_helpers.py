@@ -457,3 +457,18 @@ def test_xdp_load_store_bytes_agree_with_kernel(kernel: str, off: int, n: int) -
     res, _ = run(spec)
     kr = kernel_run(spec)
     assert (kr.retval, kr.data_out) == (res.retval & U32, res.data)
+
+
+@pytest.mark.parametrize("query", [0, 1, 2, 3])
+def test_ringbuf_agrees_with_kernel(kernel: str, query: int) -> None:
+    rb = MapSpec("rb", MapType.RINGBUF, 0, 0, 4096)
+    prog = code(
+        "*(u64 *)(r10 - 8) = 0x41424344", ld_map(1, 0), "r2 = r10\nr2 += -8\nr3 = 5\nr4 = 0\ncall 130",
+        ld_map(1, 0), "r2 = 12\nr3 = 0\ncall 131\nif r0 == 0 goto +4\n*(u64 *)(r0 + 0) = 7\nr1 = r0\nr2 = 0\n"
+        "call 133",
+        ld_map(1, 0), f"r2 = {query}\ncall 134\nexit",
+    )
+    spec = spec_of(prog, [rb])
+    res, _ = run(spec)
+    assert res.error is None
+    assert kernel_run(spec).retval == res.retval & U32
