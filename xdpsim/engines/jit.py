@@ -25,7 +25,7 @@ from ..jit import abi
 from ..jit.cfg import JitUnsupported
 from ..jit.compiler import compiler
 from ..jit.lower import ProgramInput
-from ..jit.natives import NATIVE_HELPER_IDS, Natives, PrandomSync
+from ..jit.natives import NATIVE_HELPER_IDS, NATIVE_MAP_TYPES, Natives, PrandomSync
 from ..memory import FRAME_STACK, PACKET, STACK, STACK_SIZE
 from .base import (
     MAX_CALL_FRAMES,
@@ -297,16 +297,26 @@ class JitEngine:
 
         insns = prog.insns
         xdp = prog.spec.type == ProgType.XDP if hasattr(prog.spec, "type") else False
-        proofs = prove(insns, xdp=xdp) if self.proofs else {}
+        entries = self._entries(prog)
+        proofs = prove(insns, xdp=xdp, map_value_sizes=self._value_sizes(runtime), entries=entries) \
+            if self.proofs else {}
         return ProgramInput(
             insns=insns,
             xdp=xdp,
             proofs=proofs,
             native_helpers=NATIVE_HELPER_IDS if self.native_helpers else frozenset(),
             conformance=runtime.conformance,
-            entries=self._entries(prog),
+            entries=entries,
             code_region=runtime.code_region,
         )
+
+    @staticmethod
+    def _value_sizes(runtime: Runtime) -> dict[int, int]:
+        """Maps whose lookups give readable value pointers of value_size bytes (verify.py)."""
+        from ..maps.base import BPF_F_WRONLY_PROG
+
+        return {m.id: m.value_size for m in runtime.maps
+                if m.type in NATIVE_MAP_TYPES and not m.flags & BPF_F_WRONLY_PROG}
 
     @staticmethod
     def _entries(prog: Any) -> tuple[int, ...]:

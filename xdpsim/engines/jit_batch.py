@@ -68,6 +68,16 @@ class BatchResult:
     helper_counts: dict[str, int] = field(default_factory=dict)
     py_redirects: dict[int, Any] = field(default_factory=dict)
     runtime: Any = None
+    # the full-size arrays behind the views above (reused by run_batch(reuse=...))
+    retval_base: Any = None
+    action_base: Any = None
+    out_base: Any = None
+    out_offset_base: Any = None
+    out_length_base: Any = None
+    redirect_kind_base: Any = None
+    redirect_a_base: Any = None
+    redirect_b_base: Any = None
+    fault_base: Any = None
 
     def __len__(self) -> int:
         return len(self.retval)
@@ -95,7 +105,7 @@ class BatchResult:
 def run_batch(engine: JitEngine, runtime: Runtime, prog_id: int, data: np.ndarray, offsets: np.ndarray,
               lengths: np.ndarray, times: np.ndarray | None = None, queues: np.ndarray | None = None, *,
               ifindex: int = 1, budget: int | None = None, chunk: int = 65536,
-              on_batch: Callable[[int], None] | None = None) -> BatchResult:
+              on_batch: Callable[[int], None] | None = None, reuse: BatchResult | None = None) -> BatchResult:
     n = len(offsets)
     data = np.ascontiguousarray(data, dtype=np.uint8)
     offsets = np.ascontiguousarray(offsets, dtype=np.int64)
@@ -108,13 +118,7 @@ def run_batch(engine: JitEngine, runtime: Runtime, prog_id: int, data: np.ndarra
 
     rj = engine._rj(runtime)  # noqa: SLF001 - the engine's per-runtime state
     cp = rj.compiled[prog_id]
-    res = BatchResult(
-        retval=np.zeros(n, np.uint64), action=np.zeros(n, np.uint8),
-        out=np.zeros(max(int(lengths.sum()) + 8 * 4096, 1 << 16), np.uint8),
-        out_offset=np.zeros(n, np.int64), out_length=np.zeros(n, np.uint32),
-        redirect_kind=np.zeros(n, np.uint8), redirect_a=np.zeros(n, np.uint32), redirect_b=np.zeros(n, np.uint32),
-        fault=np.zeros(n, np.uint8), runtime=runtime,
-    )
+    res = _result(n, int(lengths.sum()), runtime, reuse)
     if cp is None:  # the JIT declined the program: one run_xdp per packet with the fallback
         for i in range(n):
             _single(engine, runtime, prog_id, res, i, data, offsets, lengths, times, queues, ifindex, budget)
@@ -212,13 +216,102 @@ def run_batch(engine: JitEngine, runtime: Runtime, prog_id: int, data: np.ndarra
         pos += len(out)
         pkt.frame.fill(0)
         i += 1
+    res.out_base = res.out
     res.out = res.out[:pos]
     acts = res.retval & 0xFFFF_FFFF
-    res.action = np.where(acts > XdpAction.XDP_REDIRECT, XdpAction.XDP_ABORTED, acts).astype(np.uint8)
+    np.copyto(res.action, np.where(acts > XdpAction.XDP_REDIRECT, XdpAction.XDP_ABORTED, acts), casting="unsafe")
     res.action[res.fault != 0] = XdpAction.XDP_ABORTED
     engine._outputs(rj, state)  # noqa: SLF001 - helper counts gathered natively
     res.helper_counts = dict(state.helper_counts)
     return res
+
+
+def time_repeat(engine: JitEngine, runtime: Runtime, prog_id: int, packet: bytes, repeat: int, *,
+                ifindex: int = 1, queue: int = 0) -> tuple[float, int]:
+    """Run the program `repeat` times on one packet in native code, as BPF_PROG_TEST_RUN's repeat
+    mode does (the frame is set up once; each run resets the context and counters, not the bytes).
+    Returns (nanoseconds per run, r0 of the last run)."""
+    import time
+
+    n = int(repeat)
+    rj = engine._rj(runtime)  # noqa: SLF001
+    cp = rj.compiled[prog_id]
+    if cp is None:
+        raise ValueError("the JIT declined this program")
+    mem = runtime.mem
+    pkt = _packet_buffer(runtime)
+    pkt.reset(bytes(packet))
+    pkt.attach(mem)
+    ctx = XdpContext(pkt, ifindex, queue, 0, is_devmap_program(runtime, prog_id))
+    state = RunState(runtime, prog_id=prog_id, args=((CTX << 32),), packet=pkt, ctx=ctx, ifindex=ifindex)
+    state.engine = engine
+    a = np.zeros(nb.A_WORDS, np.uint64)
+    # timing mode reads and writes element 0 of the per-packet arrays only
+    lengths = np.full(1, len(packet), np.uint32)
+    queues = np.full(1, queue, np.uint32)
+    times = np.zeros(1, np.uint64)
+    offsets = np.zeros(1, np.int64)
+    retval = np.zeros(1, np.uint64)
+    out_off = np.zeros(1, np.int64)
+    out_len = np.zeros(1, np.uint32)
+    kinds = np.zeros(1, np.uint8)
+    ra = np.zeros(1, np.uint32)
+    rb = np.zeros(1, np.uint32)
+    out = np.zeros(2 * 4096, np.uint8)
+    for k, v in ((nb.A_ENTRY, cp.address), (nb.A_N, n), (nb.A_START, 0), (nb.A_OFFSETS, offsets.ctypes.data),
+                 (nb.A_LENGTHS, lengths.ctypes.data), (nb.A_TIMES, times.ctypes.data),
+                 (nb.A_QUEUES, queues.ctypes.data), (nb.A_OUT, out.ctypes.data), (nb.A_OUT_CAP, len(out)),
+                 (nb.A_OUT_OFF, out_off.ctypes.data), (nb.A_OUT_LEN, out_len.ctypes.data),
+                 (nb.A_RETVAL, retval.ctypes.data), (nb.A_REDIR_KIND, kinds.ctypes.data),
+                 (nb.A_REDIR_A, ra.ctypes.data), (nb.A_REDIR_B, rb.ctypes.data), (nb.A_NCPUS, runtime.cpus),
+                 (nb.A_PROG, prog_id), (nb.A_BUDGET, DEFAULT_BUDGET), (nb.A_STACK_ZERO, 0),
+                 (nb.A_STACK, mem.stack.ctypes.data), (nb.A_FRAME, pkt.frame.ctypes.data),
+                 (nb.A_HEADROOM, pkt.headroom), (nb.A_MAX_LEN, pkt.max_len), (nb.A_CTX, CTX << 32),
+                 (nb.A_FLAGS, nb.F_REPEAT)):
+        a[k] = v
+    a[nb.A_PKTS] = out.ctypes.data
+    _setup(rj, runtime, mem, pkt, ctx, state, ifindex)
+    fn = BATCH_TYPE(compiler().batch_address())
+    rj.state = state
+    try:
+        t0 = time.perf_counter_ns()
+        stopped = fn(rj.env.ctypes.data, a.ctypes.data)
+        dt = time.perf_counter_ns() - t0
+    finally:
+        rj.state = None
+        rj.prandom.to_python()
+    if stopped != n:
+        raise RuntimeError(f"repeat run stopped at {stopped} (reason {int(a[nb.A_STOP])}): the program faulted")
+    return dt / n, int(retval[-1])
+
+
+def _result(n: int, total: int, runtime: Runtime, reuse: BatchResult | None) -> BatchResult:
+    """Fresh result arrays, or `reuse`'s when they are big enough (a replay cut into batches then
+    writes the same pages again instead of faulting in new ones)."""
+    out_size = max(total + 8 * 4096, 1 << 16)
+    if reuse is not None and len(reuse.retval_base) >= n and len(reuse.out_base) >= out_size:
+        r = reuse
+        views = {k: getattr(r, k + "_base")[:n] for k in _ARRAYS}
+        for k, v in views.items():
+            setattr(r, k, v)
+        r.fault[:] = 0
+        r.redirect_kind[:] = 0
+        r.out = r.out_base
+        r.errors, r.traces, r.py_redirects, r.helper_counts = {}, {}, {}, {}
+        return r
+    r = BatchResult(
+        retval=np.zeros(n, np.uint64), action=np.zeros(n, np.uint8), out=np.zeros(out_size, np.uint8),
+        out_offset=np.zeros(n, np.int64), out_length=np.zeros(n, np.uint32),
+        redirect_kind=np.zeros(n, np.uint8), redirect_a=np.zeros(n, np.uint32), redirect_b=np.zeros(n, np.uint32),
+        fault=np.zeros(n, np.uint8), runtime=runtime,
+    )
+    for k in _ARRAYS:
+        setattr(r, k + "_base", getattr(r, k))
+    r.out_base = r.out
+    return r
+
+
+_ARRAYS = ("retval", "action", "out_offset", "out_length", "redirect_kind", "redirect_a", "redirect_b", "fault")
 
 
 def _setup(rj: Any, runtime: Runtime, mem: Any, pkt: Any, ctx: XdpContext, state: RunState, ifindex: int) -> None:

@@ -115,6 +115,15 @@ class FuncLowering:
         self.fp = args[5]
         self.b.store(self.fp, self.regs[10])
         self.cur_prog = self.b.load(self._env_ptr(abi.E_CUR_PROG), typ=I64)
+        # Packet and context proofs (verify.py) hold when the entry r1 is the context pointer and the
+        # hook opened the whole xdp_md window: tested once here, the proven paths branch on it.
+        b = self.b
+        table = b.inttoptr(self.env_load(abi.E_TABLE), PTR)
+        ctx_hi = b.load(b.gep(table, [c64(CTX * 24 + 12)], source_etype=I8), typ=I32, align=4)
+        ctx_lo = b.load(b.gep(table, [c64(CTX * 24 + 8)], source_etype=I8), typ=I32, align=4)
+        self.ctx_ok = b.and_(b.icmp_unsigned("==", args[0], c64(CTX << REGION_SHIFT)),
+                             b.and_(b.icmp_unsigned(">=", ctx_hi, c32(20)),
+                                    b.icmp_unsigned("==", ctx_lo, c32(0))))
         self.blocks = {pc: self.fn.append_basic_block(f"pc{pc}") for pc in func.leaders}
         self.fault_block: ir.Block | None = None
         self.pc = func.start
@@ -455,16 +464,40 @@ class FuncLowering:
         return self.b.sext(v, I64) if signed else self.b.zext(v, I64)
 
     def mem_load(self, pc: int, addr: ir.Value, size: int, sx: bool, proof: Proof | None) -> ir.Value:
-        if proof is not None and proof.kind == "ctx" and self.mod.prog.xdp:
-            v = self.xdp_ctx_load(proof.offset)
-            if v is not None:
-                return self.b.sext(self.b.trunc(v, INT[size]), I64) if sx and size < 8 else v
         b = self.b
-        if proof is not None:
-            ptr = self.proven_ptr(addr, proof)
-            v = b.load(ptr, typ=INT[size], align=1)
-            return self.widen(v, size, sx)
+        if proof is not None and proof.kind == "ctx" and self.mod.prog.xdp and size == 4 \
+                and proof.offset in (0, 4, 8, 12, 16):
+            # a field of the XDP context: from env when ctx_ok, else the general path
+            native, other = self.fn.append_basic_block("ctx.field"), self.fn.append_basic_block("ctx.other")
+            b.cbranch(self.ctx_ok, native, other)
+            b.position_at_end(native)
+            v = self.xdp_ctx_load(proof.offset)
+            if sx:
+                v = b.sext(b.trunc(v, I32), I64)
+            native_end = b.block
+            b.position_at_end(other)
+            v_other = self.mem_load(pc, addr, size, sx, None)
+            other_end = b.block
+            merge = self.fn.append_basic_block("ctx.merged")
+            b.branch(merge)
+            b.position_at_end(native_end)
+            b.branch(merge)
+            b.position_at_end(merge)
+            phi = b.phi(I64)
+            phi.add_incoming(v, native_end)
+            phi.add_incoming(v_other, other_end)
+            return phi
+        if proof is not None and proof.kind in ("stack", "mapval"):
+            return self.widen(b.load(self.proven_ptr(addr, proof), typ=INT[size], align=1), size, sx)
         fast, slow, done = (self.fn.append_basic_block(n) for n in ("ld.fast", "ld.slow", "ld.done"))
+        if proof is not None and proof.kind == "packet":
+            proven, checked = self.fn.append_basic_block("ld.proven"), self.fn.append_basic_block("ld.check")
+            b.cbranch(self.ctx_ok, proven, checked)
+            b.position_at_end(proven)
+            v_proven = self.widen(b.load(self.proven_ptr(addr, proof), typ=INT[size], align=1), size, sx)
+            proven_end = b.block
+            b.branch(done)
+            b.position_at_end(checked)
         ptr = self.check(addr, size, R_READ, fast, slow)
         b.position_at_end(fast)
         v_fast = self.widen(b.load(ptr, typ=INT[size], align=1), size, sx)
@@ -478,15 +511,24 @@ class FuncLowering:
         phi = b.phi(I64)
         phi.add_incoming(v_fast, fast_end)
         phi.add_incoming(v_slow, slow_end)
+        if proof is not None and proof.kind == "packet":
+            phi.add_incoming(v_proven, proven_end)
         return phi
 
     def mem_store(self, pc: int, addr: ir.Value, size: int, value: ir.Value, proof: Proof | None) -> None:
         b = self.b
         v = b.trunc(value, INT[size]) if size < 8 else value
-        if proof is not None and proof.kind != "ctx":
+        if proof is not None and proof.kind == "stack":
             b.store(v, self.proven_ptr(addr, proof), align=1)
             return
         fast, slow, done = (self.fn.append_basic_block(n) for n in ("st.fast", "st.slow", "st.done"))
+        if proof is not None and proof.kind == "packet":
+            proven, checked = self.fn.append_basic_block("st.proven"), self.fn.append_basic_block("st.check")
+            b.cbranch(self.ctx_ok, proven, checked)
+            b.position_at_end(proven)
+            b.store(v, self.proven_ptr(addr, proof), align=1)
+            b.branch(done)
+            b.position_at_end(checked)
         ptr = self.check(addr, size, R_WRITE, fast, slow)
         b.position_at_end(fast)
         b.store(v, ptr, align=1)
@@ -549,19 +591,75 @@ class FuncLowering:
         b.position_at_end(flt)
         self.fault(abi.F_MEMORY, pc, addr, size, int(kind == abi.M_STORE))
         b.position_at_end(pyb)
-        fnp = b.inttoptr(self.env_load(abi.E_PY_MEM), PY_MEM_TYPE.as_pointer())
-        r = b.call(fnp, [self.env, c64(pc), addr, c64(size), c64(kind), value])
-        self.ret_if_fault()
-        b.branch(done)
+        if self.mod.prog.xdp and size == 4 and kind in (abi.M_LOAD, abi.M_LOADSX):
+            return self.xdp_ctx_dynamic(pc, addr, size, kind, value, done)
+        r, _ = self.py_mem(pc, addr, size, kind, value, done)
         b.position_at_end(done)
         return r
 
-    def proven_ptr(self, addr: ir.Value, proof: Proof) -> ir.Value:
-        """Host pointer of an access the static pass proved in bounds: no checks, one table read."""
+    def py_mem(self, pc: int, addr: ir.Value, size: int, kind: int, value: ir.Value,
+               done: ir.Block) -> tuple[ir.Value, ir.Block]:
+        """Call the Python memory slow path; branches to `done`, returns (value, its block)."""
         b = self.b
-        rid = STACK if proof.kind == "stack" else PACKET
+        fnp = b.inttoptr(self.env_load(abi.E_PY_MEM), PY_MEM_TYPE.as_pointer())
+        r = b.call(fnp, [self.env, c64(pc), addr, c64(size), c64(kind), value])
+        self.ret_if_fault()
+        blk = b.block
+        b.branch(done)
+        return r, blk
+
+    def ctx_window_ok(self, off: ir.Value | int, size: int) -> ir.Value:
+        """The ctx region's window (set by the hook) holds [off, off + size)."""
+        b = self.b
         table = b.inttoptr(self.env_load(abi.E_TABLE), PTR)
-        base = b.load(b.gep(table, [c64(rid * 24)], source_etype=I8), typ=I64, align=8)
+        row = b.gep(table, [c64(CTX * 24)], source_etype=I8)
+        lo = b.zext(b.load(b.gep(row, [c64(8)], source_etype=I8), typ=I32, align=4), I64)
+        hi = b.zext(b.load(b.gep(row, [c64(12)], source_etype=I8), typ=I32, align=4), I64)
+        off_v = c64(off) if isinstance(off, int) else off
+        return b.and_(b.icmp_unsigned("<=", lo, off_v), b.icmp_unsigned("<=", b.add(off_v, c64(size)), hi))
+
+    def xdp_ctx_dynamic(self, pc: int, addr: ir.Value, size: int, kind: int, value: ir.Value,
+                        done: ir.Block) -> ir.Value:
+        """A 4-byte load from the XDP context at a run-time offset: the five fields every XDP
+        program may read, natively; anything else (egress_ifindex, misaligned) through Python."""
+        b = self.b
+        off = b.and_(addr, c64(U32))
+        py = self.fn.append_basic_block("ctx.pyload")
+        merge = self.fn.append_basic_block("ctx.merge")
+        native = self.fn.append_basic_block("ctx.native")
+        b.cbranch(self.ctx_window_ok(off, 4), native, py)
+        b.position_at_end(native)
+        sw = b.switch(off, py)
+        incoming = []
+        for field_off in (0, 4, 8, 12, 16):
+            blk = self.fn.append_basic_block(f"ctx.{field_off}")
+            sw.add_case(c64(field_off), blk)
+            b.position_at_end(blk)
+            v = self.xdp_ctx_load(field_off)
+            if kind == abi.M_LOADSX:
+                v = b.sext(b.trunc(v, I32), I64)
+            incoming.append((v, b.block))
+            b.branch(merge)
+        b.position_at_end(py)
+        incoming.append(self.py_mem(pc, addr, size, kind, value, merge))
+        b.position_at_end(merge)
+        phi = b.phi(I64)
+        for v, blk in incoming:
+            phi.add_incoming(v, blk)
+        b.branch(done)
+        b.position_at_end(done)
+        return phi
+
+    def proven_ptr(self, addr: ir.Value, proof: Proof) -> ir.Value:
+        """Host pointer of an access the static pass proved in bounds: no checks, one table read
+        (the region's base; for map values the region comes from the pointer: per-CPU copies)."""
+        b = self.b
+        table = b.inttoptr(self.env_load(abi.E_TABLE), PTR)
+        if proof.kind == "mapval":
+            row = b.gep(table, [b.mul(b.lshr(addr, c64(REGION_SHIFT)), c64(24))], source_etype=I8)
+        else:
+            row = b.gep(table, [c64((STACK if proof.kind == "stack" else PACKET) * 24)], source_etype=I8)
+        base = b.load(row, typ=I64, align=8)
         return b.gep(b.inttoptr(base, PTR), [b.and_(addr, c64(U32))], source_etype=I8)
 
     def xdp_ctx_load(self, off: int) -> ir.Value | None:
@@ -570,6 +668,9 @@ class FuncLowering:
         if word is None:
             return None
         v = self.env_load(word)
+        if off == 8:  # data_meta is data when the frame has no metadata support
+            ok = self.b.icmp_unsigned("!=", self.env_load(abi.E_META_OK), c64(0))
+            v = self.b.select(ok, v, self.env_load(abi.E_DATA))
         if off <= 8:
             return self.b.or_(v, c64(PACKET << REGION_SHIFT))
         return v

@@ -1,10 +1,407 @@
-"""Static proofs that memory accesses are safe (placeholder filled in below)."""
+"""A static pass, in the spirit of the kernel verifier, that proves memory accesses safe so the JIT
+can drop their run-time checks.
+
+Forward dataflow over each function's basic blocks (a worklist until the abstract states stop
+changing; states are joined at merges, so a fact holds only when it holds on every path). Abstract
+register values:
+
+- `Stack(off)`: this function's r10 + off (constant);
+- `Pkt(pid, off)`: a packet pointer: `data + var + off`, where `pid` names the variable part (0: none;
+  another id: an unsigned scalar of known bound added to data); `ranges[pid]` is the number of bytes
+  past `data + var` the program's own comparisons against `data_end` proved in the packet;
+- `PktEnd`, `Ctx(off)` (entry r1 + off), `MapVal(size, off)` / `MapOrNull(size)` (a lookup's result
+  before / after the NULL check), `Scalar(umax)` (an unsigned bound, None = unknown), `Unknown`.
+
+An access is proven when it lies inside the frame (stack), inside the proven packet range, or inside
+a map value (loads only: a value region may be read-only). Packet facts rest on the context being
+the XDP context (`data`/`data_end` loaded from it): the lowering guards packet proofs with a run-time
+test that the entry r1 is a context pointer, so a program run with another r1 keeps its checks.
+Anything else -- helper calls that may move the packet (all but a known list), bpf-to-bpf calls,
+unknown stores over spilled pointers -- forgets the facts it could invalidate.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
+from .. import isa
 from ..isa import Instruction
+from .cfg import build
 from .lower import Proof
 
+FRAME = 512
+# helpers that leave the packet (pointers and bytes) and the stack alone
+PURE_HELPERS = frozenset({1, 2, 3, 5, 7, 8, 12, 14, 23, 28, 51})
+MAP_LOOKUP = 1
 
-def prove(insns: list[Instruction], xdp: bool = False) -> dict[int, Proof]:
-    return {}
+
+@dataclass(frozen=True)
+class Stack:
+    off: int
+
+
+@dataclass(frozen=True)
+class Pkt:
+    pid: int
+    off: int
+
+
+@dataclass(frozen=True)
+class PktEnd:
+    pass
+
+
+@dataclass(frozen=True)
+class Ctx:
+    off: int
+
+
+@dataclass(frozen=True)
+class MapVal:
+    size: int
+    off: int
+
+
+@dataclass(frozen=True)
+class MapOrNull:
+    size: int
+
+
+@dataclass(frozen=True)
+class Scalar:
+    umax: int | None  # None: unknown
+    const: int | None = None
+
+
+UNKNOWN = Scalar(None)
+
+
+@dataclass
+class State:
+    regs: list = field(default_factory=lambda: [UNKNOWN] * 11)
+    ranges: dict[int, int] = field(default_factory=dict)
+    slots: dict[int, object] = field(default_factory=dict)  # stack offset -> spilled 8-byte value
+
+    def copy(self) -> State:
+        return State(list(self.regs), dict(self.ranges), dict(self.slots))
+
+    def join(self, other: State) -> State:
+        regs = [a if a == b else _join_val(a, b) for a, b in zip(self.regs, other.regs, strict=True)]
+        ranges = {k: min(v, other.ranges[k]) for k, v in self.ranges.items() if k in other.ranges}
+        slots = {k: v for k, v in self.slots.items() if other.slots.get(k) == v}
+        return State(regs, ranges, slots)
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, State) and self.regs == other.regs and self.ranges == other.ranges
+                and self.slots == other.slots)
+
+
+def _join_val(a: object, b: object) -> object:
+    if isinstance(a, Scalar) and isinstance(b, Scalar):
+        if a.umax is None or b.umax is None:
+            return UNKNOWN
+        return Scalar(max(a.umax, b.umax))
+    return UNKNOWN
+
+
+class _Prover:
+    def __init__(self, insns: list[Instruction], xdp: bool, map_value_sizes: dict[int, int]):
+        self.insns = insns
+        self.xdp = xdp
+        self.map_sizes = map_value_sizes
+        self.proofs: dict[int, Proof] = {}
+        self.next_pid = 1
+        self.pid_of: dict[int, int] = {}  # pc -> pid created there (stable across iterations)
+
+    # ---------------------------------------------------------------- driver
+
+    def run(self, extra: tuple[int, ...]) -> dict[int, Proof]:
+        for f in build(self.insns, extra):
+            self.function(f)
+        return self.proofs
+
+    def function(self, f) -> None:
+        entry = State()
+        entry.regs[10] = Stack(0)
+        if f.start == 0 and self.xdp:
+            entry.regs[1] = Ctx(0)
+        states: dict[int, State] = {f.start: entry}
+        work = [f.start]
+        leaders = f.leaders
+        ends = {s: (leaders[i + 1] if i + 1 < len(leaders) else f.end) for i, s in enumerate(leaders)}
+        visits: dict[int, int] = {}
+        while work:
+            start = work.pop()
+            visits[start] = visits.get(start, 0) + 1
+            if visits[start] > 50:  # a fact that keeps changing around a loop: give up on it
+                states[start] = _widen(states[start])
+            st = states[start].copy()
+            for succ, out in self.block(st, start, ends[start]):
+                if succ >= f.end or succ < f.start:
+                    continue
+                old = states.get(succ)
+                new = out if old is None else old.join(out)
+                if old is None or new != old:
+                    states[succ] = new
+                    if succ not in work:
+                        work.append(succ)
+        # second pass over the fixed point, recording proofs
+        self.recording = True
+        for start, st in states.items():
+            self.block(st.copy(), start, ends[start], record=True)
+        self.recording = False
+
+    def block(self, st: State, pc: int, end: int, record: bool = False) -> list[tuple[int, State]]:
+        while pc < end:
+            ins = self.insns[pc]
+            if ins.is_lddw:
+                st.regs[ins.dst] = self.lddw_value(ins)
+                pc += 2
+                continue
+            cls = ins.cls
+            if cls in (isa.BPF_JMP, isa.BPF_JMP32):
+                code = ins.code
+                if code == isa.BPF_EXIT:
+                    return []
+                if code == isa.BPF_CALL:
+                    self.call(st, ins)
+                    pc += 1
+                    continue
+                if code == isa.BPF_JA:
+                    return [(ins.jump_target(pc), st)]
+                taken, fall = self.branch(st, ins)
+                return [(ins.jump_target(pc), taken), (pc + 1, fall)]
+            if cls in (isa.BPF_ALU, isa.BPF_ALU64):
+                self.alu(st, ins, pc)
+            elif cls == isa.BPF_LDX:
+                self.load(st, ins, pc, record)
+            elif cls in (isa.BPF_ST, isa.BPF_STX):
+                self.store(st, ins, pc, record)
+            else:
+                pass
+            pc += 1
+        return [(end, st)]
+
+    # ---------------------------------------------------------------- transfer functions
+
+    def lddw_value(self, ins: Instruction) -> object:
+        v = ins.imm64
+        if v >> 32 == 4 and (v & 0xFFFF_FFFF) in self.map_sizes:
+            return ("map", v & 0xFFFF_FFFF)
+        return Scalar(v, v)
+
+    def call(self, st: State, ins: Instruction) -> None:
+        r0: object = UNKNOWN
+        if ins.src == isa.CALL_HELPER and ins.imm == MAP_LOOKUP:
+            m = st.regs[1]
+            if isinstance(m, tuple) and m[0] == "map":
+                r0 = MapOrNull(self.map_sizes[m[1]])
+        pure = ins.src == isa.CALL_HELPER and ins.imm in PURE_HELPERS
+        if not pure:
+            self.forget_packet(st)
+            st.slots.clear()
+        for r in range(1, 6):
+            st.regs[r] = UNKNOWN
+        st.regs[0] = r0
+
+    def forget_packet(self, st: State) -> None:
+        st.ranges.clear()
+        st.regs = [UNKNOWN if isinstance(v, (Pkt, PktEnd)) else v for v in st.regs]
+        st.slots = {k: v for k, v in st.slots.items() if not isinstance(v, (Pkt, PktEnd))}
+
+    def alu(self, st: State, ins: Instruction, pc: int) -> None:
+        r = st.regs
+        d = ins.dst
+        is64 = ins.cls == isa.BPF_ALU64
+        code = ins.code
+        src = r[ins.src] if ins.source == isa.BPF_X else Scalar(ins.imm & 0xFFFF_FFFF_FFFF_FFFF, ins.imm)
+        if ins.source == isa.BPF_K and not is64:
+            src = Scalar(ins.imm & 0xFFFF_FFFF, ins.imm & 0xFFFF_FFFF)
+        dv = r[d]
+        if code == isa.BPF_MOV and ins.off == 0:
+            if is64:
+                r[d] = src
+            else:
+                r[d] = _trunc32(src)
+            return
+        if is64 and code in (isa.BPF_ADD, isa.BPF_SUB) and isinstance(src, Scalar):
+            k = src.const
+            if k is not None and code == isa.BPF_SUB:
+                k = -k
+            if k is not None and -(1 << 31) <= k < (1 << 31):
+                if isinstance(dv, Stack):
+                    r[d] = Stack(dv.off + k)
+                    return
+                if isinstance(dv, Pkt):
+                    r[d] = Pkt(dv.pid, dv.off + k)
+                    return
+                if isinstance(dv, MapVal):
+                    r[d] = MapVal(dv.size, dv.off + k)
+                    return
+            if code == isa.BPF_ADD and isinstance(dv, Pkt) and dv.off == 0 and dv.pid == 0 \
+                    and src.umax is not None and src.umax < (1 << 16):
+                r[d] = self.fresh_pkt(st, pc)  # data + a bounded unsigned scalar
+                return
+        if is64 and code == isa.BPF_ADD and isinstance(src, Pkt) and isinstance(dv, Scalar) and src.pid == 0 \
+                and src.off == 0 and dv.umax is not None and dv.umax < (1 << 16):
+            r[d] = self.fresh_pkt(st, pc)
+            return
+        r[d] = _scalar_op(code, is64, dv, src, ins)
+
+    def fresh_pkt(self, st: State, pc: int) -> Pkt:
+        """data + a new bounded scalar, named by the instruction that adds it. Facts about an
+        earlier value made here (a previous loop iteration) no longer hold."""
+        if pc not in self.pid_of:
+            self.pid_of[pc] = self.next_pid
+            self.next_pid += 1
+        pid = self.pid_of[pc]
+        st.ranges.pop(pid, None)
+        st.regs = [UNKNOWN if isinstance(v, Pkt) and v.pid == pid else v for v in st.regs]
+        st.slots = {k: v for k, v in st.slots.items() if not (isinstance(v, Pkt) and v.pid == pid)}
+        return Pkt(pid, 0)
+
+    def branch(self, st: State, ins: Instruction) -> tuple[State, State]:
+        taken, fall = st.copy(), st.copy()
+        if ins.source != isa.BPF_X or ins.cls != isa.BPF_JMP:
+            self.null_check(ins, taken, fall)
+            return taken, fall
+        a, b = st.regs[ins.dst], st.regs[ins.src]
+        code = ins.code
+        # normalise to "p <op> end"
+        if isinstance(b, Pkt) and isinstance(a, PktEnd):
+            a, b = b, a
+            code = {isa.BPF_JGT: isa.BPF_JLT, isa.BPF_JLT: isa.BPF_JGT, isa.BPF_JGE: isa.BPF_JLE,
+                    isa.BPF_JLE: isa.BPF_JGE}.get(code, 0)
+        if isinstance(a, Pkt) and isinstance(b, PktEnd):
+            # p + n <= end  makes n bytes past data+var readable
+            if code == isa.BPF_JGT:  # taken: p > end; fallthrough: p <= end
+                _extend(fall, a)
+            elif code == isa.BPF_JLE:
+                _extend(taken, a)
+            elif code == isa.BPF_JGE:  # fallthrough: p < end
+                _extend(fall, a)
+            elif code == isa.BPF_JLT:
+                _extend(taken, a)
+        return taken, fall
+
+    def null_check(self, ins: Instruction, taken: State, fall: State) -> None:
+        if ins.source != isa.BPF_K or ins.imm != 0 or ins.cls != isa.BPF_JMP:
+            return
+        v = taken.regs[ins.dst]
+        if not isinstance(v, MapOrNull):
+            return
+        if ins.code == isa.BPF_JEQ:  # == 0 taken: NULL; fallthrough: a value
+            fall.regs[ins.dst] = MapVal(v.size, 0)
+            taken.regs[ins.dst] = Scalar(0, 0)
+        elif ins.code == isa.BPF_JNE:
+            taken.regs[ins.dst] = MapVal(v.size, 0)
+            fall.regs[ins.dst] = Scalar(0, 0)
+
+    def load(self, st: State, ins: Instruction, pc: int, record: bool) -> None:
+        base = st.regs[ins.src]
+        size = ins.size
+        result: object = Scalar((1 << (8 * size)) - 1) if ins.mode == isa.BPF_MEM else UNKNOWN
+        if isinstance(base, Stack):
+            off = base.off + ins.off
+            if -FRAME <= off and off + size <= 0:
+                self.prove(pc, Proof("stack", off), record)
+                if size == 8 and ins.mode == isa.BPF_MEM and off in st.slots:
+                    result = st.slots[off]
+        elif isinstance(base, Pkt):
+            off = base.off + ins.off
+            if off >= 0 and off + size <= st.ranges.get(base.pid, 0):
+                self.prove(pc, Proof("packet", off), record)
+        elif isinstance(base, MapVal):
+            off = base.off + ins.off
+            if off >= 0 and off + size <= base.size:
+                self.prove(pc, Proof("mapval", off), record)
+        elif isinstance(base, Ctx) and self.xdp and size == 4 and ins.mode == isa.BPF_MEM:
+            field_off = base.off + ins.off
+            if field_off in (0, 4, 8, 12, 16):
+                self.prove(pc, Proof("ctx", field_off), record)
+            if field_off in (0, 8):
+                result = Pkt(0, 0) if field_off == 0 else UNKNOWN
+            elif field_off == 4:
+                result = PktEnd()
+            else:
+                result = Scalar(0xFFFF_FFFF)
+        st.regs[ins.dst] = result
+
+    def store(self, st: State, ins: Instruction, pc: int, record: bool) -> None:
+        base = st.regs[ins.dst]
+        size = ins.size
+        atomic = ins.cls == isa.BPF_STX and ins.mode == isa.BPF_ATOMIC
+        if isinstance(base, Stack):
+            off = base.off + ins.off
+            if -FRAME <= off and off + size <= 0:
+                if not atomic:
+                    self.prove(pc, Proof("stack", off), record)
+                # forget slots this store overlaps; remember an 8-byte spill of a register
+                for k in [k for k in st.slots if k < off + size and off < k + 8]:
+                    del st.slots[k]
+                if size == 8 and ins.cls == isa.BPF_STX and ins.mode == isa.BPF_MEM:
+                    st.slots[off] = st.regs[ins.src]
+            else:
+                st.slots.clear()
+        elif isinstance(base, Pkt):
+            off = base.off + ins.off
+            if off >= 0 and off + size <= st.ranges.get(base.pid, 0) and not atomic:
+                self.prove(pc, Proof("packet", off), record)
+        elif not isinstance(base, (MapVal, Ctx)):
+            st.slots.clear()  # an unknown pointer may point into the stack
+        if atomic and ins.imm & isa.BPF_FETCH:
+            target = 0 if ins.imm == isa.BPF_CMPXCHG else ins.src
+            st.regs[target] = UNKNOWN
+
+    def prove(self, pc: int, proof: Proof, record: bool) -> None:
+        if record:
+            self.proofs[pc] = proof
+
+
+def _extend(st: State, p: Pkt) -> None:
+    if p.off > st.ranges.get(p.pid, 0):
+        st.ranges[p.pid] = p.off
+
+
+def _widen(st: State) -> State:
+    st = st.copy()
+    st.regs = [v if not isinstance(v, Scalar) else UNKNOWN for v in st.regs]
+    return st
+
+
+def _trunc32(v: object) -> object:
+    if isinstance(v, Scalar):
+        if v.const is not None:
+            c = v.const & 0xFFFF_FFFF
+            return Scalar(c, c)
+        if v.umax is not None and v.umax <= 0xFFFF_FFFF:
+            return v
+    return Scalar(0xFFFF_FFFF)
+
+
+def _scalar_op(code: int, is64: bool, a: object, b: object, ins: Instruction) -> object:
+    """Unsigned bounds for the few operations bounds checks are made of; else unknown."""
+    limit = (1 << 64) - 1 if is64 else 0xFFFF_FFFF
+    if not isinstance(a, Scalar) or not isinstance(b, Scalar):
+        return UNKNOWN if is64 else Scalar(0xFFFF_FFFF)
+    if code == isa.BPF_AND:
+        bounds = [x.umax for x in (a, b) if x.umax is not None]
+        return Scalar(min(bounds)) if bounds else Scalar(None if is64 else limit)
+    if code == isa.BPF_RSH and b.const is not None and a.umax is not None:
+        return Scalar(a.umax >> (b.const & (63 if is64 else 31)))
+    if code == isa.BPF_LSH and b.const is not None and a.umax is not None:
+        v = a.umax << (b.const & (63 if is64 else 31))
+        return Scalar(v) if v <= limit else Scalar(None if is64 else limit)
+    if code == isa.BPF_ADD and a.umax is not None and b.umax is not None and a.umax + b.umax <= limit:
+        return Scalar(a.umax + b.umax)
+    if code == isa.BPF_MUL and a.umax is not None and b.umax is not None and a.umax * b.umax <= limit:
+        return Scalar(a.umax * b.umax)
+    if code in (isa.BPF_DIV, isa.BPF_MOD) and ins.off == 0 and a.umax is not None:
+        return Scalar(a.umax)
+    return Scalar(None if is64 else limit)
+
+
+def prove(insns: list[Instruction], xdp: bool = False, map_value_sizes: dict[int, int] | None = None,
+          entries: tuple[int, ...] = ()) -> dict[int, Proof]:
+    """pc -> Proof for every load/store proven in bounds (see the module docstring)."""
+    return _Prover(insns, xdp, map_value_sizes or {}).run(entries)
