@@ -472,3 +472,17 @@ def test_ringbuf_agrees_with_kernel(kernel: str, query: int) -> None:
     res, _ = run(spec)
     assert res.error is None
     assert kernel_run(spec).retval == res.retval & U32
+
+
+def test_a_helper_bug_is_a_fault_of_the_run_not_a_crash() -> None:
+    from xdpsim.helpers import HelperDef
+
+    def broken(state, r1, r2, r3, r4, r5) -> int:
+        return 1 // 0
+
+    rt = Runtime()
+    rt.helpers[7] = HelperDef(7, "get_prandom_u32", (), broken)
+    res, _ = run(spec_of(code("call 7\nexit")), rt=rt)
+    assert res.error is not None and res.error.kind == "internal" and res.error.pc == 0
+    assert "xdpsim internal error (ZeroDivisionError" in str(res.error)
+    assert isinstance(res.error.__cause__, ZeroDivisionError)

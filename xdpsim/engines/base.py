@@ -209,6 +209,12 @@ def helper_arg_fault(name: str, argno: int, expected: str, value: int,
                         kind="helper")
 
 
+def internal_helper_fault(name: str, exc: BaseException) -> ProgramFault:
+    """A helper implementation failed with an unexpected Python exception (an xdpsim bug): the run
+    ends with this fault (the exception chained as its cause) instead of stopping a whole replay."""
+    return ProgramFault(f"bpf_{name}: xdpsim internal error ({type(exc).__name__}: {exc})", kind="internal")
+
+
 def lock_held_fault(addrs: set[int]) -> ProgramFault:
     held = ", ".join(f"{a:#x}" for a in sorted(addrs))
     return ProgramFault(f"program exited holding bpf_spin_lock at {held}", kind="helper")

@@ -24,6 +24,7 @@ from .base import (
     call_depth_fault,
     frame_pointer,
     helper_fault,
+    internal_helper_fault,
     locate,
     lock_held_fault,
     prepare_stack,
@@ -494,7 +495,12 @@ class Interpreter:
                         ops, info, blocks, blen = cp.ops, cp.info, cp.blocks, cp.blen
                         pc = 0
                         continue
-                    R[0] = h.impl(st, R[1], R[2], R[3], R[4], R[5]) & M64
+                    try:
+                        R[0] = h.impl(st, R[1], R[2], R[3], R[4], R[5]) & M64
+                    except ProgramFault:
+                        raise
+                    except Exception as exc:  # an xdpsim bug in a helper: a fault of this run, cause kept
+                        raise internal_helper_fault(h.name, exc) from exc
                     n = st.insns
                     pc += 1
                     continue
@@ -533,5 +539,5 @@ class Interpreter:
                 n = start_n + cp.ordinal[at]
             st.insns = n
             st.depth = depth
-            raise locate(e, rt, prog_id, pc) from None
+            raise locate(e, rt, prog_id, pc) from e.__cause__
 

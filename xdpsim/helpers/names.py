@@ -45,5 +45,5 @@ HELPER_NAMES: tuple[str, ...] = (
     "ringbuf_submit_dynptr", "ringbuf_discard_dynptr", "dynptr_read", "dynptr_write", "dynptr_data",
     "tcp_raw_gen_syncookie_ipv4", "tcp_raw_gen_syncookie_ipv6", "tcp_raw_check_syncookie_ipv4",
     "tcp_raw_check_syncookie_ipv6", "ktime_get_tai_ns", "user_ringbuf_drain",
-    "cgrp_storage_get", "cgrp_storage_delete",  # 210, 211 (newer than this header)
+    "cgrp_storage_get", "cgrp_storage_delete",  # 210, 211: added in Linux 6.2
 )
