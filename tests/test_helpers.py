@@ -486,3 +486,19 @@ def test_a_helper_bug_is_a_fault_of_the_run_not_a_crash() -> None:
     assert res.error is not None and res.error.kind == "internal" and res.error.pc == 0
     assert "xdpsim internal error (ZeroDivisionError" in str(res.error)
     assert isinstance(res.error.__cause__, ZeroDivisionError)
+
+
+@pytest.mark.parametrize("fmt, args", [
+    (b"%s!\0", "stack"), (b"%s!\0", (0,)), (b"%px %p\0", (0x1234, 5)), (b"%lld %llu %llx\0", (U64, U64, U64)),
+    (b"%5d|%-5d|%05x\0", (3, 4, 255)), (b"%c\0", (0x41,)), (b"%%d\0", ()),
+])
+def test_trace_printk_length_agrees_with_kernel(kernel: str, fmt: bytes, args) -> None:
+    if args == "stack":
+        prog = code(stack_bytes(fmt, 64), stack_bytes(b"abcdef\0", 32),
+                    f"r1 = r10\nr1 += -64\nr2 = {len(fmt)}\nr3 = r10\nr3 += -32\ncall 6\nexit")
+        spec = spec_of(prog)
+    else:
+        spec = printk_prog(fmt, *args)
+    res, _ = run(spec)
+    assert res.error is None
+    assert kernel_run(spec).retval == res.retval & U32, res.trace

@@ -64,7 +64,7 @@ def format_printk(state: RunState, fmt: bytes, args: list[int]) -> str | None:
             continue
         if conv == "s":
             s = _read_cstr(state, v, MAX_STRING)
-            out.append("(efault)" if s is None else s.decode("latin-1"))
+            out.append("" if s is None else s.decode("latin-1"))  # the kernel prints "" when unreadable
             continue
         if conv == "c":
             out.append(chr(v & 0xFF))
