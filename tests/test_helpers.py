@@ -256,24 +256,52 @@ def test_map_lookup_percpu_elem() -> None:
     assert run(spec_of(prog3, [pa]), rt=Runtime(cpus=2))[0].retval == 0  # cpu >= nr_cpus: NULL
 
 
-def test_for_each_map_elem() -> None:
-    arr = MapSpec("a", MapType.ARRAY, 4, 8, 4)
-    # main: r0 = for_each(a, cb, &sum, 0) << 32 | sum; cb(map, key, value, ctx): *ctx += *value + *key
-    lo, hi = isa.lddw(2, 0, src=isa.PSEUDO_FUNC)
+def for_each_prog(map_type: MapType = MapType.ARRAY, stop_after_key: int | None = None) -> ObjectSpec:
+    """r0 = for_each(a, cb, &sum, 0) << 16 | sum; cb(map, key, value, ctx): *ctx += *value + *key,
+    returning 1 (stop) at `stop_after_key`."""
+    m = MapSpec("a", map_type, 4, 8, 4)
     main = code("*(u64 *)(r10 - 8) = 0", ld_map(1, 0))
-    rest = code("r3 = r10\nr3 += -8\nr4 = 0\ncall 164\nr0 <<= 32\nr1 = *(u64 *)(r10 - 8)\nr0 |= r1\nexit")
-    cb = code("r5 = *(u64 *)(r3 + 0)\nr1 = *(u32 *)(r2 + 0)\nr5 += r1\nr1 = *(u64 *)(r4 + 0)\nr1 += r5\n"
-              "*(u64 *)(r4 + 0) = r1\nr0 = 0\nexit")
-    start = len(main) + 2 + len(rest)
-    lo = isa.Instruction(isa.LDDW, 2, isa.PSEUDO_FUNC, 0, start - len(main) - 1, 0)
-    prog = [*main, lo, hi, *rest, *cb]
+    rest = code("r3 = r10\nr3 += -8\nr4 = 0\ncall 164\nr0 <<= 16\nr1 = *(u64 *)(r10 - 8)\nr0 |= r1\nexit")
+    stop = f"if r1 == {stop_after_key} goto +1\nexit\nr0 = 1\n" if stop_after_key is not None else ""
+    cb = code("r5 = *(u64 *)(r3 + 0)\nr1 = *(u32 *)(r2 + 0)\nr5 += r1\nr0 = *(u64 *)(r4 + 0)\nr0 += r5\n"
+              f"*(u64 *)(r4 + 0) = r0\nr0 = 0\n{stop}exit")
+    func = isa.Instruction(isa.LDDW, 2, isa.PSEUDO_FUNC, 0, 2 + len(rest) - 1, 0)
+    insns = [*main, func, isa.Instruction(0), *rest, *cb]
+    cb_at = len(main) + 2 + len(rest)
+    blob, ids, _ = kernel_fixtures.tiny_btf(["p", "cb"], [])
+    p = ProgramSpec("p", "xdp", ProgType.XDP, "xdp", insns, license="GPL", functions={0: "p", cb_at: "cb"},
+                    func_info=[FuncInfo(0, "p", ids["p"]), FuncInfo(cb_at, "cb", ids["cb"])])
+    return ObjectSpec("<t>", {"p": p}, [m], license="GPL", btf_raw=blob)
+
+
+FOR_EACH_CASES = [
+    (MapType.ARRAY, None, (4 << 16) | (60 + 6)),
+    (MapType.ARRAY, 1, (2 << 16) | (10 + 1)),
+    (MapType.HASH, None, (4 << 16) | (60 + 6)),
+    (MapType.PERCPU_ARRAY, None, (4 << 16) | (60 + 6)),
+]
+
+
+@pytest.mark.parametrize("map_type, stop, expected", FOR_EACH_CASES)
+def test_for_each_map_elem(map_type: MapType, stop: int | None, expected: int) -> None:
     rt = Runtime()
-    coll = rt.load(spec_of(prog, [arr]))
+    coll = rt.load(for_each_prog(map_type, stop))
     for i in range(4):
         coll.maps["a"][i] = (10 * i).to_bytes(8, "little")
     res = run_xdp(rt, Interpreter(), coll.programs["p"], PACKET)
     assert res.error is None
-    assert res.retval == (4 << 32) | (0 + 10 + 20 + 30 + 0 + 1 + 2 + 3)
+    assert res.retval == expected
+
+
+@pytest.mark.parametrize("map_type, stop, expected", FOR_EACH_CASES)
+def test_for_each_map_elem_agrees_with_kernel(kernel: str, map_type: MapType, stop: int | None,
+                                              expected: int) -> None:
+    from xdpsim.engines.kernel import KernelCollection
+
+    with KernelCollection(for_each_prog(map_type, stop)) as kc:
+        for i in range(4):
+            kc.maps["a"][i] = (10 * i).to_bytes(8, "little")
+        assert kc.run_xdp("p", PACKET).retval == expected
 
 
 def loop_prog(n: int, stop_at: int | None = None) -> ObjectSpec:
