@@ -158,3 +158,21 @@ def test_redirect_programs(kernel: str) -> None:  # noqa: F811
         assert c.run_xdp("redirect_map", bytes(64)).retval == 2  # empty devmap slot: the fallback action
         assert c.run_xdp("redirect_ifindex", bytes(64)).retval == 4  # XDP_REDIRECT
         assert struct.unpack("<Q", c.read_map(".bss")[bytes(4)])[0] == 1
+
+
+def test_parser_tc(kernel: str) -> None:  # noqa: F811
+    from scapy.layers.inet import IP, TCP, UDP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Dot1Q, Ether
+
+    with _coll("parser_tc") as c:
+        run = lambda p: c.run_skb("packet_parser", _ip(p)).retval  # noqa: E731
+        assert run(IP() / TCP(dport=23)) == 2  # TC_ACT_SHOT
+        assert run(IP() / TCP(dport=22)) == 0  # TC_ACT_OK
+        assert run(IPv6() / UDP(dport=19)) == 2
+        vlan = bytes(Ether() / Dot1Q(vlan=5) / IP() / UDP(dport=19))
+        assert c.run_skb("packet_parser", vlan).retval == 2
+        assert (
+            sum(int.from_bytes(v, "little") for v in c.read_map("proto_count")[(17).to_bytes(4, "little")])
+            == 2
+        )
