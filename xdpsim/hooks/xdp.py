@@ -109,11 +109,15 @@ class XdpResult:
 
 
 def _packet_buffer(runtime: Runtime) -> PacketBuffer:
-    """The runtime's reusable XDP frame (attached as the PACKET region)."""
+    """The runtime's reusable XDP frame, attached as the PACKET region (again if another hook, e.g.
+    TC, pointed the region elsewhere since: checked by the region table's host address)."""
     pkt = runtime.hook_state.get("xdp_packet")
     if pkt is None:
         pkt = PacketBuffer(b"", mem=runtime.mem)
         runtime.hook_state["xdp_packet"] = pkt
+        runtime.hook_state["xdp_packet_base"] = pkt.frame.ctypes.data
+    elif int(runtime.mem.table["base"][PACKET]) != runtime.hook_state["xdp_packet_base"]:
+        pkt.attach(runtime.mem)
     return pkt
 
 
@@ -158,8 +162,6 @@ def run_xdp(
         data, frags = data[: pkt.max_len], bytearray(data[pkt.max_len :])
     mem = runtime.mem
     pkt.reset(data, meta=meta)
-    if mem.region_buffer(PACKET) is not pkt.frame:  # another hook (TC) may have re-pointed it
-        pkt.attach(mem)
     ctx = XdpContext(pkt, ifindex, queue, egress_ifindex, is_devmap_program(runtime, prog_id))
     mem.set_ctx(ctx)
     if mem.window(CTX) != (0, XDP_MD_SIZE):
