@@ -266,3 +266,17 @@ def test_frags_adjust_tail_agrees_with_kernel(kernel: str, data: bytes, delta: i
 def test_frags_limit() -> None:
     res = run(xdp("r0 = 2\nexit", frags=True), bytes(3520 + 17 * 4096 + 1))
     assert res.error is not None and res.error.kind == "frame" and "multi-buffer" in str(res.error)
+
+
+def test_frame_is_reattached_after_another_hook_moved_the_packet_region() -> None:
+    import numpy as np
+
+    from xdpsim.memory import PACKET
+
+    rt = Runtime()
+    pid = rt.load(xdp("r2 = *(u32 *)(r1 + 0x0)\nr0 = *(u8 *)(r2 + 0x3)\nexit")).programs["p"]
+    eng = Interpreter()
+    assert run_xdp(rt, eng, pid, PACKET).retval == 3
+    other = np.full(4096, 0xEE, dtype=np.uint8)  # what a TC hook would do with its skb buffer
+    rt.mem.set(PACKET, buffer=other, lo=0, hi=100)
+    assert run_xdp(rt, eng, pid, bytes([9]) * 64).retval == 9
