@@ -271,12 +271,12 @@ def test_frags_limit() -> None:
 def test_frame_is_reattached_after_another_hook_moved_the_packet_region() -> None:
     import numpy as np
 
-    from xdpsim.memory import PACKET
+    from xdpsim.memory import PACKET as PACKET_REGION
 
     rt = Runtime()
     pid = rt.load(xdp("r2 = *(u32 *)(r1 + 0x0)\nr0 = *(u8 *)(r2 + 0x3)\nexit")).programs["p"]
     eng = Interpreter()
     assert run_xdp(rt, eng, pid, PACKET).retval == 3
     other = np.full(4096, 0xEE, dtype=np.uint8)  # what a TC hook would do with its skb buffer
-    rt.mem.set(PACKET, buffer=other, lo=0, hi=100)
+    rt.mem.set(PACKET_REGION, buffer=other, lo=0, hi=100)
     assert run_xdp(rt, eng, pid, bytes([9]) * 64).retval == 9
