@@ -397,3 +397,24 @@ def test_decode_bitfields_arrays_and_signs() -> None:
     data = struct.pack("<i", -5) + bytes(range(6)) + bytes([0b101, 0])
     assert decode(b, ids["struct"], data) == {"a": -5, "mac": bytes(range(6)), "bits": 5}
     assert encode(b, ids["struct"], {"a": -5, "mac": bytes(range(6)), "bits": 5}) == data
+
+
+@needs_clang
+def test_core_type_matches(tmp_path: Path) -> None:
+    from xdpsim.btf import CoreRelo
+    from xdpsim.btf.core import resolve
+
+    local = BTF(Path(target_btf_file(tmp_path, TARGET_SHIFTED)).read_bytes())
+    kernel_like = shipped_btf()
+    same = BTF(Path(target_btf_file(tmp_path, TARGET_SHIFTED)).read_bytes())
+
+    def matches(name: str, kind: Kind, target: BTF) -> int:
+        relo = CoreRelo(0, local.find(name, kind).id, "0", CoreKind.TYPE_MATCHES)
+        return resolve(relo, local, target).target
+
+    assert matches("iphdr", Kind.STRUCT, same) == 1
+    assert matches("xdp_md", Kind.STRUCT, kernel_like) == 1  # same members, same types
+    assert matches("iphdr", Kind.STRUCT, kernel_like) == 0  # `stamp` is not in the kernel's iphdr
+    assert matches("xdp_action", Kind.ENUM, kernel_like) == 1  # every local enumerator exists there
+    exists = CoreRelo(0, local.find("iphdr", Kind.STRUCT).id, "0", CoreKind.TYPE_EXISTS)
+    assert resolve(exists, local, kernel_like).target == 1

@@ -231,6 +231,51 @@ def _candidates(lb: BTF, local: BtfType, tb: BTF) -> list[BtfType]:
     return [tb[i] for i in tb.by_name(name) if tb[i].kind in kinds]
 
 
+def types_match(lb: BTF, lid: int, tb: BTF, tid: int, depth: int = 32) -> bool:
+    """libbpf's "types match" relation (bpf_core_type_matches): same essential names and kinds; ints
+    of the same size and signedness; enums whose every local enumerator exists in the target; arrays
+    of the same length; pointers, prototypes and every local struct/union member (by name) matching
+    recursively."""
+    if depth <= 0:
+        return False
+    a, b = lb[lb.resolve(lid)], tb[tb.resolve(tid)]
+    if a.name and essential_name(a.name) != essential_name(b.name):
+        return False
+    if a.kind in _ENUMS and b.kind in _ENUMS:
+        names = {essential_name(m.name) for m in b.members}
+        return a.size == b.size and all(essential_name(m.name) in names for m in a.members)
+    if a.kind == Kind.FWD or b.kind == Kind.FWD:
+        return a.kind == b.kind or {a.kind, b.kind} <= {Kind.FWD, Kind.STRUCT, Kind.UNION}
+    if a.kind != b.kind:
+        return False
+    if a.kind == Kind.INT:
+        return a.size == b.size and a.signed == b.signed
+    if a.kind == Kind.FLOAT:
+        return a.size == b.size
+    if a.kind == Kind.PTR:
+        return types_match(lb, a.type, tb, b.type, depth - 1)
+    if a.kind == Kind.ARRAY:
+        return a.nelems == b.nelems and types_match(lb, a.elem_type, tb, b.elem_type, depth - 1)
+    if a.kind == Kind.FUNC_PROTO:
+        return (
+            len(a.members) == len(b.members)
+            and types_match(lb, a.type, tb, b.type, depth - 1)
+            and all(
+                types_match(lb, x.type, tb, y.type, depth - 1)
+                for x, y in zip(a.members, b.members, strict=True)
+            )
+        )
+    if a.kind in _COMPOSITE:
+        for m in a.members:
+            found = next((t for t in b.members if t.name == m.name), None)
+            if found is None or found.bitfield_size != m.bitfield_size:
+                return False
+            if not types_match(lb, m.type, tb, found.type, depth - 1):
+                return False
+        return True
+    return a.kind == Kind.UNKN
+
+
 def resolve(relo: CoreRelo, lb: BTF, tb: BTF) -> CoreResult:
     """The local and target values of one relocation."""
     local = lb[lb.skip_mods(relo.type_id)]
@@ -248,6 +293,8 @@ def resolve(relo: CoreRelo, lb: BTF, tb: BTF) -> CoreResult:
             CoreKind.TYPE_SIZE: lb.size_of(local.id) if local.kind != Kind.FWD else 0,
         }
         lv = local_vals[kind]
+        if kind == CoreKind.TYPE_MATCHES:
+            return CoreResult(lv, int(any(types_match(lb, local.id, tb, c.id) for c in cands)))
         if not cands:
             return CoreResult(lv, relo.type_id if kind == CoreKind.TYPE_ID_LOCAL else 0)
         c = cands[0]
@@ -255,7 +302,6 @@ def resolve(relo: CoreRelo, lb: BTF, tb: BTF) -> CoreResult:
             CoreKind.TYPE_ID_LOCAL: relo.type_id,
             CoreKind.TYPE_ID_TARGET: c.id,
             CoreKind.TYPE_EXISTS: 1,
-            CoreKind.TYPE_MATCHES: 1,
             CoreKind.TYPE_SIZE: tb.size_of(c.id) if c.kind != Kind.FWD else 0,
         }[kind]
         return CoreResult(lv, tv)
