@@ -721,3 +721,40 @@ def test_object_without_btf(tmp_path: Path) -> None:
     )
     with pytest.raises(LoadError, match="BTF-defined maps need"):
         load_object(o)
+
+
+@pytest.mark.parametrize(
+    ("section", "ptype", "attach", "frags"),
+    [
+        ("xdp", ProgType.XDP, "xdp", False),
+        ("xdp.frags", ProgType.XDP, "xdp.frags", True),
+        ("xdp/devmap", ProgType.XDP, "xdp/devmap", False),
+        ("xdp.frags/cpumap", ProgType.XDP, "xdp.frags/cpumap", True),
+        ("xdp/anything", ProgType.XDP, "xdp/anything", False),
+        ("tc", ProgType.SCHED_CLS, "tc", False),
+        ("classifier", ProgType.SCHED_CLS, "classifier", False),
+        ("classifier/ingress", ProgType.SCHED_CLS, "classifier/ingress", False),
+        ("tcx/ingress", ProgType.SCHED_CLS, "tcx/ingress", False),
+        ("tcx/egress", ProgType.SCHED_CLS, "tcx/egress", False),
+        ("tc/ingress", ProgType.SCHED_CLS, "tc/ingress", False),
+        ("action", ProgType.SCHED_ACT, "action", False),
+        ("socket", ProgType.SOCKET_FILTER, "socket", False),
+        ("xdp_prog", ProgType.XDP, "xdp", False),
+    ],
+)
+def test_section_names(section: str, ptype: ProgType, attach: str, frags: bool) -> None:
+    from xdpsim.loader.sections import classify
+
+    kind = classify(section)
+    assert (kind.type, kind.attach, kind.frags) == (ptype, attach, frags)
+    assert (kind.notice is not None) == section.startswith("xdp_")
+
+
+@pytest.mark.parametrize(
+    "section", ["kprobe/do_sys_open", "tracepoint/syscalls/x", "fentry/f", "lsm/file_open", "weird"]
+)
+def test_section_names_refused(section: str) -> None:
+    from xdpsim.loader.sections import classify
+
+    with pytest.raises(LoadError, match=section.split("/")[0]):
+        classify(section)
