@@ -160,3 +160,57 @@ def test_tracer_sees_the_tail_call_target() -> None:
     ids = {p for p, _ in seen}
     assert ids == {obj.programs["packet_parser"].id, obj.programs["parse_udp"].id}
     assert len(seen) == res.insns and seen[0] == (obj.programs["packet_parser"].id, 0)
+
+
+# ---------------------------------------------------------------------------- real traffic
+
+CORPUS = PROGRAMS.parent.parent / "shared" / "pcaps" / "tcpdump"
+
+
+def _corpus_frames(limit: int = 300, per_file: int = 3) -> list[bytes]:
+    """Up to `per_file` Ethernet frames from each of tcpdump's captures (deterministic order)."""
+    from xdpsim.errors import CaptureError
+    from xdpsim.io import open_capture
+
+    frames: list[bytes] = []
+    for path in sorted(CORPUS.glob("*.pcap")):
+        try:
+            reader = open_capture(path, ethernet=True)
+            for i, pkt in enumerate(reader):
+                if i >= per_file:
+                    break
+                if 14 <= len(pkt.data) <= 3520:
+                    frames.append(bytes(pkt.data))
+        except CaptureError:
+            continue
+        if len(frames) >= limit:
+            break
+    return frames
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason=f"tcpdump captures not found at {CORPUS}")
+@pytest.mark.parametrize("path, prog", [("parser.o", "packet_parser"), ("firewall.o", "firewall"),
+                                        ("rewrite.o", "swap_tx"), ("rewrite.o", "decap_ipip"),
+                                        ("icmp_echo.o", "icmp_echo")])
+def test_real_traffic_agrees_with_kernel(kernel: str, path: str, prog: str) -> None:
+    frames = _corpus_frames()
+    assert len(frames) >= 100
+    sim = xdpsim.load(PROGRAMS / path)
+    with xdpsim.load(PROGRAMS / path, engine="kernel") as ker:
+        for i, frame in enumerate(frames):
+            a = sim.programs[prog].run(frame)
+            b = ker.programs[prog].run(frame)
+            assert a.error is None, (i, a.error)
+            assert (a.action, a.data) == (b.action, b.data), (i, frame.hex())
+        compared = ("hash", "lru_hash", "percpu_array", "array")
+        for name, m in sim.maps.items():
+            if m.type_name in compared and not name.startswith(".rodata"):
+                assert _entries(m) == _entries(ker.maps[name]), name
+
+
+def _entries(m) -> dict[bytes, bytes | int]:
+    """A map's entries; per-CPU counters summed over CPUs (the kernel has as many as the machine)."""
+    out: dict[bytes, bytes | int] = {}
+    for k, v in m.items():
+        out[bytes(k)] = sum(int.from_bytes(x, "little") for x in v) if isinstance(v, list) else bytes(v)
+    return out
