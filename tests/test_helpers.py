@@ -230,7 +230,18 @@ def test_map_helper_with_a_bad_map_faults() -> None:
 
 def test_map_helper_with_a_bad_key_pointer_faults() -> None:
     res, _ = run(spec_of(code(ld_map(1, 0), "r2 = 0\ncall 1\nexit"), [HASH]))
-    assert res.error is not None and res.error.kind == "memory" and "null pointer" in str(res.error)
+    e = res.error
+    assert e is not None and e.kind == "helper" and e.region == "null" and e.pc == 3
+    assert str(e) == ("program p, insn 3, `call 0x1`: bpf_map_lookup_elem: argument 2 (r2): null pointer "
+                      "read of 4 bytes at 0x0")
+
+
+def test_helper_buffer_argument_out_of_bounds_names_the_argument() -> None:
+    rb = MapSpec("rb", MapType.RINGBUF, 0, 0, 4096)
+    res, _ = run(spec_of(code(ld_map(1, 0), "r2 = r10\nr2 += -8\nr3 = 16\nr4 = 0\ncall 130\nexit"), [rb]))
+    e = res.error
+    assert e is not None and e.kind == "helper" and e.region == "stack" and e.size == 16
+    assert "bpf_ringbuf_output: argument 2 (r2): out-of-bounds read of 16 bytes" in str(e)
 
 
 def test_queue_push_pop() -> None:

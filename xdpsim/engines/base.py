@@ -209,6 +209,21 @@ def helper_arg_fault(name: str, argno: int, expected: str, value: int,
                         kind="helper")
 
 
+def in_helper(name: str, fault: ProgramFault, args: tuple[int, ...]) -> ProgramFault:
+    """A fault raised inside helper `name` on one of its pointer arguments (a buffer that is not there,
+    too short, read-only...): the verifier's argument check, so kind "helper", the reason prefixed with
+    the helper and, when the faulting address is one of `args` (r1..r5), the argument."""
+    if fault.pc is not None or fault.reason.startswith("bpf_"):
+        return fault  # already located (a callback's own fault) or already a helper's message
+    which = ""
+    if fault.address is not None and fault.address in args:
+        n = args.index(fault.address) + 1
+        which = f"argument {n} (r{n}): "
+    fault.reason = f"bpf_{name}: {which}{fault.reason}"
+    fault.kind = "helper"
+    return fault
+
+
 def internal_helper_fault(name: str, exc: BaseException) -> ProgramFault:
     """A helper implementation failed with an unexpected Python exception (an xdpsim bug): the run
     ends with this fault (the exception chained as its cause) instead of stopping a whole replay."""

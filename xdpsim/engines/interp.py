@@ -24,6 +24,7 @@ from .base import (
     call_depth_fault,
     frame_pointer,
     helper_fault,
+    in_helper,
     internal_helper_fault,
     locate,
     lock_held_fault,
@@ -497,8 +498,8 @@ class Interpreter:
                         continue
                     try:
                         R[0] = h.impl(st, R[1], R[2], R[3], R[4], R[5]) & M64
-                    except ProgramFault:
-                        raise
+                    except ProgramFault as e:
+                        raise in_helper(h.name, e, (R[1], R[2], R[3], R[4], R[5])) from e.__cause__
                     except Exception as exc:  # an xdpsim bug in a helper: a fault of this run, cause kept
                         raise internal_helper_fault(h.name, exc) from exc
                     n = st.insns
