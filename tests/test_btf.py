@@ -162,6 +162,20 @@ def test_damaged_btf_raises_btf_error_only(cut: int, flips: list[tuple[int, int]
         BTF(bytes(data))
     except BtfError:
         pass
+    try:  # lazily: the same errors, when the damaged type is asked for
+        lazy = BTF(bytes(data), lazy=True)
+        lazy.by_name("iphdr")
+        _ = lazy.types
+    except BtfError:
+        pass
+
+
+def test_lazy_equals_eager() -> None:
+    eager = BTF(SHIPPED_RAW)
+    lazy = BTF(SHIPPED_RAW, lazy=True)
+    ip = lazy.find("iphdr", Kind.STRUCT)
+    assert ip == eager.find("iphdr", Kind.STRUCT)
+    assert lazy.types == eager.types and len(lazy) == len(eager)
 
 
 # --- the shipped BTF -----------------------------------------------------------------------------

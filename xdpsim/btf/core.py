@@ -49,7 +49,7 @@ class CoreError(BtfError):
 
 @functools.lru_cache(maxsize=4)
 def _load_btf(path: str) -> BTF:
-    return BTF(Path(path).read_bytes())
+    return BTF(Path(path).read_bytes(), lazy=True)
 
 
 def shipped_btf() -> BTF:

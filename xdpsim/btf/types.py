@@ -107,9 +107,13 @@ class BtfType:
 
 
 class BTF:
-    """Parsed BTF. `types[0]` is void; `by_name(name)` lists the ids of every type with that name."""
+    """Parsed BTF. `btf[id]` is a type (0 is void); `by_name(name)` lists the ids with that name.
 
-    def __init__(self, raw: bytes):
+    With `lazy=True` (the big target BTFs of CO-RE: vmlinux has over 100,000 types) the records are
+    only scanned for their offsets and decoded when asked for; `types` still gives them all.
+    """
+
+    def __init__(self, raw: bytes, *, lazy: bool = False):
         self.raw = bytes(raw)
         if len(raw) < HEADER.size:
             raise BtfError(f"BTF of {len(raw)} bytes is shorter than its header")
@@ -126,10 +130,14 @@ class BTF:
         if self.type_start + type_len > len(raw) or self.str_start + str_len > len(raw):
             raise BtfError(f"BTF sections run past the end ({len(raw)} bytes)")
         self.strings = raw[self.str_start : self.str_start + str_len]
-        self.types: list[BtfType] = [BtfType(0, Kind.UNKN, "")]
+        self._sec = self.raw[self.type_start : self.type_start + type_len]
         self._names: dict[str, list[int]] | None = None
         self._strcache: dict[int, str] = {}
-        self._parse_types(raw[self.type_start : self.type_start + type_len])
+        self._offsets = self._scan(self._sec)  # record offset of type id i + 1
+        self._cache: list[BtfType | None] = [BtfType(0, Kind.UNKN, "")] + [None] * len(self._offsets)
+        self._all = False
+        if not lazy:
+            _ = self.types
 
     # --- parsing ---------------------------------------------------------------------------------
 
@@ -148,112 +156,126 @@ class BTF:
         self._strcache[off] = text  # vmlinux names the same member types thousands of times
         return text
 
-    def _parse_types(self, sec: bytes) -> None:
+    @staticmethod
+    def _scan(sec: bytes) -> list[int]:
+        """Offsets of every record, checking kinds and that each record fits."""
+        out: list[int] = []
         pos, n = 0, len(sec)
-        u32s = struct.Struct("<III")
         while pos < n:
             if pos + 12 > n:
-                raise BtfError(f"type {len(self.types)}: record truncated at offset {pos}")
-            name_off, info, size_type = _TYPE.unpack_from(sec, pos)
-            start = pos
-            pos += 12
+                raise BtfError(f"type {len(out) + 1}: record truncated at offset {pos}")
+            (info,) = _U32.unpack_from(sec, pos + 4)
             k = (info >> 24) & 0x1F
             if k >= len(_KINDS) or k == 0:
-                raise BtfError(f"type {len(self.types)}: unknown kind {k}")
+                raise BtfError(f"type {len(out) + 1}: unknown kind {k}")
             kind = _KINDS[k]
-            vlen = info & 0xFFFF
-            kflag = bool(info >> 31)
-            t = BtfType(len(self.types), kind, self.string(name_off), kflag=kflag, vlen=vlen, offset=start)
-            extra = _EXTRA_FIXED.get(kind, 0) + _EXTRA_PER_VLEN.get(kind, 0) * vlen
-            if pos + extra > n:
-                raise BtfError(f"type {t.id} ({kind.name} {t.name!r}): record truncated")
-            if kind in (Kind.INT,):
-                t.size = size_type
-                (v,) = _U32.unpack_from(sec, pos)
-                t.int_encoding, t.int_offset, t.int_bits = (v >> 24) & 0x0F, (v >> 16) & 0xFF, v & 0xFF
-                pos += 4
-            elif kind == Kind.ARRAY:
-                t.elem_type, t.index_type, t.nelems = u32s.unpack_from(sec, pos)
-                pos += 12
-            elif kind in (Kind.STRUCT, Kind.UNION):
-                t.size = size_type
-                for i in range(vlen):
-                    mname, mtype, moff = u32s.unpack_from(sec, pos + 12 * i)
-                    if kflag:
-                        t.members.append(Member(self.string(mname), mtype, moff & 0xFFFFFF, moff >> 24))
-                    else:
-                        t.members.append(Member(self.string(mname), mtype, moff))
-                pos += 12 * vlen
-            elif kind == Kind.ENUM:
-                t.size = size_type
-                for i in range(vlen):
-                    ename, val = struct.unpack_from("<Ii" if kflag else "<II", sec, pos + 8 * i)
-                    t.members.append(Member(self.string(ename), value=val))
-                pos += 8 * vlen
-            elif kind == Kind.ENUM64:
-                t.size = size_type
-                for i in range(vlen):
-                    ename, lo, hi = u32s.unpack_from(sec, pos + 12 * i)
-                    val = lo | (hi << 32)
-                    if kflag and val >> 63:
-                        val -= 1 << 64
-                    t.members.append(Member(self.string(ename), value=val))
-                pos += 12 * vlen
-            elif kind == Kind.FUNC_PROTO:
-                t.type = size_type
-                for i in range(vlen):
-                    pname, ptype = struct.unpack_from("<II", sec, pos + 8 * i)
-                    t.members.append(Member(self.string(pname), ptype))
-                pos += 8 * vlen
-            elif kind == Kind.VAR:
-                t.type = size_type
-                (t.linkage,) = _U32.unpack_from(sec, pos)
-                pos += 4
-            elif kind == Kind.DATASEC:
-                t.size = size_type
-                for i in range(vlen):
-                    vtype, voff, vsize = u32s.unpack_from(sec, pos + 12 * i)
-                    t.members.append(Member("", vtype, voff, size=vsize))
-                pos += 12 * vlen
-            elif kind == Kind.DECL_TAG:
-                t.type = size_type
-                (ci,) = struct.unpack_from("<i", sec, pos)
-                t.component_idx = ci
-                pos += 4
-            elif kind in (Kind.FLOAT,):
-                t.size = size_type
-            elif kind == Kind.FUNC:
-                t.type = size_type
-                t.linkage = vlen
-            elif kind == Kind.FWD:
-                pass
-            else:  # PTR, TYPEDEF, VOLATILE, CONST, RESTRICT, TYPE_TAG
-                t.type = size_type
-            self.types.append(t)
-        for t in self.types[1:]:
+            end = pos + 12 + _EXTRA_FIXED.get(kind, 0) + _EXTRA_PER_VLEN.get(kind, 0) * (info & 0xFFFF)
+            if end > n:
+                raise BtfError(f"type {len(out) + 1} ({kind.name}): record truncated")
+            out.append(pos)
+            pos = end
+        return out
+
+    def _decode(self, tid: int) -> BtfType:
+        sec, pos = self._sec, self._offsets[tid - 1]
+        u32s = _TYPE
+        name_off, info, size_type = _TYPE.unpack_from(sec, pos)
+        start = pos
+        pos += 12
+        kind = _KINDS[(info >> 24) & 0x1F]
+        vlen = info & 0xFFFF
+        kflag = bool(info >> 31)
+        t = BtfType(tid, kind, self.string(name_off), kflag=kflag, vlen=vlen, offset=start)
+        if kind == Kind.INT:
+            t.size = size_type
+            (v,) = _U32.unpack_from(sec, pos)
+            t.int_encoding, t.int_offset, t.int_bits = (v >> 24) & 0x0F, (v >> 16) & 0xFF, v & 0xFF
+        elif kind == Kind.ARRAY:
+            t.elem_type, t.index_type, t.nelems = u32s.unpack_from(sec, pos)
+        elif kind in (Kind.STRUCT, Kind.UNION):
+            t.size = size_type
+            for i in range(vlen):
+                mname, mtype, moff = u32s.unpack_from(sec, pos + 12 * i)
+                if kflag:
+                    t.members.append(Member(self.string(mname), mtype, moff & 0xFFFFFF, moff >> 24))
+                else:
+                    t.members.append(Member(self.string(mname), mtype, moff))
+        elif kind == Kind.ENUM:
+            t.size = size_type
+            for i in range(vlen):
+                ename, val = struct.unpack_from("<Ii" if kflag else "<II", sec, pos + 8 * i)
+                t.members.append(Member(self.string(ename), value=val))
+        elif kind == Kind.ENUM64:
+            t.size = size_type
+            for i in range(vlen):
+                ename, lo, hi = u32s.unpack_from(sec, pos + 12 * i)
+                val = lo | (hi << 32)
+                if kflag and val >> 63:
+                    val -= 1 << 64
+                t.members.append(Member(self.string(ename), value=val))
+        elif kind == Kind.FUNC_PROTO:
+            t.type = size_type
+            for i in range(vlen):
+                pname, ptype = struct.unpack_from("<II", sec, pos + 8 * i)
+                t.members.append(Member(self.string(pname), ptype))
+        elif kind == Kind.VAR:
+            t.type = size_type
+            (t.linkage,) = _U32.unpack_from(sec, pos)
+        elif kind == Kind.DATASEC:
+            t.size = size_type
+            for i in range(vlen):
+                vtype, voff, vsize = u32s.unpack_from(sec, pos + 12 * i)
+                t.members.append(Member("", vtype, voff, size=vsize))
+        elif kind == Kind.DECL_TAG:
+            t.type = size_type
+            (t.component_idx,) = struct.unpack_from("<i", sec, pos)
+        elif kind == Kind.FLOAT:
+            t.size = size_type
+        elif kind == Kind.FUNC:
+            t.type = size_type
+            t.linkage = vlen
+        elif kind != Kind.FWD:  # PTR, TYPEDEF, VOLATILE, CONST, RESTRICT, TYPE_TAG
+            t.type = size_type
+        last = len(self._offsets)
+        if kind not in (Kind.ENUM, Kind.ENUM64):
             for ref in (t.type, t.elem_type, *(m.type for m in t.members)):
-                if ref >= len(self.types) and t.kind not in (Kind.ENUM, Kind.ENUM64):
+                if ref > last:
                     raise BtfError(
-                        f"type {t.id} ({t.kind.name} {t.name!r}) refers to type {ref}, "
-                        f"beyond the last ({len(self.types) - 1})"
+                        f"type {tid} ({kind.name} {t.name!r}) refers to type {ref}, beyond the last ({last})"
                     )
+        return t
 
     # --- queries ---------------------------------------------------------------------------------
 
+    @property
+    def types(self) -> list[BtfType]:
+        """Every type, void first (decodes whatever a lazy BTF has not decoded yet)."""
+        if not self._all:
+            for tid in range(1, len(self._cache)):
+                if self._cache[tid] is None:
+                    self._cache[tid] = self._decode(tid)
+            self._all = True
+        return self._cache  # type: ignore[return-value]
+
     def __len__(self) -> int:
-        return len(self.types)
+        return len(self._cache)
 
     def __getitem__(self, type_id: int) -> BtfType:
-        if not 0 <= type_id < len(self.types):
-            raise BtfError(f"no BTF type {type_id} (last is {len(self.types) - 1})")
-        return self.types[type_id]
+        if not 0 <= type_id < len(self._cache):
+            raise BtfError(f"no BTF type {type_id} (last is {len(self._cache) - 1})")
+        t = self._cache[type_id]
+        if t is None:
+            t = self._cache[type_id] = self._decode(type_id)
+        return t
 
     def by_name(self, name: str) -> list[int]:
         if self._names is None:
             names: dict[str, list[int]] = {}
-            for t in self.types[1:]:
-                if t.name:
-                    names.setdefault(t.name, []).append(t.id)
+            sec = self._sec
+            for tid, off in enumerate(self._offsets, 1):
+                (name_off,) = _U32.unpack_from(sec, off)
+                if name_off:
+                    names.setdefault(self.string(name_off), []).append(tid)
             self._names = names
         return self._names.get(name, [])
 
