@@ -426,3 +426,18 @@ MEMORY_CASES = [
 @pytest.mark.parametrize("text", MEMORY_CASES)
 def test_kernel_agrees_on_memory(kernel: str, text: str) -> None:
     assert _kernel_r0(text) == run(text)
+
+
+def test_fault_inside_a_straight_line_run_counts_what_ran() -> None:
+    text = "r0 = 1\nr0 += 1\nr1 = 0\nr0 += 1\nr0 = *(u32 *)(r1 + 8)\nr0 += 1\nexit"
+    counts = []
+    for tracer in (None, lambda p, pc, regs: None):
+        rt = Runtime()
+        spec = ProgramSpec("t", "xdp", ProgType.XDP, "xdp", assemble(text))
+        pid = rt.load(ObjectSpec("<t>", {"t": spec}, [])).programs["t"]
+        st = RunState(rt, tracer=tracer)
+        with pytest.raises(ProgramFault) as e:
+            Interpreter().run(rt, pid, st)
+        assert e.value.pc == 4
+        counts.append(st.insns)
+    assert counts == [5, 5]
