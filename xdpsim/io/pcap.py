@@ -161,8 +161,8 @@ class PcapReader(CaptureReader):
                 self._warn(start, str(e), "unconvertible", record=True)
                 continue
             ts = sec * 1_000_000_000 + frac * scale
-            yield Packet(self.packets, ts, frame, orig + len(frame) - len(data), 0, linktype)
             self.packets += 1
+            yield Packet(self.packets - 1, ts, frame, orig + len(frame) - len(data), 0, linktype)
         self.close()
 
 

@@ -43,6 +43,7 @@ BT_EPB = 6
 PACKET_BLOCKS = frozenset((BT_PB, BT_SPB, BT_EPB))
 BYTE_ORDER_MAGIC = 0x1A2B3C4D
 MAX_BLOCK = 16 * 1024 * 1024  # libpcap's limit: a longer block is damage
+END = object()  # step(): the end of the file
 TS_MAX = (1 << 63) - 1  # timestamps are int64 nanoseconds in batches
 OPT_ENDOFOPT = 0
 OPT_IF_NAME = 2
@@ -154,20 +155,35 @@ class PcapngReader(CaptureReader):
 
     # -- blocks -----------------------------------------------------------------------------------
     def _packets(self) -> Iterator[Packet]:
-        while (block := self._next_block()) is not None:
-            btype, body, start = block
-            if btype == BT_SHB:
-                self._on_section(body, start)
-            elif btype == BT_IDB:
-                self._on_interface(body, start)
-            elif btype in PACKET_BLOCKS:
-                pkt = self._on_packet(btype, body, start)
-                if pkt is not None:
-                    yield pkt
-                    self.packets += 1
-            else:
-                self.other_blocks += 1
+        while (step := self.step()) is not END:
+            if step is not None:
+                yield step
         self.close()
+
+    def step(self) -> Packet | None | object:
+        """Read one block at `offset`: its packet, None (no packet in it), or END at the end of the file.
+
+        The batch reader interleaves these steps with its own walk over plain Enhanced Packet Blocks.
+        """
+        assert self._f is not None
+        if self._f.tell() != self.offset:
+            self._f.seek(self.offset)
+        block = self._next_block()
+        if block is None:
+            return END
+        btype, body, start = block
+        if btype == BT_SHB:
+            self._on_section(body, start)
+        elif btype == BT_IDB:
+            self._on_interface(body, start)
+        elif btype in PACKET_BLOCKS:
+            pkt = self._on_packet(btype, body, start)
+            if pkt is not None:
+                self.packets += 1
+            return pkt
+        else:
+            self.other_blocks += 1
+        return None
 
     def _on_section(self, body: bytes, start: int) -> None:
         major, minor = struct.unpack_from(self._endian + "HH", body, 4)
