@@ -404,9 +404,9 @@ def epb(ifid: int, ts: int, data: bytes, endian: str = "<", orig: int | None = N
                                 len(data) if orig is None else orig) + data, endian)
 
 
-def test_pcapng_sections_resolutions_blocks(tmp_path: Path) -> None:
+def sections_image() -> bytes:
     f0, f1, f2, f3, f4 = FRAMES[:5]
-    data = (shb() + idb(opts=opt(2, b"eth0") + opt(0, b""))  # default resolution: microseconds
+    return (shb() + idb(opts=opt(2, b"eth0") + opt(0, b""))  # default resolution: microseconds
             + idb(opts=opt(9, b"\x89") + opt(14, struct.pack("<q", 100)))  # 2^-9 s, offset 100 s
             + epb(0, 5, f0) + block(0x0BAD, b"custom") + block(5, bytes(8)) + epb(1, 512 * 3, f1)
             + block(3, struct.pack("<I", len(f2)) + f2)  # SPB: interface 0, previous timestamp
@@ -414,8 +414,12 @@ def test_pcapng_sections_resolutions_blocks(tmp_path: Path) -> None:
             + epb(0, 7, IP4, ">")
             + block(2, struct.pack(">HHIIII", 0, 0, 0, 9, len(IP4), len(IP4)) + IP4, ">")  # obsolete PB
             + shb() + idb(1, opts=opt(9, b"\x0c")) + epb(0, 5000, f3) + epb(1, 0, f4))  # picoseconds
+
+
+def test_pcapng_sections_resolutions_blocks(tmp_path: Path) -> None:
+    f0, f1, f2, f3 = FRAMES[:4]
     p = tmp_path / "x.pcapng"
-    p.write_bytes(data)
+    p.write_bytes(sections_image())
     r = PcapngReader(p)
     got = list(r)
     eth4 = SYN_DST + SYN_SRC + b"\x08\x00" + IP4
@@ -523,10 +527,53 @@ def test_batches_edge_files(tmp_path: Path) -> None:
         w.add_interface(lt.ETHERNET)
         w.write(IP4, 10, interface=0)
         w.write(FRAMES[0], 20, interface=1)
-    (b,) = list(read_batches(p))
-    assert b.interface.tolist() == [0, 1] and b.ts_ns.tolist() == [10, 20]
-    assert b.lengths.dtype == np.int32 and b.offsets.tolist() == [0, len(IP4) + 14]
-    assert b.packet(0) == SYN_DST + SYN_SRC + b"\x08\x00" + IP4 and b.packet(1) == FRAMES[0]
+    slow, fast = list(read_batches(p))  # the raw-IP packet goes through the reader, the Ethernet one not
+    assert (slow.index, fast.index) == (0, 1)
+    assert slow.interface.tolist() + fast.interface.tolist() == [0, 1]
+    assert slow.ts_ns.tolist() + fast.ts_ns.tolist() == [10, 20]
+    assert slow.lengths.dtype == fast.lengths.dtype == np.int32
+    assert slow.packet(0) == SYN_DST + SYN_SRC + b"\x08\x00" + IP4 and fast.packet(0) == FRAMES[0]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_pcapng_batches_mix_walk_and_reader(tmp_path: Path, native: bool) -> None:
+    p = tmp_path / "x.pcapng"
+    many = b"".join(epb(i % 2, 1000 * i, FRAMES[i % 12]) for i in range(40))
+    lying = epb(0, 7, FRAMES[3], orig=5)  # orig_len below caplen: a warning, via the reader
+    huge_ts = epb(1, (1 << 64) - 1, FRAMES[4])  # 2^64-1 seconds (if_tsresol 0): clamped, via the reader
+    p.write_bytes(sections_image() + shb() + idb(snaplen=50) + idb(opts=opt(9, b"\x00"))
+                  + many + lying + block(5, bytes(12)) + many + huge_ts + epb(0, 1, FRAMES[0]))
+    stream = open_capture(p)
+    expect = list(stream)
+    for size in (1, 3, 16, 1000):
+        br = read_batches(p, size, native=native)
+        batches = list(br)
+        got = [q for b in batches for q in b.packets()]
+        assert [(q.index, q.ts_ns, q.data, q.orig_len, q.interface) for q in got] == \
+            [(q.index, q.ts_ns, q.data, q.orig_len, q.interface) for q in expect]
+        assert [b.index for b in batches] == [sum(len(x) for x in batches[:i]) for i in range(len(batches))]
+        assert all(len(b) <= size for b in batches)
+        assert br.warnings == stream.warnings and len(br.warnings) > 3
+        assert (br.records, br.packets, br.skipped) == (stream.records, stream.packets, stream.skipped)
+    assert {w.kind for w in stream.warnings} == {"bad_record", "snaplen", "orig_len", "timestamp"}
+
+
+def test_native_code_compiled() -> None:
+    from xdpsim.io import native
+
+    assert native._native() is not None, "llvmlite failed to compile the capture loops"
+
+
+def test_pcapng_index_native_equals_python() -> None:
+    from xdpsim.io.native import index_pcapng
+
+    image = sections_image()
+    buf = np.frombuffer(image, dtype=np.uint8)
+    for pos in range(0, len(image), 4):
+        for snaps in ([0, 0], [0, -1], [60, 0], []):
+            a = index_pcapng(buf, pos, 10, "<", np.array(snaps), use_native=True)
+            b = index_pcapng(buf, pos, 10, "<", np.array(snaps), use_native=False)
+            assert a[0].tolist() == b[0].tolist() and a[1] == b[1]
 
 
 def test_indexer_native_equals_python() -> None:

@@ -4,10 +4,13 @@
 `.warnings`, `.offset`, `.records`, `.packets` and `.skipped` as the streaming readers, and raises the
 same CaptureErrors at the same points (after yielding the packets before the damage). Plain Ethernet
 pcap files (16-byte record headers, no FCS) take a fast path: the file is memory-mapped, a tight loop
-finds the record boundaries, and numpy gathers the header fields and copies the records in one go; the
-data array is then the span of the file holding the batch's records (record headers included), so
-packets are not back to back: packet i is always `data[offsets[i] : offsets[i] + lengths[i]]`. Every
-other file goes through PcapReader / PcapngReader, and its batches are packed back to back.
+(native.py) finds the record boundaries, and numpy gathers the header fields and copies the records in
+one go; the data array is then the span of the file holding the batch's records (record headers
+included), so packets are not back to back: packet i is always `data[offsets[i] : offsets[i] +
+lengths[i]]`. pcapng files do the same for runs of plain Enhanced Packet Blocks on Ethernet
+interfaces, and hand every other block (section and interface blocks, SPB, PB, anything the reader
+warns about) to PcapngReader.step(), whose packets are batched separately (so such batches may hold
+fewer than batch_size packets). Other pcap files go through PcapReader, packed back to back.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 from ..errors import CaptureError
 from . import linktype as lt
 from .capture import open_capture
-from .native import index_records
+from .native import index_pcapng, index_records
 from .pcap import (
     HEADER_SIZE,
     PcapHeader,
@@ -35,6 +38,7 @@ from .pcap import (
     msg_truncated_header,
     parse_header,
 )
+from .pcapng import END, TS_MAX, PcapngReader
 from .reader import MAX_SNAPLEN, CaptureReader
 from .records import CaptureWarning, Packet, WarningList
 
@@ -115,7 +119,11 @@ class BatchReader:
     skipped = property(lambda self: self._stat("skipped"))
 
     def __iter__(self) -> Iterator[Batch]:
-        return self._fast_batches() if self._fast else self._slow_batches()
+        if self._fast:
+            return self._fast_batches()
+        if isinstance(self._reader, PcapngReader) and self._reader.file_size:
+            return self._pcapng_batches()
+        return self._slow_batches()
 
     def _slow_batches(self) -> Iterator[Batch]:
         chunk: list[Packet] = []
@@ -134,6 +142,85 @@ class BatchReader:
             raise
         if chunk:
             yield pack(chunk, first)
+
+    # -- pcapng: a native walk over plain EPBs, the streaming reader's step() for everything else ----
+    def _pcapng_batches(self) -> Iterator[Batch]:
+        r = self._reader
+        assert isinstance(r, PcapngReader)
+        with open(self.path, "rb") as f:
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        buf = np.frombuffer(mm, dtype=np.uint8)
+        pending: list[Packet] = []  # packets from step(), packed before anything after them
+        try:
+            while True:
+                snaps = np.array([i.snaplen if i.linktype == lt.ETHERNET and not i.broken and r.ethernet
+                                  else -1 for i in r._section], dtype=np.int64)
+                starts, _end = index_pcapng(buf, r.offset, self.batch_size, r._endian, snaps, self.native)
+                batch = self._gather_ng(buf, starts, r) if len(starts) else None
+                if batch is not None:
+                    if pending:
+                        yield pack(pending, pending[0].index)
+                        pending = []
+                    yield batch
+                    continue
+                try:
+                    step = r.step()
+                except CaptureError:
+                    if pending:
+                        yield pack(pending, pending[0].index)
+                    raise
+                if step is END:
+                    break
+                if step is not None:
+                    pending.append(step)  # type: ignore[arg-type]
+                    if len(pending) == self.batch_size:
+                        yield pack(pending, pending[0].index)
+                        pending = []
+            if pending:
+                yield pack(pending, pending[0].index)
+        finally:
+            r.close()
+            del buf
+            mm.close()
+
+    def _gather_ng(self, buf: np.ndarray, starts: np.ndarray, r: PcapngReader) -> Batch | None:
+        """The batch of the plain EPBs at `starts`, cut before the first whose timestamp is out of range
+        (the streaming reader warns about that one); None when that is the first. Updates r's counters."""
+        fields = buf[starts[:, None] + np.arange(8, 28)].view(r._endian + "u4").astype(np.int64)
+        ifid, hi, lo, caplen, orig = (fields[:, i] for i in range(5))
+        units = (hi.astype(np.uint64) << np.uint64(32)) | lo.astype(np.uint64)
+        ts = np.zeros(len(starts), dtype=np.int64)
+        ok = np.ones(len(starts), dtype=bool)
+        for local in np.unique(ifid):
+            iface = r._section[int(local)]
+            sel = ifid == local
+            v, off = iface.tsresol & 0x7F, iface.tsoffset * 1_000_000_000
+            u = units[sel]
+            if not iface.tsresol & 0x80 and v <= 9 and -TS_MAX <= off <= TS_MAX:
+                mul = 10 ** (9 - v)
+                good = u <= np.uint64((TS_MAX - max(off, 0)) // mul)
+                t = np.where(good, u, 0).astype(np.int64) * mul + off
+                good &= t >= 0
+            else:  # unusual resolutions: exact integers per packet
+                exact = [iface.ts_ns(int(x)) for x in u]
+                good = np.array([0 <= x <= TS_MAX for x in exact], dtype=bool)
+                t = np.array([x if 0 <= x <= TS_MAX else 0 for x in exact], dtype=np.int64)
+            ts[sel] = t
+            ok[sel] = good
+        k = len(starts) if ok.all() else int(np.argmin(ok))
+        if k == 0:
+            return None
+        first = int(starts[0]) + 28
+        last = int(starts[k - 1]) + 28 + int(caplen[k - 1])
+        index = np.array([i.index for i in r._section], dtype=np.int32)
+        batch = Batch(buf[first:last].copy(), starts[:k] + 28 - first, caplen[:k].astype(np.int32), ts[:k],
+                      index[ifid[:k]], r.packets, orig[:k])
+        end = int(starts[k - 1]) + struct.unpack_from(r._endian + "I", buf, int(starts[k - 1]) + 4)[0]
+        r.offset = end
+        r.records += k
+        r.packets += k
+        r._last_ts = int(ts[k - 1])
+        return batch
 
     def _warn(self, offset: int, message: str, kind: str, record: bool = False) -> None:
         self._own_warnings.add(CaptureWarning(self.path, offset, message, kind, record))

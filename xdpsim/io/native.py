@@ -4,6 +4,8 @@
   `pos` and returns their start offsets and the offset where it stopped: at the end of the buffer, at
   a record whose header or data runs past the end, or at one claiming more than MAX_SNAPLEN bytes (the
   caller decides what that is). Each record's position depends on the previous one's length.
+- `index_pcapng(buf, pos, count, endian, snaps)` does the same for plain pcapng Enhanced Packet
+  Blocks, stopping at any other block or at anything the streaming reader would have to look at.
 - `interleave(headers, data, offsets, lengths)` builds `header 0, packet 0, header 1, packet 1, ...`
   (a pcap image) with one memcpy per piece; with zero-width headers it is a gather of byte ranges.
 
@@ -21,6 +23,8 @@ import threading
 import numpy as np
 
 from .reader import MAX_SNAPLEN
+
+MAX_BLOCK = 16 * 1024 * 1024  # pcapng.py's limit (imported from there would be circular)
 
 _IR = f"""
 declare i32 @llvm.bswap.i32(i32)
@@ -91,11 +95,97 @@ done:
 }}
 """
 
+def _ld32(name: str, offset: str) -> str:
+    """IR loading the u32 at %pos + offset in the file's byte order into i64 %name."""
+    return "\n".join([
+        f"  %{name}.a = add i64 %pos, {offset}",
+        f"  %{name}.p = getelementptr i8, ptr %buf, i64 %{name}.a",
+        f"  %{name}.r = load i32, ptr %{name}.p, align 1",
+        f"  %{name}.s = call i32 @llvm.bswap.i32(i32 %{name}.r)",
+        f"  %{name}.v = select i1 %sw, i32 %{name}.s, i32 %{name}.r",
+        f"  %{name} = zext i32 %{name}.v to i64",
+    ])
+
+
+# Walks plain Enhanced Packet Blocks: stops at any other block, or at one with anything the streaming
+# reader would warn about or refuse (bad length or trailer, unknown interface, an interface marked
+# slow (snaps[id] < 0), captured length beyond the block or the snap length, orig_len < caplen).
+_IR_PCAPNG = f"""
+define i64 @xdpsim_pcapng_index(ptr %buf, i64 %size, i64 %pos0, i64 %max, ptr %out, i32 %swap, i64 %nif,
+                                ptr %snaps, ptr %endpos) {{{{
+entry:
+  %sw = icmp ne i32 %swap, 0
+  br label %loop
+loop:
+  %pos = phi i64 [%pos0, %entry], [%nxt, %store]
+  %n = phi i64 [0, %entry], [%n1, %store]
+  %full = icmp sge i64 %n, %max
+  br i1 %full, label %done, label %room
+room:
+  %p32 = add i64 %pos, 32
+  %short = icmp ugt i64 %p32, %size
+  br i1 %short, label %done, label %type
+type:
+{_ld32("btype", "0")}
+  %isepb = icmp eq i64 %btype, 6
+  br i1 %isepb, label %blen, label %done
+blen:
+{_ld32("len", "4")}
+  %small = icmp ult i64 %len, 32
+  %mis = and i64 %len, 3
+  %misb = icmp ne i64 %mis, 0
+  %big = icmp ugt i64 %len, {{max_block}}
+  %bad1 = or i1 %small, %misb
+  %bad2 = or i1 %bad1, %big
+  %nxt = add i64 %pos, %len
+  %over = icmp ugt i64 %nxt, %size
+  %bad3 = or i1 %bad2, %over
+  br i1 %bad3, label %done, label %trail
+trail:
+  %toff = sub i64 %len, 4
+{_ld32("trailer", "%toff")}
+  %tbad = icmp ne i64 %trailer, %len
+  br i1 %tbad, label %done, label %iface
+iface:
+{_ld32("ifid", "8")}
+  %noif = icmp uge i64 %ifid, %nif
+  br i1 %noif, label %done, label %snap
+snap:
+  %sp = getelementptr i64, ptr %snaps, i64 %ifid
+  %snaplen = load i64, ptr %sp, align 8
+  %slow = icmp slt i64 %snaplen, 0
+  br i1 %slow, label %done, label %cap
+cap:
+{_ld32("caplen", "20")}
+{_ld32("orig", "24")}
+  %room2 = sub i64 %len, 32
+  %c1 = icmp ugt i64 %caplen, %room2
+  %hassnap = icmp sgt i64 %snaplen, 0
+  %oversnap = icmp ugt i64 %caplen, %snaplen
+  %c2 = and i1 %hassnap, %oversnap
+  %c3 = icmp ult i64 %orig, %caplen
+  %c12 = or i1 %c1, %c2
+  %c123 = or i1 %c12, %c3
+  br i1 %c123, label %done, label %store
+store:
+  %op = getelementptr i64, ptr %out, i64 %n
+  store i64 %pos, ptr %op, align 8
+  %n1 = add i64 %n, 1
+  br label %loop
+done:
+  store i64 %pos, ptr %endpos, align 8
+  ret i64 %n
+}}}}
+"""
+
+
 _I64, _VP = ctypes.c_int64, ctypes.c_void_p
 _INDEX = ctypes.CFUNCTYPE(_I64, _VP, _I64, _I64, _I64, _VP, ctypes.c_int32, _VP)
 _INTERLEAVE = ctypes.CFUNCTYPE(_I64, _VP, _VP, _I64, _VP, _VP, _VP, _I64)
+_NG_INDEX = ctypes.CFUNCTYPE(_I64, _VP, _I64, _I64, _I64, _VP, ctypes.c_int32, _I64, _VP, _VP)
 _lock = threading.Lock()
-_compiled: list = []  # [(engine, index, interleave)] once compiled, [None] when llvmlite is unusable
+# [(engine, index, interleave, pcapng index)] once compiled, [None] when llvmlite is unusable
+_compiled: list = []
 
 
 def _native():
@@ -107,12 +197,13 @@ def _native():
                 llvm.initialize_native_target()
                 llvm.initialize_native_asmprinter()
                 tm = llvm.Target.from_default_triple().create_target_machine(opt=2)
-                mod = llvm.parse_assembly(_IR)
+                mod = llvm.parse_assembly(_IR + _IR_PCAPNG.format(max_block=MAX_BLOCK))
                 mod.verify()
                 engine = llvm.create_mcjit_compiler(mod, tm)
                 engine.finalize_object()
                 _compiled.append((engine, _INDEX(engine.get_function_address("xdpsim_pcap_index")),
-                                  _INTERLEAVE(engine.get_function_address("xdpsim_interleave"))))
+                                  _INTERLEAVE(engine.get_function_address("xdpsim_interleave")),
+                                  _NG_INDEX(engine.get_function_address("xdpsim_pcapng_index"))))
             except Exception:  # noqa: BLE001 - any llvmlite failure means: run the Python version
                 _compiled.append(None)
         return _compiled[0]
@@ -182,3 +273,42 @@ def interleave(headers: np.ndarray, data: np.ndarray, offsets: np.ndarray, lengt
         within = np.arange(int(ends[-1]), dtype=np.int64) - np.repeat(starts, lengths)
         out[np.repeat(rec_pos + hsize, lengths) + within] = data[np.repeat(offsets, lengths) + within]
     return out
+
+
+def index_pcapng(buf: np.ndarray, pos: int, count: int, endian: str, snaps: np.ndarray,
+                 use_native: bool = True) -> tuple[np.ndarray, int]:
+    """(start offsets of up to `count` plain Enhanced Packet Blocks from `pos`, where the walk stopped).
+
+    `snaps[id]` is the snap length of the section's interface `id` (0: none), or -1 when its packets
+    must go through the streaming reader. The walk stops at the first block that is not a plain EPB.
+    """
+    snaps = np.ascontiguousarray(snaps, dtype=np.int64)
+    native = _native() if use_native else None
+    if native is not None:
+        out = np.empty(count, dtype=np.int64)
+        end = ctypes.c_int64(0)
+        swap = int((endian == "<") != (sys.byteorder == "little"))
+        n = native[3](buf.ctypes.data, len(buf), pos, count, out.ctypes.data, swap, len(snaps),
+                      snaps.ctypes.data, ctypes.addressof(end))
+        return out[:n], end.value
+    return _index_pcapng_python(buf, pos, count, endian, snaps)
+
+
+def _index_pcapng_python(buf: np.ndarray, pos: int, count: int, endian: str,
+                         snaps: np.ndarray) -> tuple[np.ndarray, int]:
+    u32 = struct.Struct(endian + "I").unpack_from
+    epb = struct.Struct(endian + "IIIIIIII").unpack_from
+    mv = memoryview(buf)
+    size = len(buf)
+    starts: list[int] = []
+    while len(starts) < count and pos + 32 <= size:
+        btype, length, ifid, _hi, _lo, caplen, orig, _ = epb(mv, pos)
+        if btype != 6 or length < 32 or length % 4 or length > MAX_BLOCK or pos + length > size:
+            break
+        if u32(mv, pos + length - 4)[0] != length or ifid >= len(snaps) or snaps[ifid] < 0:
+            break
+        if caplen > length - 32 or 0 < snaps[ifid] < caplen or orig < caplen:
+            break
+        starts.append(pos)
+        pos += length
+    return np.asarray(starts, dtype=np.int64), pos
