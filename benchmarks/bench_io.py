@@ -12,7 +12,7 @@ import os
 import tempfile
 import time
 
-from xdpsim.io import PcapReader, PcapWriter, read_batches
+from xdpsim.io import PcapngReader, PcapngWriter, PcapReader, PcapWriter, read_batches
 from xdpsim.io.workload import generate_reference
 
 
@@ -44,6 +44,19 @@ def main() -> None:
             for b in read_batches(path, 65536):
                 w.write_batch(b.data, b.offsets, b.lengths, b.ts_ns, b.orig_lens)
         print(f"read_batches + write_batch copy  {rate(n, time.perf_counter() - t)}")
+        ng = os.path.join(tmp, "ref.pcapng")
+        with PcapngWriter(ng) as w:
+            w.add_interface(name="eth0")
+            w.add_interface(name="eth1")
+            for p in PcapReader(path):
+                w.write(p.data, p.ts_ns, interface=p.index & 1, orig_len=p.orig_len)
+        for _ in range(2):
+            t = time.perf_counter()
+            n = sum(len(b) for b in read_batches(ng, 65536))
+            print(f"read_batches pcapng     {rate(n, time.perf_counter() - t)}")
+        t = time.perf_counter()
+        n = sum(1 for _ in PcapngReader(ng))
+        print(f"PcapngReader (streaming)  {rate(n, time.perf_counter() - t)}")
 
 
 if __name__ == "__main__":

@@ -105,6 +105,7 @@ class PcapngReader(CaptureReader):
                                self.path, 8)
         assert self._f is not None
         self._f.seek(0)
+        self._fpos = 0
 
     # -- framing ----------------------------------------------------------------------------------
     def _next_block(self) -> tuple[int, bytes, int] | None:
@@ -133,22 +134,22 @@ class PcapngReader(CaptureReader):
             else:
                 raise self._fatal(start + 8, f"bad byte-order magic 0x{bom.hex()} in section header block")
         length = struct.unpack_from(self._endian + "I", head, 4)[0]
-        what = f"block of type 0x{btype:08x}"
         if length < 12 or length % 4 or (btype == BT_SHB and length < 28):
-            raise self._fatal(start, f"{what} has invalid length {length}", record=is_packet)
+            raise self._fatal(start, f"block of type 0x{btype:08x} has invalid length {length}",
+                              record=is_packet)
         if length > MAX_BLOCK:
-            raise self._fatal(start, f"{what} claims {length} bytes, more than the maximum {MAX_BLOCK}: "
-                              "damaged file", record=is_packet)
+            raise self._fatal(start, f"block of type 0x{btype:08x} claims {length} bytes, more than the "
+                              f"maximum {MAX_BLOCK}: damaged file", record=is_packet)
         done = 12 if btype == BT_SHB else 8
         rest = self._read(length - done)
         if len(rest) < length - done:
-            self._warn(start, f"truncated block: {what} announces {length} bytes, "
+            self._warn(start, f"truncated block: block of type 0x{btype:08x} announces {length} bytes, "
                        f"{len(rest) + done} left in the file", "truncated", record=is_packet)
             return None
         trailer = struct.unpack_from(self._endian + "I", rest, len(rest) - 4)[0]
         if trailer != length:
-            raise self._fatal(start, f"{what} length {length} and trailing length {trailer} "
-                              "differ", record=is_packet)
+            raise self._fatal(start, f"block of type 0x{btype:08x} length {length} and trailing length "
+                              f"{trailer} differ", record=is_packet)
         self.offset = start + length
         body = (bom + rest[:-4]) if btype == BT_SHB else rest[:-4]
         return btype, body, start
@@ -166,11 +167,12 @@ class PcapngReader(CaptureReader):
         The batch reader interleaves these steps with its own walk over plain Enhanced Packet Blocks.
         """
         assert self._f is not None
-        if self._f.tell() != self.offset:
+        if self._fpos != self.offset:  # the batch reader moved on without us
             self._f.seek(self.offset)
         block = self._next_block()
         if block is None:
             return END
+        self._fpos = self.offset  # the file position: just after that block
         btype, body, start = block
         if btype == BT_SHB:
             self._on_section(body, start)
