@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from xdpsim.errors import CaptureError
 from xdpsim.io import PcapngWriter, PcapWriter, open_capture, read_batches
+from xdpsim.io import linktype as lt
 from xdpsim.io.reader import CaptureReader
 
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "pcaps" / "tcpdump"
@@ -182,3 +183,19 @@ def test_damage_helper_marks_first_byte() -> None:
     data, first = damage(PCAP, [(30, PCAP[30] ^ 1), (5, PCAP[5])], 100)
     assert first == 30 and len(data) == 100 and data[30] == PCAP[30] ^ 1
     assert struct.unpack_from("<I", PCAP)[0] == 0xA1B2C3D4
+
+
+@settings(max_examples=300, deadline=None)
+@given(linktype=st.sampled_from(sorted(lt.SUPPORTED)), data=st.binary(max_size=64))
+def test_conversion_of_arbitrary_records(linktype: int, data: bytes) -> None:
+    """Any record of a supported link type becomes an Ethernet frame or is refused with a reason."""
+    convert = lt.converter(linktype)
+    assert convert is not None
+    try:
+        frame = convert(data)
+    except lt.Unconvertible as e:
+        assert str(e)
+        return
+    assert len(frame) >= 14 or linktype == lt.ETHERNET
+    if linktype != lt.ETHERNET:
+        assert frame[:6] == lt.SYNTH_DST and data.endswith(frame[14:])
