@@ -558,6 +558,22 @@ def test_pcapng_batches_mix_walk_and_reader(tmp_path: Path, native: bool) -> Non
     assert {w.kind for w in stream.warnings} == {"bad_record", "snaplen", "orig_len", "timestamp"}
 
 
+def test_batches_convert_other_linktypes(tmp_path: Path) -> None:
+    p = tmp_path / "raw.pcap"
+    recs = [IP4, b"\x50abc", b"", IP6, IP4 * 3, b"\x10"]
+    p.write_bytes(pcap_bytes(recs, linktype=101, snaplen=30))
+    stream = PcapReader(p)
+    expect = list(stream)
+    assert len(expect) == 3
+    for size in (1, 2, 4, 100):
+        br = read_batches(p, size)
+        got = [q for b in br for q in b.packets(101)]
+        assert got == expect
+        assert br.warnings == stream.warnings and [w.kind for w in br.warnings] == [
+            "unconvertible", "unconvertible", "snaplen", "snaplen", "unconvertible"]
+        assert (br.records, br.packets, br.skipped) == (6, 3, 3)
+
+
 def test_native_code_compiled() -> None:
     from xdpsim.io import native
 

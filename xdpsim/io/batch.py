@@ -2,15 +2,17 @@
 
 `read_batches(path, batch_size)` gives a `BatchReader`: iterate it for `Batch`es; it carries the same
 `.warnings`, `.offset`, `.records`, `.packets` and `.skipped` as the streaming readers, and raises the
-same CaptureErrors at the same points (after yielding the packets before the damage). Plain Ethernet
-pcap files (16-byte record headers, no FCS) take a fast path: the file is memory-mapped, a tight loop
-(native.py) finds the record boundaries, and numpy gathers the header fields and copies the records in
-one go; the data array is then the span of the file holding the batch's records (record headers
-included), so packets are not back to back: packet i is always `data[offsets[i] : offsets[i] +
-lengths[i]]`. pcapng files do the same for runs of plain Enhanced Packet Blocks on Ethernet
-interfaces, and hand every other block (section and interface blocks, SPB, PB, anything the reader
-warns about) to PcapngReader.step(), whose packets are batched separately (so such batches may hold
-fewer than batch_size packets). Other pcap files go through PcapReader, packed back to back.
+same CaptureErrors at the same points (after yielding the packets before the damage).
+
+pcap files (16-byte record headers) are memory-mapped and a tight loop (native.py) finds the record
+boundaries. Plain Ethernet records (no FCS) are then gathered by numpy in one go: the data array is the
+span of the file holding the batch's records (record headers included), so packets are not back to
+back: packet i is always `data[offsets[i] : offsets[i] + lengths[i]]`. Records of other link types
+(or with an FCS) are converted one by one into back-to-back batches. pcapng files do the same for runs
+of plain Enhanced Packet Blocks on Ethernet interfaces and hand every other block (section and
+interface blocks, SPB, PB, anything the reader warns about) to PcapngReader.step(), whose packets are
+batched separately (so such batches may hold fewer than batch_size packets). The "modified" pcap
+format goes through PcapReader.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from .pcap import (
     HEADER_SIZE,
     PcapHeader,
     effective_snaplen,
+    finish_record,
     msg_orig_len,
     msg_over_snaplen,
     msg_too_long,
@@ -98,8 +101,10 @@ class BatchReader:
         self._reader: CaptureReader = open_capture(self.path)
         self.linktype: int = getattr(self._reader, "linktype", lt.ETHERNET)
         h: PcapHeader | None = getattr(self._reader, "header", None)
-        self._fast = (h is not None and h.linktype == lt.ETHERNET and h.record_header == 16
-                      and not h.fcs_bytes and self._reader.file_size > HEADER_SIZE)
+        self._fast = h is not None and h.record_header == 16 and self._reader.file_size > HEADER_SIZE
+        # Plain Ethernet records are copied as they are; others are converted one by one.
+        self._plain = h is not None and h.linktype == lt.ETHERNET and not h.fcs_bytes
+        self._convert = lt.converter(self.linktype) or bytes
         self._own_warnings = WarningList()
         self._own = dict(offset=HEADER_SIZE, records=0, packets=0, skipped=0)
         if self._fast:
@@ -247,7 +252,8 @@ class BatchReader:
                 if len(starts):
                     batch = self._gather(buf, starts, h, limit)
                     self._own["offset"] = pos
-                    yield batch
+                    if len(batch):  # (every record of it may have been unconvertible)
+                        yield batch
                     del batch
                 if len(starts) < self.batch_size:
                     break
@@ -270,6 +276,8 @@ class BatchReader:
         n = len(starts)
         heads = buf[starts[:, None] + np.arange(16)].view(h.endian + "u4").astype(np.int64)
         sec, frac, caplen, orig = heads[:, 0], heads[:, 1], heads[:, 2], heads[:, 3]
+        if not self._plain:
+            return self._convert_records(buf, starts, heads, h, limit)
         for i in np.flatnonzero((caplen > limit) | (orig < caplen)):
             if caplen[i] > limit:
                 self._warn(int(starts[i]), msg_over_snaplen(int(caplen[i]), h.snaplen), "snaplen")
@@ -285,6 +293,23 @@ class BatchReader:
         self._own["records"] += n
         self._own["packets"] += n
         return batch
+
+
+    def _convert_records(self, buf: np.ndarray, starts: np.ndarray, heads: np.ndarray, h: PcapHeader,
+                         limit: int) -> Batch:
+        """Records of other link types (or with an FCS): PcapReader's per-record path, batched."""
+        out: list[Packet] = []
+        first = self._own["packets"]
+        ts = heads[:, 0] * 1_000_000_000 + heads[:, 1] * h.frac_scale
+        view = memoryview(buf)
+        for i, start in enumerate(starts.tolist()):
+            data = bytes(view[start + 16 : start + 16 + int(heads[i, 2])])
+            done = finish_record(h, limit, self._convert, self._warn, start, int(heads[i, 3]), data)
+            if done is not None:
+                out.append(Packet(first + len(out), int(ts[i]), done[0], done[1], 0, h.linktype))
+        self._own["records"] += len(starts)
+        self._own["packets"] += len(out)
+        return pack(out, first)
 
 
 def read_batches(path: str | os.PathLike[str], batch_size: int = 65536, *,

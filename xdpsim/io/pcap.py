@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -100,6 +100,29 @@ def msg_truncated_header(available: int, size: int) -> str:
     return f"truncated record header: {available} of {size} bytes left in the file"
 
 
+def finish_record(h: PcapHeader, limit: int, convert: Callable[[bytes], bytes], warn: Callable[..., None],
+                  start: int, orig: int, data: bytes) -> tuple[bytes, int] | None:
+    """A complete record's checks and conversion: (frame, orig_len), or None when it is skipped.
+
+    Warnings go through `warn(offset, message, kind, record=False)`, in the order the readers report them.
+    """
+    caplen = len(data)
+    if caplen > limit:
+        warn(start, msg_over_snaplen(caplen, h.snaplen), "snaplen")
+    if orig < caplen:
+        warn(start, msg_orig_len(orig, caplen), "orig_len")
+        orig = caplen
+    if h.fcs_bytes and len(data) >= h.fcs_bytes:
+        data = data[: len(data) - h.fcs_bytes]
+        orig = max(orig - h.fcs_bytes, len(data))
+    try:
+        frame = convert(data)
+    except lt.Unconvertible as e:
+        warn(start, str(e), "unconvertible", record=True)
+        return None
+    return frame, orig + len(frame) - len(data)
+
+
 class PcapReader(CaptureReader):
     """Iterate over the packets of a classic pcap file (`ethernet=False` yields records unconverted)."""
 
@@ -147,22 +170,11 @@ class PcapReader(CaptureReader):
                 self._warn(start, msg_truncated(caplen, len(data)), "truncated", record=True)
                 break
             self.offset = start + hsize + caplen
-            if caplen > limit:
-                self._warn(start, msg_over_snaplen(caplen, h.snaplen), "snaplen")
-            if orig < caplen:
-                self._warn(start, msg_orig_len(orig, caplen), "orig_len")
-                orig = caplen
-            if h.fcs_bytes and len(data) >= h.fcs_bytes:
-                data = data[: len(data) - h.fcs_bytes]
-                orig = max(orig - h.fcs_bytes, len(data))
-            try:
-                frame = convert(data)
-            except lt.Unconvertible as e:
-                self._warn(start, str(e), "unconvertible", record=True)
+            done = finish_record(h, limit, convert, self._warn, start, orig, data)
+            if done is None:
                 continue
-            ts = sec * 1_000_000_000 + frac * scale
             self.packets += 1
-            yield Packet(self.packets - 1, ts, frame, orig + len(frame) - len(data), 0, linktype)
+            yield Packet(self.packets - 1, sec * 1_000_000_000 + frac * scale, done[0], done[1], 0, linktype)
         self.close()
 
 
