@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("maps", help="list an object's map specs")
     p.add_argument("object")
+
+    from .live import add_commands as add_live_commands  # `xdpsim live` (xdpsim/live.py)
+
+    add_live_commands(sub)
     return parser
 
 
