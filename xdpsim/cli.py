@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .live import add_commands as add_live_commands  # `xdpsim live` (xdpsim/live.py)
 
-    add_live_commands(sub)
+    COMMANDS["live"] = add_live_commands(sub)
     return parser
 
 

@@ -25,7 +25,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from .io.live import GONE_ERRNOS, Endpoint, LinkWatcher, LiveError, PacketSocket, RtnlQuery, TapDevice
+from .io.live import GONE_ERRNOS, IFF_UP, Endpoint, LinkWatcher, LiveError, PacketSocket, RtnlQuery, TapDevice
 from .pipeline.config import PipelineSpec, parse_spec
 from .pipeline.stats import Stats
 
@@ -116,6 +116,7 @@ class LiveRunner:
                 if b.host_tap:
                     port.host = TapDevice(b.host_tap)
                 port.dropped_base = _kernel_dropped(self._rtnl, wire) or 0
+            self._watch.events()  # what happened while we set the devices up is not news
         except BaseException:
             self.close()
             raise
@@ -273,11 +274,14 @@ class LiveRunner:
             for port in self.ports.values():
                 eps = [e for e in (port.wire, port.host) if e is not None]
                 for ep in eps:
-                    if ev.ifindex != ep.ifindex or port.ended is not None:
+                    if (ev.ifindex and ev.ifindex != ep.ifindex) or port.ended is not None:
                         continue
-                    if ev.deleted:
+                    # Events can be stale (queued before the device came up): ask for the state now.
+                    assert self._rtnl is not None
+                    now = self._rtnl.stats(ep.ifindex)
+                    if now is None:
                         self._end(port, f"{ep.name} was removed", poller)
-                    elif not ev.up:
+                    elif not now.flags & IFF_UP:
                         self._end(port, f"{ep.name} went down", poller)
 
     def _account_kernel_drops(self, only: LivePort | None = None) -> None:
@@ -395,7 +399,8 @@ def bindings_from_args(spec: PipelineSpec, taps: list[str], ifaces: list[str],
     return b
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: argparse._SubParsersAction):
+    """Add `live` to the CLI's subparsers; returns its handler (the CLI registers it)."""
     p = sub.add_parser("live", help="run a program or pipeline on a tap device or a live interface")
     p.add_argument("spec", help="object file (prog.o or prog.o:PROGRAM) or pipeline file (.toml)")
     p.add_argument("--tap", action="append", default=[], metavar="[IFACE=]NAME",
@@ -413,9 +418,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", type=int, default=None, help="instruction budget per program run")
     p.add_argument("--json", action="store_true", help="print the final statistics as JSON")
     p.add_argument("--quiet", action="store_true", help="no live status line")
-    from .cli import COMMANDS
-
-    COMMANDS["live"] = cmd_live
+    return cmd_live
 
 
 def cmd_live(args: argparse.Namespace) -> int:
