@@ -83,6 +83,7 @@ HELPERS[12] = HelperDef(12, "tail_call", ("ctx", "prog_array_map", "index"), Non
 
 # Importing the implementation modules registers them.
 from . import csum, fib, maps, misc, output, printk, xdp  # noqa: E402,F401
+from . import skb, skb_csum, tc  # noqa: E402,F401  (TC: after xdp, whose redirect id 23 tc wraps)
 
 __all__ = [
     "HELPERS", "HELPER_NAMES", "HelperDef", "conformance_helpers", "helper_id", "helper_name", "register",
