@@ -68,19 +68,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 @command("run")
 def cmd_run(args: argparse.Namespace) -> int:
+    from .errors import CaptureError
     from .pipeline.replay import replay_to_dir
 
-    stats = replay_to_dir(
-        args.spec, args.pcap, Path(args.out), engine=args.engine, queues=args.queues,
-        log=args.log, seed=args.seed, budget=args.budget, progress=not args.json and sys.stderr.isatty(),
-    )
+    try:
+        stats = replay_to_dir(
+            args.spec, args.pcap, Path(args.out), engine=args.engine, queues=args.queues,
+            log=args.log, seed=args.seed, budget=args.budget, progress=not args.json and sys.stderr.isatty(),
+        )
+    except CaptureError as e:
+        # the packets before the damage were replayed and written: show them, then the error
+        stats = getattr(e, "stats", None)
+        if stats is not None and stats["packets"]:
+            _print_stats(stats, args)
+        raise
+    _print_stats(stats, args)
+    return 0
+
+
+def _print_stats(stats: dict, args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(stats, indent=2))
     else:
         from .pipeline.report import print_summary
 
         print_summary(stats, Path(args.out))
-    return 0
 
 
 @command("disasm")
@@ -144,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"xdpsim {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `xdpsim disasm x.o | head`: the reader left
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -12,10 +12,15 @@ from typing import Any
 
 from ..io.pcap import PcapWriter
 
+# pcap's seconds are 32 bits: timestamps outside [0, 2**32 s) are clamped when written
+MAX_TS_NS = (1 << 32) * 1_000_000_000 - 1
+
 
 def sink_name(outcome: str, target: str | None = None) -> str:
     """The pcap file name of an outcome: pass.pcap, redirect-eth1.pcap, redirect-cpu3.pcap, ..."""
     if outcome == "redirect" and target:
+        if target.startswith("xsk-"):
+            return f"{target}.pcap"
         return f"redirect-{target}.pcap"
     return f"{outcome}.pcap"
 
@@ -28,18 +33,27 @@ class Sinks:
         self._writers: dict[Path, PcapWriter] = {}
         self._log = None
         self._events = None
+        self._trace = open(self.out / "trace.log", "w")  # noqa: SIM115 - closed in close()
 
     def _dir(self, interface: str) -> Path:
         d = self.out / interface if self.per_interface else self.out
         d.mkdir(parents=True, exist_ok=True)
         return d
 
-    def write(self, interface: str, outcome: str, target: str | None, data: bytes, ts_ns: int) -> None:
+    def writer(self, interface: str, outcome: str, target: str | None) -> PcapWriter:
         path = self._dir(interface) / sink_name(outcome, target)
         w = self._writers.get(path)
         if w is None:
             w = self._writers[path] = PcapWriter(path)
-        w.write(data, ts_ns)
+        return w
+
+    def write(self, interface: str, outcome: str, target: str | None, data: bytes, ts_ns: int) -> None:
+        self.writer(interface, outcome, target).write(data, min(max(ts_ns, 0), MAX_TS_NS))
+
+    def trace(self, lines: list[str]) -> None:
+        """bpf_trace_printk output, one line each, in packet order."""
+        for line in lines:
+            self._trace.write(line if line.endswith("\n") else line + "\n")
 
     def log_packet(self, record: dict[str, Any]) -> None:
         """--log: one JSON line per packet."""
@@ -65,6 +79,6 @@ class Sinks:
     def close(self) -> None:
         for w in self._writers.values():
             w.close()
-        for f in (self._log, self._events):
+        for f in (self._log, self._events, self._trace):
             if f is not None:
                 f.close()

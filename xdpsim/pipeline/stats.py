@@ -14,32 +14,47 @@ OUTCOMES = ("pass", "tx", "redirect", "drop", "aborted", "error")
 # Reasons, by outcome (the README lists them):
 REASONS = {
     "pass": {
-        "xdp_pass": "an XDP program returned XDP_PASS (or the chain ran off its end)",
+        "xdp_pass": "an XDP program returned XDP_PASS",
+        "chain_end": "the last program's action was one of its chain_call_actions: off the end of the "
+        "chain is XDP_PASS (libxdp's dispatcher)",
         "no_program": "the interface has no XDP program",
     },
     "tx": {"xdp_tx": "XDP_TX: sent back out of the interface it came in on"},
     "redirect": {
-        "interface": "redirected to an interface of the pipeline",
+        "interface": "redirected out of an interface of the pipeline (bpf_redirect, devmap, devmap_hash)",
         "cpu": "redirected to a CPU through a cpumap",
         "xsk": "redirected to an AF_XDP socket through an xskmap",
+        "target_unknown": "kernel engine: XDP_REDIRECT, but BPF_PROG_TEST_RUN does not say where to",
     },
     "drop": {
         "xdp_drop": "an XDP program returned XDP_DROP",
-        "redirect_failed": "XDP_REDIRECT to a target that does not exist (the kernel drops it)",
-        "frame_too_short": "a frame shorter than an Ethernet header (14 bytes): NICs drop runts",
+        "redirect_failed": "XDP_REDIRECT to an ifindex that is not an interface of the pipeline "
+        "(the kernel's xdp_do_redirect fails and drops it)",
+        "redirect_no_target": "XDP_REDIRECT without a successful bpf_redirect*() call (xdp_do_redirect fails)",
+        "devmap_program": "the devmap entry's program (xdp/devmap) did not return XDP_PASS",
+        "frame_too_short": "a frame shorter than an Ethernet header (14 bytes): NICs drop runts, and "
+        "BPF_PROG_TEST_RUN refuses them",
         "frame_too_long": "a frame longer than a single-buffer XDP frame (3520 bytes) for a program "
-        "without xdp.frags",
+        "without xdp.frags, or longer than 17 fragments for one with",
+        "no_interface": "a pcapng interface that no pipeline interface takes (capture_interface)",
     },
     "aborted": {
         "xdp_aborted": "an XDP program returned XDP_ABORTED",
-        "unknown_action": "an XDP program returned a value that is not an XDP action",
-        "redirect_without_target": "XDP_REDIRECT returned without a successful bpf_redirect*() call",
+        "unknown_action": "an XDP program returned a value that is not an XDP action (the kernel "
+        "warns and takes the XDP_ABORTED path)",
     },
     "error": {
         "program_fault": "the program faulted (bad memory access, runaway loop, bad helper argument)",
-        "truncated_record": "the capture's record was cut short (damaged file)",
+        "truncated_record": "the capture ends inside this record (damaged file): not run",
+        "bad_record": "a pcapng packet block inconsistent inside (damaged file): not run",
+        "unconvertible_record": "a record with no Ethernet form (e.g. raw IP version 5): not run",
+        "damaged_record": "the record at which reading the capture stopped with an error: not run",
     },
 }
+
+# capture warning kind -> error reason of the record it cost
+RECORD_REASONS = {"truncated": "truncated_record", "bad_record": "bad_record",
+                  "unconvertible": "unconvertible_record"}
 
 
 @dataclass
@@ -59,13 +74,13 @@ class Stats:
     engine: str = ""
     seconds: float = 0.0
 
-    def count(self, outcome: str, reason: str, interface: str | None = None) -> None:
-        assert outcome in OUTCOMES, outcome
-        self.packets += 1
-        self.outcomes[outcome] += 1
-        self.reasons[outcome][reason] += 1
+    def count(self, outcome: str, reason: str, interface: str | None = None, n: int = 1) -> None:
+        assert reason in REASONS[outcome], (outcome, reason)
+        self.packets += n
+        self.outcomes[outcome] += n
+        self.reasons[outcome][reason] += n
         if interface is not None:
-            self.interfaces[interface][outcome] += 1
+            self.interfaces[interface][outcome] += n
 
     def check(self) -> None:
         """The accounting invariant; a violation is a bug in xdpsim."""

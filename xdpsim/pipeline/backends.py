@@ -1,0 +1,188 @@
+"""Where a pipeline's programs run: xdpsim's own runtime (interp, jit) or the running kernel.
+
+Both backends load the pipeline's objects, apply `[[map_entries]]`, run one program on one frame
+(returning an `XdpResult`), and give the final maps and the ring buffer / perf records. The kernel
+backend runs each program with one BPF_PROG_TEST_RUN (`engines/kernel.py`); it cannot say where a
+redirect went (the kernel does not report it), has no bpf_printk lines in its results, and its per-CPU
+maps have one value per possible CPU of this machine.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import KernelError, MapError, XdpsimError
+from ..hooks.xdp import XdpAction, XdpResult, run_xdp
+from ..runtime import Collection, Runtime
+from ..spec import MapType, ObjectSpec
+from .config import MapEntry, PipelineError
+
+
+def _find_map(entry: MapEntry, names: dict[str, dict[str, Any]]) -> tuple[str, str]:
+    """(object path, map name) of a `[[map_entries]]` entry: `name` or `object.o:name`."""
+    if ":" in entry.map:
+        path, name = entry.map.rsplit(":", 1)
+        if path not in names:
+            raise PipelineError(f"map_entries: {entry.map}: object {path} is not in the pipeline")
+        if name not in names[path]:
+            raise PipelineError(f"map_entries: {path} has no map {name!r} (maps: {', '.join(names[path])})")
+        return path, name
+    owners = [p for p, maps in names.items() if entry.map in maps]
+    if not owners:
+        every = sorted({n for maps in names.values() for n in maps})
+        raise PipelineError(f"map_entries: no map named {entry.map!r} (maps: {', '.join(every)})")
+    if len(owners) > 1:
+        raise PipelineError(f"map_entries: map {entry.map!r} is in several objects ({', '.join(owners)}); "
+                            "write it as object.o:name")
+    return owners[0], entry.map
+
+
+def map_key_names(per_object: dict[str, dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """maps.json names: the map's name, or `file.o:name` when several objects have that name."""
+    counts: dict[str, int] = {}
+    for maps in per_object.values():
+        for n in maps:
+            counts[n] = counts.get(n, 0) + 1
+    out = {}
+    for path, maps in per_object.items():
+        for n in maps:
+            out[(path, n)] = n if counts[n] == 1 else f"{path.rsplit('/', 1)[-1]}:{n}"
+    return out
+
+
+class SimBackend:
+    """Programs in one xdpsim Runtime, run by the interpreter or the JIT."""
+
+    def __init__(self, engine: str, cpus: int, seed: int, budget: int | None):
+        self.name = engine
+        self.runtime = Runtime(cpus=cpus, seed=seed)
+        self.budget = budget
+        if engine == "interp":
+            from ..engines.interp import Interpreter
+
+            self.engine: Any = Interpreter()
+        else:
+            from ..engines.jit import JitEngine
+
+            self.engine = JitEngine()
+        self.collections: dict[str, Collection] = {}
+
+    def load(self, path: str, spec: ObjectSpec) -> None:
+        self.collections[path] = self.runtime.load(spec)
+
+    def prog_id(self, path: str, name: str) -> int:
+        return self.collections[path].programs[name]
+
+    def run(self, path: str, name: str, data: bytes, meta: bytes, *, ifindex: int, queue: int, now_ns: int,
+            prog_id: int | None = None, egress_ifindex: int = 0) -> XdpResult:
+        pid = self.prog_id(path, name) if prog_id is None else prog_id
+        return run_xdp(self.runtime, self.engine, pid, data, ifindex=ifindex, queue=queue, now_ns=now_ns,
+                       meta=meta, budget=self.budget, egress_ifindex=egress_ifindex)
+
+    def apply(self, entry: MapEntry) -> None:
+        path, name = _find_map(entry, {p: c.maps for p, c in self.collections.items()})
+        m = self.collections[path].maps[name]
+        try:
+            if entry.program is not None:
+                m.update(entry.key, entry.program)
+            elif entry.cpu is not None:
+                values = list(m.lookup(entry.key)) if entry.key in m else [bytes(m.value_size)] * self.runtime.cpus
+                values[entry.cpu] = entry.value
+                m.update(entry.key, values)
+            else:
+                m.update(entry.key, entry.value)
+        except (MapError, KeyError, TypeError, ValueError, IndexError) as e:
+            raise PipelineError(f"map_entries: {entry.map} key {entry.key.hex()}: {e}") from e
+
+    def maps_json(self) -> dict[str, Any]:
+        names = map_key_names({p: c.maps for p, c in self.collections.items()})
+        return {names[(p, n)]: m.to_json() for p, c in self.collections.items() for n, m in c.maps.items()}
+
+    def events(self) -> list[dict[str, Any]]:
+        """Ring buffer and perf event records produced since the last call (consumed)."""
+        out: list[dict[str, Any]] = []
+        for coll in self.collections.values():
+            for name, m in coll.maps.items():
+                if m.type == MapType.RINGBUF:
+                    out.extend({"map": name, "data": r.hex()} for r in m.records())
+                elif m.type == MapType.PERF_EVENT_ARRAY:
+                    out.extend({"map": name, "cpu": c, "data": d.hex()} for c, d in m.records())
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+class KernelBackend:
+    """Programs in the running kernel, one BPF_PROG_TEST_RUN per program run."""
+
+    name = "kernel"
+
+    def __init__(self, cpus: int, seed: int, budget: int | None):
+        from ..kernel import bpf
+
+        try:
+            bpf.require_kernel()
+        except XdpsimError as e:
+            raise XdpsimError(f"engine 'kernel' is not available here: {e}") from e
+        self.collections: dict[str, Any] = {}
+
+    def load(self, path: str, spec: ObjectSpec) -> None:
+        from ..engines.kernel import KernelCollection
+
+        self.collections[path] = KernelCollection(spec)
+
+    def run(self, path: str, name: str, data: bytes, meta: bytes, *, ifindex: int, queue: int, now_ns: int,
+            prog_id: int | None = None, egress_ifindex: int = 0) -> XdpResult:
+        try:
+            r = self.collections[path].run_xdp(name, data, ingress_ifindex=ifindex, rx_queue_index=queue,
+                                               meta=meta)
+        except KernelError as e:
+            raise XdpsimError(f"kernel engine, program {name}: {e}") from e
+        act = r.retval & 0xFFFF_FFFF
+        notes = []
+        if act > XdpAction.XDP_REDIRECT:
+            notes.append(f"unknown XDP action {act}: treated as XDP_ABORTED (the kernel warns and drops)")
+            action = XdpAction.XDP_ABORTED
+        else:
+            action = XdpAction(act)
+        return XdpResult(action, r.data_out, r.meta, program=name, retval=r.retval, notes=notes)
+
+    def apply(self, entry: MapEntry) -> None:
+        path, name = _find_map(entry, {p: c.maps for p, c in self.collections.items()})
+        coll = self.collections[path]
+        key = int.from_bytes(entry.key, "little")
+        try:
+            if entry.program is not None:
+                coll.set_prog_slot(name, key, entry.program)
+            elif entry.cpu is not None:
+                m = coll.maps[name]
+                values = list(m.lookup(entry.key)) if entry.key in m else None
+                if values is None:
+                    raise PipelineError(f"map_entries: {entry.map}: a per-CPU `cpu` entry needs an existing key")
+                values[entry.cpu] = entry.value
+                m.update(entry.key, values)
+            else:
+                coll.maps[name].update(entry.key, entry.value)
+        except (MapError, KernelError, KeyError, TypeError, ValueError) as e:
+            raise PipelineError(f"map_entries: {entry.map} key {entry.key.hex()}: {e}") from e
+
+    def maps_json(self) -> dict[str, Any]:
+        names = map_key_names({p: c.maps for p, c in self.collections.items()})
+        return {names[(p, n)]: m.to_json() for p, c in self.collections.items() for n, m in c.maps.items()}
+
+    def events(self) -> list[dict[str, Any]]:
+        return []  # ring buffers in the kernel need an mmap consumer: not read by this backend
+
+    def close(self) -> None:
+        for c in self.collections.values():
+            c.close()
+        self.collections.clear()
+
+
+def make_backend(engine: str, cpus: int, seed: int, budget: int | None) -> SimBackend | KernelBackend:
+    if engine in ("interp", "jit"):
+        return SimBackend(engine, cpus, seed, budget)
+    if engine == "kernel":
+        return KernelBackend(cpus, seed, budget)
+    raise PipelineError(f"unknown engine {engine!r} (engines: interp, jit, kernel)")

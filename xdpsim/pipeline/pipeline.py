@@ -1,0 +1,175 @@
+"""The Pipeline: interfaces with their XDP chains, loaded into one backend, deciding each frame's fate.
+
+`Pipeline(spec, engine="jit", seed=0, budget=None)` loads every object of a PipelineSpec (once, even
+when several interfaces use it), picks each chain's programs (dispatcher.py), applies `[[map_entries]]`,
+gives the runtime the pipeline's ifindexes, MTUs and FIB (`[[route]]`, `[[neighbour]]`), and then
+`process(iface, frame, now_ns, queue) -> Decision` runs one frame through an interface's chain and routes
+the verdict (routing.py). The replay loop (replay.py) feeds it packets and writes what it decides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..hooks.xdp import XdpAction, XdpResult
+from ..loader import load_object
+from ..spec import ObjectSpec
+from .backends import KernelBackend, SimBackend, make_backend
+from .config import InterfaceSpec, PipelineError, PipelineSpec
+from .dispatcher import ChainEntry, build_chain, choose_program, run_chain
+from .fib import PipelineFib
+from .routing import Decision, decide
+from .rss import RssSpreader
+
+if TYPE_CHECKING:
+    from ..maps import RedirectTarget
+
+ETH_HLEN = 14
+
+
+@dataclass
+class Interface:
+    spec: InterfaceSpec
+    chain: list[ChainEntry]
+    rss: RssSpreader
+    prog_ids: list[int | None] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def ifindex(self) -> int:
+        return self.spec.ifindex
+
+
+class Pipeline:
+    def __init__(self, spec: PipelineSpec, engine: str = "jit", seed: int = 0, budget: int | None = None):
+        self.spec = spec
+        self.engine = engine
+        self.objects: dict[str, ObjectSpec] = {}
+        for path in spec.objects():
+            try:
+                self.objects[str(path)] = load_object(path)
+            except OSError as e:
+                raise PipelineError(f"{path}: cannot read: {e.strerror}") from e
+        self.cpus = max(i.queues for i in spec.interfaces)
+        self.backend: SimBackend | KernelBackend = make_backend(engine, self.cpus, seed, budget)
+        try:
+            self._setup()
+        except BaseException:
+            self.backend.close()
+            raise
+
+    def _setup(self) -> None:
+        spec = self.spec
+        for path, objspec in self.objects.items():
+            self.backend.load(path, objspec)
+        # programs that [[map_entries]] put into prog arrays are tail-call targets, not entry points
+        targets = {e.program for e in spec.map_entries if e.program is not None}
+        self.interfaces: list[Interface] = []
+        for ispec in spec.interfaces:
+            refs = [(r, self.objects[str(r.object)], choose_program(self.objects[str(r.object)], r.program, targets))
+                    for r in ispec.xdp]
+            chain = build_chain(refs)
+            iface = Interface(ispec, chain, RssSpreader(ispec.queues))
+            if isinstance(self.backend, SimBackend):
+                iface.prog_ids = [self.backend.prog_id(e.object, e.program) for e in chain]
+            self.interfaces.append(iface)
+        self.by_ifindex = {i.ifindex: i for i in self.interfaces}
+        if isinstance(self.backend, SimBackend):
+            rt = self.backend.runtime
+            rt.ifindexes = set(self.by_ifindex)
+            rt.mtu = {i.ifindex: i.spec.mtu for i in self.interfaces}
+            rt.fib = PipelineFib(spec)
+        for entry in spec.map_entries:
+            self.backend.apply(entry)
+
+    # ------------------------------------------------------------------ capture interfaces
+
+    def interface_for(self, capture_interface: int) -> Interface | None:
+        """The pipeline interface fed by a capture's interface id: `capture_interface` when given, else
+        the interface at that position; a pipeline of one interface takes every capture interface."""
+        if len(self.interfaces) == 1 and self.interfaces[0].spec.capture_interface is None:
+            return self.interfaces[0]
+        for i in self.interfaces:
+            if i.spec.capture_interface == capture_interface:
+                return i
+        if 0 <= capture_interface < len(self.interfaces):
+            i = self.interfaces[capture_interface]
+            if i.spec.capture_interface is None:
+                return i
+        return None
+
+    # ------------------------------------------------------------------ one frame
+
+    def _run(self, iface: Interface, queue: int, now_ns: int):  # noqa: ANN202 - a closure factory
+        ids = dict(zip(iface.chain, iface.prog_ids, strict=False))
+
+        def run_one(entry: ChainEntry, data: bytes, meta: bytes) -> XdpResult:
+            return self.backend.run(entry.object, entry.program, data, meta, ifindex=iface.ifindex,
+                                    queue=queue, now_ns=now_ns, prog_id=ids.get(entry))
+
+        return run_one
+
+    def process(self, iface: Interface, data: bytes, now_ns: int, queue: int = 0) -> Decision:
+        if len(data) < ETH_HLEN:
+            return Decision("drop", "frame_too_short", data)
+        if not iface.chain:
+            return Decision("pass", "no_program", data)
+        run = run_chain(iface.chain, self._run(iface, queue, now_ns), data)
+        d = decide(run.result, off_the_end=run.off_the_end)
+        if d.outcome == "redirect":
+            d = self.redirect(iface, d, run.result.redirect, queue, now_ns)
+        d.ran = run.ran
+        return d
+
+    def redirect(self, iface: Interface, d: Decision, target: RedirectTarget | None, queue: int,
+                 now_ns: int) -> Decision:
+        if target is None:
+            if isinstance(self.backend, KernelBackend):
+                d.reason = "target_unknown"
+                return d
+            d.outcome, d.reason = "drop", "redirect_no_target"
+            return d
+        if target.kind == "cpu":
+            d.reason, d.target = "cpu", f"cpu{target.index}"
+            return d
+        if target.kind == "xsk":
+            d.reason, d.target = "xsk", f"xsk-{queue}"
+            return d
+        out = self.by_ifindex.get(target.index)
+        if out is None:
+            d.outcome, d.reason = "drop", "redirect_failed"
+            d.error = f"redirect to ifindex {target.index}, which is not an interface of the pipeline"
+            return d
+        if target.prog is not None and isinstance(self.backend, SimBackend):
+            # the devmap entry's program runs on the frame at the egress device
+            from ..hooks.xdp import run_xdp
+
+            b = self.backend
+            r = run_xdp(b.runtime, b.engine, target.prog, d.data, ifindex=iface.ifindex, queue=queue,
+                        now_ns=now_ns, budget=b.budget, egress_ifindex=out.ifindex)
+            if r.error is not None:
+                return Decision("error", "program_fault", r.data, program=r.program, error=str(r.error), result=r)
+            if r.action != XdpAction.XDP_PASS:
+                return Decision("drop", "devmap_program", r.data, program=r.program, result=r,
+                                error=f"devmap program {r.program} returned {r.action.name}")
+            d.data = r.data
+        d.reason, d.target = "interface", out.name
+        return d
+
+    # ------------------------------------------------------------------ the end
+
+    def maps_json(self) -> dict:
+        return self.backend.maps_json()
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

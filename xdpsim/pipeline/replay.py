@@ -1,0 +1,207 @@
+"""Replaying a capture through a Pipeline into an output directory (`xdpsim run`).
+
+`replay_to_dir(spec, pcap, out, engine=, queues=, log=, seed=, budget=, progress=) -> stats dict` writes:
+one pcap per outcome (sinks.py), `stats.json`, `maps.json`, `trace.log`, `events.jsonl` (ring buffer
+and perf records, when any), `packets.jsonl` (with `log`). The capture is read in batches (constant
+memory); every record of the file ends in exactly one outcome: packets by the programs' verdicts,
+records the reader could not hand out as `error` with the damage as reason. A CaptureError part way
+(the file cannot be read past some offset) ends the replay after the packets before it, is recorded in
+`stats["capture"]["error"]` and re-raised once the outputs are written.
+
+Time: `bpf_ktime_get_ns` is the packet's capture time, kept monotonic: a packet stamped before the one
+before it runs at the previous time, and `clamped_timestamps` counts those.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CaptureError
+from ..io import read_batches
+from ..io.batch import Batch
+from .config import PipelineSpec, parse_spec
+from .pipeline import Pipeline
+from .sinks import Sinks
+from .stats import RECORD_REASONS, Stats
+
+BATCH = 4096
+
+
+class Clock:
+    """Capture time made monotonic for bpf_ktime_get_ns; counts the steps back it clamped."""
+
+    def __init__(self) -> None:
+        self.last = 0
+        self.clamped = 0
+
+    def times(self, ts: np.ndarray) -> np.ndarray:
+        ts = ts.astype(np.int64)
+        if not len(ts):
+            return ts
+        mono = np.maximum.accumulate(np.maximum(ts, self.last))
+        prev = np.concatenate(([self.last], mono[:-1]))
+        self.clamped += int(np.count_nonzero(ts < prev))
+        self.last = int(mono[-1])
+        return mono
+
+
+class Replay:
+    """One replay of one capture through a pipeline into sinks."""
+
+    def __init__(self, pipeline: Pipeline, sinks: Sinks, *, log: bool = False, fast: bool = True):
+        self.p = pipeline
+        self.sinks = sinks
+        self.log = log
+        self.stats = Stats(engine=pipeline.engine)
+        self.clock = Clock()
+        self.fast = fast and pipeline.engine == "jit"
+
+    def run(self, path: str | os.PathLike[str], progress: Any = None) -> Stats:
+        start = time.perf_counter()
+        reader = None
+        error: CaptureError | None = None
+        try:
+            reader = read_batches(path, BATCH if not self.fast else 65536)
+            for batch in reader:
+                self.batch(batch)
+                if progress is not None:
+                    progress(reader.offset)
+        except CaptureError as e:
+            error = e
+        self.stats.seconds = time.perf_counter() - start
+        self.stats.clamped_timestamps = self.clock.clamped
+        self._account_reader(reader, error)
+        if error is not None:
+            raise error
+        return self.stats
+
+    def _account_reader(self, reader: Any, error: CaptureError | None) -> None:
+        """Records the reader could not hand out, each its own error outcome; the capture's damage."""
+        cap: dict[str, Any] = {"path": str(getattr(reader, "path", "")), "warnings": []}
+        if reader is not None:
+            skipped = reader.skipped
+            for kind, reason in RECORD_REASONS.items():
+                n = min(reader.warnings.counts.get(kind, 0), skipped)
+                if n:
+                    self.stats.count("error", reason, n=n)
+                    skipped -= n
+            if skipped:
+                self.stats.count("error", "damaged_record", n=skipped)
+            cap.update(records=reader.records, packets=reader.packets, skipped=reader.skipped,
+                       warning_counts=dict(reader.warnings.counts))
+            cap["warnings"] = [{"offset": w.offset, "kind": w.kind, "message": str(w)}
+                               for w in reader.warnings[:100]]
+        if error is not None:
+            cap["error"] = str(error)
+            cap["error_offset"] = error.offset
+        self.stats.capture = cap
+
+    # ------------------------------------------------------------------ batches
+
+    def batch(self, b: Batch) -> None:
+        times = self.clock.times(b.ts_ns)
+        n = len(b)
+        ifaces = [self.p.interface_for(int(c)) for c in np.unique(b.interface).tolist()]
+        if self.fast and len(ifaces) == 1 and ifaces[0] is not None and ifaces[0].spec.queues == 1:
+            from .fastpath import jit_batch
+
+            if jit_batch(self, ifaces[0], b, times):
+                return
+        for i in range(n):
+            self.packet(b, i, int(times[i]))
+
+    def packet(self, b: Batch, i: int, now_ns: int) -> None:
+        p = self.p
+        data = b.packet(i)
+        index = b.index + i
+        ts = int(b.ts_ns[i])
+        iface = p.interface_for(int(b.interface[i]))
+        if iface is None:
+            self.stats.count("drop", "no_interface")
+            self.sinks.write(p.interfaces[0].name, "drop", None, data, ts)
+            if self.log:
+                self.sinks.log_packet({"index": index, "interface": None, "capture_interface":
+                                       int(b.interface[i]), "outcome": "drop", "reason": "no_interface",
+                                       "length": len(data)})
+            return
+        queue = iface.rss.queue(data) if iface.spec.queues > 1 else 0
+        d = p.process(iface, data, now_ns, queue)
+        st = self.stats
+        st.count(d.outcome, d.reason, iface.name)
+        st.queues[f"{iface.name}:{queue}"] += 1
+        r = d.result
+        if r is not None:
+            st.tail_calls += r.tail_calls
+            st.helper_calls.update(r.helper_counts)
+            if r.trace:
+                self.sinks.trace(r.trace)
+        for prog in d.ran:
+            st.programs[prog]["runs"] += 1
+        if d.program:
+            st.programs[d.program]["decided"] += 1
+            st.programs[d.program][d.outcome] += 1
+        if d.target:
+            st.redirect_targets[d.target] += 1
+        if d.error:
+            st.errors[d.error] += 1
+        self.sinks.write(iface.name, d.outcome, d.target, d.data, ts)
+        events = p.backend.events()
+        for e in events:
+            e["packet"] = index
+            self.sinks.event(e)
+        if self.log:
+            self.sinks.log_packet({"index": index, "interface": iface.name, "queue": queue, "outcome": d.outcome,
+                                   "reason": d.reason, "program": d.program, "length": len(d.data),
+                                   "target": d.target, "error": d.error})
+
+
+def replay_to_dir(spec: str | PipelineSpec, pcap: str | os.PathLike[str], out: Path, *, engine: str = "jit",
+                  queues: int | None = None, log: bool = False, seed: int = 0, budget: int | None = None,
+                  progress: bool = False) -> dict:
+    """Replay `pcap` through SPEC (object or pipeline file) into directory `out`; returns stats.json's dict."""
+    pspec = parse_spec(spec, queues=queues) if isinstance(spec, str) else spec
+    out = Path(out)
+    with Pipeline(pspec, engine=engine, seed=seed, budget=budget) as pipeline:
+        sinks = Sinks(out, per_interface=len(pipeline.interfaces) > 1)
+        replay = Replay(pipeline, sinks, log=log)
+        error: CaptureError | None = None
+        bar = _progress(pcap) if progress else nullcontext(None)
+        try:
+            with bar as update:
+                replay.run(pcap, progress=update)
+        except CaptureError as e:
+            error = e
+        finally:
+            sinks.close()
+        stats = replay.stats.to_dict()
+        sinks.write_json("stats.json", stats)
+        sinks.write_json("maps.json", pipeline.maps_json())
+    if error is not None:
+        error.stats = stats  # type: ignore[attr-defined] - the CLI prints the summary before the error
+        raise error
+    return stats
+
+
+class _progress:
+    """A rich progress bar over the capture's bytes (only on a terminal: the CLI decides)."""
+
+    def __init__(self, pcap: str | os.PathLike[str]):
+        self.total = max(os.path.getsize(pcap), 1) if os.path.exists(pcap) else 1
+
+    def __enter__(self) -> Any:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+        self.bar = Progress(TextColumn("replaying"), BarColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                            transient=True)
+        self.bar.__enter__()
+        self.task = self.bar.add_task("replay", total=self.total)
+        return lambda offset: self.bar.update(self.task, completed=offset)
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(*exc)
