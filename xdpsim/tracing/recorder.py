@@ -260,8 +260,8 @@ class Recorder:
         if step.helper is not None:
             step.helper.result = None
         if m is not None:
-            step.maps.append(MapAccess(m.spec.name, TAIL_CALL, (before[3] & 0xFFFF_FFFF).to_bytes(4, "little"),
-                                       None))
+            key = (before[3] & 0xFFFF_FFFF).to_bytes(4, "little")
+            step.maps.append(MapAccess(m.spec.name, TAIL_CALL, key, None))
 
 
 def line_table(spec: Any) -> list[Any]:
