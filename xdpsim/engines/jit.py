@@ -35,6 +35,8 @@ from .base import (
     budget_fault,
     call_depth_fault,
     frame_pointer,
+    in_helper,
+    internal_helper_fault,
     locate,
     lock_held_fault,
     prepare_stack,
@@ -198,8 +200,13 @@ class _RuntimeJit:
                 state.tail_calls = int(self.env[abi.E_TAIL_CALLS])
             prev_redirect, ntrace = state.redirect, len(state.trace)
             state.redirect = _UNSET
+            args = (r1 & U64, r2 & U64, r3 & U64, r4 & U64, r5 & U64)
             try:
-                r0 = hd.impl(state, r1 & U64, r2 & U64, r3 & U64, r4 & U64, r5 & U64) & U64
+                r0 = hd.impl(state, *args) & U64
+            except ProgramFault as e:  # as the interpreter: a fault inside a helper names it
+                raise in_helper(hd.name, e, args) from e.__cause__
+            except Exception as exc:
+                raise internal_helper_fault(hd.name, exc) from exc
             finally:
                 if state.redirect is _UNSET:
                     state.redirect = prev_redirect

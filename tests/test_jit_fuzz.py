@@ -1,0 +1,219 @@
+"""Fuzz: random and mutated programs, random packets, interpreter vs JIT (r0 or fault, packet bytes,
+maps). The JIT runs in a subprocess (xdpsim.jit.fuzzcheck) so a crash of native code fails the test
+rather than killing pytest."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from xdpsim import isa
+from xdpsim.isa import Instruction as I  # noqa: N817 - the instruction builder reads best short
+
+ROOT = Path(__file__).resolve().parent.parent
+OBJECTS = sorted(glob.glob(str(ROOT / "programs" / "*.o")))
+
+IMMS = [0, 1, -1, 2, 7, 8, 14, 31, 32, 63, 64, 255, 0x7FFF_FFFF, -0x8000_0000, 0x1234, -12]
+ALU_OPS = [isa.BPF_ADD, isa.BPF_SUB, isa.BPF_MUL, isa.BPF_DIV, isa.BPF_OR, isa.BPF_AND, isa.BPF_LSH,
+           isa.BPF_RSH, isa.BPF_NEG, isa.BPF_MOD, isa.BPF_XOR, isa.BPF_MOV, isa.BPF_ARSH]
+JMP_OPS = [isa.BPF_JEQ, isa.BPF_JGT, isa.BPF_JGE, isa.BPF_JSET, isa.BPF_JNE, isa.BPF_JSGT, isa.BPF_JSGE,
+           isa.BPF_JLT, isa.BPF_JLE, isa.BPF_JSLT, isa.BPF_JSLE]
+SIZES = [isa.BPF_B, isa.BPF_H, isa.BPF_W, isa.BPF_DW]
+
+# prologue: r6 = ctx, r7 = data, r8 = data_end, r9 = data + 14
+PROLOGUE = [
+    I(0xBF, 6, 1), I(0x61, 7, 6, 0), I(0x61, 8, 6, 4), I(0xBF, 9, 7), I(0x07, 9, 0, 0, 14),
+]
+
+
+def _lddw(dst: int, value: int) -> list[I]:
+    return list(isa.lddw(dst, value))
+
+
+@st.composite
+def snippet(draw: st.DrawFn) -> list[I]:
+    kind = draw(st.sampled_from(["alu", "alu", "alu", "end", "jmp", "stack", "pkt", "pkt", "map", "helper",
+                                 "atomic", "loop"]))
+    reg = st.integers(0, 5)
+    anyreg = st.integers(0, 9)
+    if kind == "alu":
+        op = draw(st.sampled_from(ALU_OPS))
+        cls = draw(st.sampled_from([isa.BPF_ALU, isa.BPF_ALU64]))
+        if op == isa.BPF_NEG:
+            return [I(cls | op, draw(reg))]
+        off = draw(st.sampled_from([0, 1])) if op in (isa.BPF_DIV, isa.BPF_MOD) else 0
+        if draw(st.booleans()):
+            if op == isa.BPF_MOV:
+                off = draw(st.sampled_from([0, 8, 16] + ([32] if cls == isa.BPF_ALU64 else [])))
+            return [I(cls | op | isa.BPF_X, draw(reg), draw(anyreg), off)]
+        return [I(cls | op, draw(reg), 0, off, draw(st.sampled_from(IMMS)))]
+    if kind == "end":
+        cls = draw(st.sampled_from([isa.BPF_ALU, isa.BPF_ALU64]))
+        src = isa.BPF_TO_LE if cls == isa.BPF_ALU64 else draw(st.sampled_from([isa.BPF_TO_LE, isa.BPF_TO_BE]))
+        return [I(cls | isa.BPF_END | src, draw(reg), 0, 0, draw(st.sampled_from([16, 32, 64])))]
+    if kind == "jmp":
+        cls = draw(st.sampled_from([isa.BPF_JMP, isa.BPF_JMP32]))
+        op = draw(st.sampled_from(JMP_OPS))
+        skip = draw(st.integers(0, 3))
+        if draw(st.booleans()):
+            return [I(cls | op | isa.BPF_X, draw(anyreg), draw(anyreg), skip)]
+        return [I(cls | op, draw(anyreg), 0, skip, draw(st.sampled_from(IMMS)))]
+    if kind == "stack":
+        size = draw(st.sampled_from(SIZES))
+        off = draw(st.one_of(st.integers(-64, -1), st.sampled_from([-512, -8, -520, 0, 4])))
+        if draw(st.booleans()):
+            return [I(isa.BPF_STX | isa.BPF_MEM | size, 10, draw(anyreg), off)]
+        return [I(isa.BPF_LDX | isa.BPF_MEM | size, draw(reg), 10, off)]
+    if kind == "pkt":
+        size = draw(st.sampled_from(SIZES))
+        off = draw(st.integers(-4, 80))
+        check = draw(st.integers(0, 90))
+        access = (I(isa.BPF_STX | isa.BPF_MEM | size, 7, draw(anyreg), off) if draw(st.booleans())
+                  else I(isa.BPF_LDX | isa.BPF_MEM | size, draw(reg), 7, off))
+        if draw(st.booleans()):  # bounds-checked the way C compiles it
+            return [I(0xBF, 1, 7), I(0x07, 1, 0, 0, check), I(0x2D, 1, 8, 1), access]
+        return [access]
+    if kind == "map":
+        which = draw(st.integers(0, 1))
+        key = draw(st.sampled_from([0, 1, 3, 4, 9]))
+        body = [I(0x62, 10, 0, -4, key), I(0xBF, 2, 10), I(0x07, 2, 0, 0, -4)] + _lddw(1, (4 << 32) | which)
+        if which == 1 and draw(st.booleans()):  # hash update with value from the stack
+            body += [I(0x7A, 10, 0, -16, draw(st.sampled_from(IMMS))), I(0xBF, 3, 10), I(0x07, 3, 0, 0, -16),
+                     I(0xB7, 4, 0, 0, draw(st.integers(0, 3))), I(0x85, 0, 0, 0, 2)]
+            return body
+        body += [I(0x85, 0, 0, 0, 1), I(0x15, 0, 0, 2, 0)]
+        off = draw(st.integers(-2, 18))
+        body += [I(0x79, 3, 0, off) if draw(st.booleans()) else I(0x7B, 0, 2, off), I(0xBF, 5, 0)]
+        return body
+    if kind == "helper":
+        h = draw(st.sampled_from(["ktime", "prandom", "smp", "csum", "head", "tail", "meta", "load_bytes"]))
+        if h in ("ktime", "prandom", "smp"):
+            return [I(0x85, 0, 0, 0, {"ktime": 5, "prandom": 7, "smp": 8}[h])]
+        if h == "csum":
+            return [I(0xBF, 1, 10), I(0x07, 1, 0, 0, -16), I(0xB7, 2, 0, 0, draw(st.sampled_from([0, 4, 8, 6]))),
+                    I(0xBF, 3, 10), I(0x07, 3, 0, 0, -32), I(0xB7, 4, 0, 0, draw(st.sampled_from([0, 8, 12]))),
+                    I(0xB7, 5, 0, 0, draw(st.sampled_from(IMMS))), I(0x85, 0, 0, 0, 28)]
+        if h == "load_bytes":
+            return [I(0xBF, 1, 6), I(0xB7, 2, 0, 0, draw(st.integers(0, 70))), I(0xBF, 3, 10),
+                    I(0x07, 3, 0, 0, -48), I(0xB7, 4, 0, 0, draw(st.integers(0, 40))), I(0x85, 0, 0, 0, 189)]
+        hid = {"head": 44, "tail": 65, "meta": 54}[h]
+        delta = draw(st.sampled_from([-300, -40, -16, -4, 0, 4, 14, 20, 100, 4000]))
+        return [I(0xBF, 1, 6), I(0xB7, 2, 0, 0, delta), I(0x85, 0, 0, 0, hid)] + PROLOGUE[1:]
+    if kind == "atomic":
+        size = draw(st.sampled_from([isa.BPF_W, isa.BPF_DW]))
+        op = draw(st.sampled_from(sorted(isa.ATOMIC_OPS)))
+        base = draw(st.sampled_from([10, 7, 0]))
+        off = -8 if base == 10 else draw(st.integers(0, 16))
+        return [I(isa.BPF_STX | isa.BPF_ATOMIC | size, base, draw(st.integers(1, 5)), off, op)]
+    # a short counted loop (sometimes never ending: the budget stops it)
+    n = draw(st.sampled_from([3, 10, 1 << 20]))
+    return [I(0xB7, 4, 0, 0, 0), I(0x07, 4, 0, 0, 1), I(0xA5, 4, 0, -2, n)]
+
+
+def _fix_jumps(insns: list[I]) -> list[I]:
+    """Clamp forward jumps so they land on a real instruction of the program."""
+    out = list(insns)
+    for pc, ins in enumerate(out):
+        if ins.is_jump and ins.cls in (isa.BPF_JMP, isa.BPF_JMP32) and ins.code != isa.BPF_JA and ins.off >= 0:
+            t = pc + ins.off + 1
+            if t >= len(out) or (t > 0 and out[t - 1].is_lddw):
+                out[pc] = I(ins.opcode, ins.dst, ins.src, 0, ins.imm)
+    return out
+
+
+@st.composite
+def random_case(draw: st.DrawFn) -> dict:
+    body: list[I] = list(PROLOGUE)
+    for _ in range(draw(st.integers(1, 12))):
+        body += draw(snippet())
+    body += [I(0xBF, 0, draw(st.integers(0, 5))), I(0x95)]
+    insns = _fix_jumps(body)
+    return {"program": isa.encode(insns).hex(), "packet": draw(packets()).hex(), "object": None}
+
+
+@st.composite
+def packets(draw: st.DrawFn) -> bytes:
+    base = draw(st.sampled_from([
+        bytes.fromhex("ffffffffffff020000000001080045000028000100004006" + "0000" + "0a0000010a000002"
+                      "04d20050" + "00" * 16),
+        bytes.fromhex("ffffffffffff02000000000108004500001c0001000040110000" + "0a0000010a000002" + "04d20013" + "00" * 4),
+        bytes(60), bytes(14), bytes(3),
+    ]))
+    extra = draw(st.binary(max_size=40))
+    return base + extra if draw(st.booleans()) else base[: draw(st.integers(0, len(base)))] + extra
+
+
+_PROGRAMS: list[tuple[str, str]] = []
+
+
+def _xdp_programs() -> list[tuple[str, str]]:
+    """(object, program) for every XDP program in programs/."""
+    if not _PROGRAMS:
+        from xdpsim.loader import load_object
+        from xdpsim.spec import ProgType
+
+        for path in OBJECTS:
+            spec = load_object(path)
+            _PROGRAMS.extend((path, n) for n, p in sorted(spec.programs.items()) if p.type == ProgType.XDP)
+    return _PROGRAMS
+
+
+@st.composite
+def mutated_case(draw: st.DrawFn) -> dict:
+    from xdpsim.loader import load_object
+
+    path, name = draw(st.sampled_from(_xdp_programs()))
+    insns = list(load_object(path).programs[name].insns)
+    for _ in range(draw(st.integers(1, 4))):
+        pc = draw(st.integers(0, len(insns) - 1))
+        ins = insns[pc]
+        if ins.is_lddw or ins.is_filler or (pc > 0 and insns[pc - 1].is_lddw):
+            continue
+        how = draw(st.sampled_from(["imm", "off", "reg", "replace"]))
+        if how == "imm":
+            insns[pc] = I(ins.opcode, ins.dst, ins.src, ins.off, draw(st.sampled_from(IMMS)))
+        elif how == "off" and not ins.is_jump:
+            insns[pc] = I(ins.opcode, ins.dst, ins.src, ins.off + draw(st.integers(-16, 16)), ins.imm)
+        elif how == "reg":
+            insns[pc] = I(ins.opcode, draw(st.integers(0, 9)), ins.src, ins.off, ins.imm)
+        else:
+            insns[pc] = draw(snippet())[0]
+    return {"program": isa.encode(insns).hex(), "packet": draw(packets()).hex(), "object": path, "name": name}
+
+
+def _check(cases: list[dict]) -> None:
+    env = dict(os.environ, XDPSIM_JIT_CACHE="0")
+    proc = subprocess.run([sys.executable, "-m", "xdpsim.jit.fuzzcheck"], input=json.dumps(cases),
+                          capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    assert proc.returncode == 0, f"worker died ({proc.returncode}): {proc.stderr[-3000:]}"
+    lines = [json.loads(x) for x in proc.stdout.splitlines()]
+    assert len(lines) == len(cases)
+    for res in lines:
+        if not res["ok"]:
+            a, b = res["interp"], res["jit"]
+            diff = {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if a.get(k) != b.get(k)}
+            raise AssertionError(f"interp and JIT disagree on case {json.dumps(cases[res['i']])}: {diff}")
+
+
+# no shrinking: one example is a whole batch run in a subprocess; the failure message names the case
+SETTINGS = settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck),
+                    phases=[Phase.explicit, Phase.reuse, Phase.generate])
+
+
+@SETTINGS
+@given(st.lists(random_case(), min_size=25, max_size=25))
+def test_random_programs_agree(cases: list[dict]) -> None:
+    _check(cases)
+
+
+@SETTINGS
+@given(st.lists(mutated_case(), min_size=10, max_size=10))
+def test_mutated_programs_agree(cases: list[dict]) -> None:
+    _check(cases)
