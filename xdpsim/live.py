@@ -15,6 +15,7 @@ with reason "<outcome>_write_failed", so nothing is lost silently.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import select
 import signal
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from .io.live import GONE_ERRNOS, IFF_UP, Endpoint, LinkWatcher, LiveError, PacketSocket, RtnlQuery, TapDevice
 from .pipeline.config import PipelineSpec, parse_spec
-from .pipeline.stats import Stats
+from .pipeline.stats import REASONS, Stats
 
 BATCH = 256  # frames read from one endpoint before looking at the others
 LIVE_REASONS = {
@@ -37,6 +38,8 @@ LIVE_REASONS = {
     "redirect_write_failed": "redirected frame whose write to the target failed",
     "target_gone": "redirected to an interface whose device has gone",
 }
+for _reason, _why in LIVE_REASONS.items():  # live mode's own drop reasons join the pipeline's table
+    REASONS["drop"].setdefault(_reason, _why)
 
 
 @dataclass
@@ -62,6 +65,15 @@ class Binding:
     host_tap: str | None = None
 
 
+def _gone_reason(name: str, e: OSError) -> str:
+    """A read error that ends a source, in the words the link watcher uses (whichever comes first)."""
+    if e.errno in (errno.EBADFD, errno.ENODEV, errno.ENXIO):
+        return f"{name} was removed"
+    if e.errno in (errno.EIO, errno.ENETDOWN):
+        return f"{name} went down"
+    return f"{name}: {e.strerror}"
+
+
 def _kernel_dropped(q: RtnlQuery, ep: Endpoint) -> int | None:
     if isinstance(ep, TapDevice):
         st = q.stats(ep.ifindex)
@@ -78,17 +90,17 @@ class LiveRunner:
                  out: Path | None = None, seed: int = 0, budget: int | None = None,
                  count: int | None = None, duration: float | None = None, status: bool = False,
                  messages=None):
+        bindings = {**bindings_from_args(spec, [], [], []), **bindings}  # the file's tap/device keys
         missing = [i.name for i in spec.interfaces if i.name not in bindings]
         if missing:
             raise LiveError(f"interface(s) {', '.join(missing)} not bound to a device: give --tap or "
                             f"--iface, or `tap =`/`device =` in the pipeline file")
         self.spec = spec
         self.bindings = bindings
-        from .live_chain import XdpChains, make_engine  # heavy (loader, engines): not at CLI start
+        from .live_chain import make_processor  # heavy (loader, engines): not at CLI start
 
-        self.engine = make_engine(engine)
-        self.chains = XdpChains(spec, self.engine, seed=seed, budget=budget)
-        self.stats = Stats(engine=getattr(self.engine, "name", engine))
+        self.chains, engine_name = make_processor(spec, engine, seed=seed, budget=budget)
+        self.stats = Stats(engine=engine_name)
         self.out = Path(out) if out else None
         self.count = count
         self.duration = duration
@@ -195,7 +207,7 @@ class LiveRunner:
                 frame = ep.recv()
             except OSError as e:
                 if e.errno in GONE_ERRNOS:
-                    self._end(port, f"{ep.name}: {e.strerror}", poller)
+                    self._end(port, _gone_reason(ep.name, e), poller)
                     return
                 raise LiveError(f"reading {ep.name}: {e.strerror}") from e
             if frame is None:
@@ -360,6 +372,9 @@ class LiveRunner:
             if h is not None:
                 h.close()
         self._watch = self._rtnl = None
+        close = getattr(self.chains, "close", None)
+        if close is not None:
+            close()
 
 
 # --- the command -------------------------------------------------------------------------------------

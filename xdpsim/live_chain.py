@@ -189,7 +189,7 @@ class XdpChains:
             if name in stage.chain_call:
                 continue
             return self._verdict(r, port, now_ns, stats)
-        return Verdict("pass", "xdp_pass", data)
+        return Verdict("pass", "chain_end", data)
 
     def _verdict(self, r, port: _Port, now_ns: int, stats: Stats) -> Verdict:
         a = r.action
@@ -225,3 +225,52 @@ class XdpChains:
                 return Verdict("drop", "xdp_drop", d.data, program=dname)
             data = d.data
         return Verdict("redirect", "interface", data, target=target, program=r.program)
+
+
+class PipelineChains:
+    """The replay pipeline's own per-packet API (`pipeline.pipeline.Pipeline.process`) behind the
+    interface the live runner uses: `process(iface, frame, now_ns, stats) -> Verdict`, `maps_json()`."""
+
+    def __init__(self, spec: PipelineSpec, engine: str, *, seed: int = 0, budget: int | None = None):
+        from .pipeline.pipeline import Pipeline
+
+        self.pipeline = Pipeline(spec, engine=engine, seed=seed, budget=budget)
+        self.by_name = {i.name: i for i in self.pipeline.interfaces}
+        self.engine_name = engine
+
+    def process(self, iface: str, frame: bytes, now_ns: int, stats: Stats) -> Verdict:
+        i = self.by_name[iface]
+        queue = i.rss.queue(frame)
+        stats.queues[f"{iface}:{queue}"] += 1
+        d = self.pipeline.process(i, frame, now_ns, queue)
+        stats.count(d.outcome, d.reason, iface)
+        r = d.result
+        if r is not None:
+            stats.programs[d.program or r.program][_ACTION_NAMES[r.action]] += 1
+            stats.tail_calls += r.tail_calls
+            stats.helper_calls.update(r.helper_counts)
+        if d.error and d.outcome == "error":
+            stats.errors[d.error] += 1
+        if d.outcome == "redirect":
+            stats.redirect_targets[d.target or d.reason] += 1
+        return Verdict(d.outcome, d.reason, d.data, target=d.target, program=d.program)
+
+    def maps_json(self) -> dict:
+        return self.pipeline.maps_json()
+
+    def close(self) -> None:
+        self.pipeline.close()
+
+
+def make_processor(spec: PipelineSpec, engine: str, *, seed: int = 0, budget: int | None = None):
+    """The pipeline's per-packet processing when that module is present, else XdpChains (same
+    semantics, built on the lower layers). The JIT falls back to the interpreter if it cannot run."""
+    eng = make_engine(engine)
+    name = getattr(eng, "name", engine)
+    try:
+        import importlib
+
+        importlib.import_module(".pipeline.pipeline", __package__)
+    except ImportError:
+        return XdpChains(spec, eng, seed=seed, budget=budget), name
+    return PipelineChains(spec, name, seed=seed, budget=budget), name
