@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .live import add_commands as add_live_commands  # `xdpsim live` (xdpsim/live.py)
 
     COMMANDS["live"] = add_live_commands(sub)
+
+    from .testing.commands import add_commands as add_testing_commands  # record, trace, cover
+
+    COMMANDS.update(add_testing_commands(sub))
     return parser
 
 
