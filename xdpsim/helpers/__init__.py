@@ -82,8 +82,8 @@ def conformance_helpers() -> dict[int, HelperDef]:
 HELPERS[12] = HelperDef(12, "tail_call", ("ctx", "prog_array_map", "index"), None)
 
 # Importing the implementation modules registers them.
-from . import csum, fib, maps, misc, output, printk, xdp  # noqa: E402,F401
-from . import skb, skb_csum, tc  # noqa: E402,F401  (TC: after xdp, whose redirect id 23 tc wraps)
+# (tc imports xdp itself: its bpf_redirect, id 23, wraps XDP's and must be registered after it)
+from . import csum, fib, maps, misc, output, printk, skb, skb_csum, tc, xdp  # noqa: E402,F401
 
 __all__ = [
     "HELPERS", "HELPER_NAMES", "HelperDef", "conformance_helpers", "helper_id", "helper_name", "register",

@@ -23,6 +23,7 @@ from .skbuff import (
     ETH_P_IP_BE,
     ETH_P_IPV6_BE,
     PACKET_OTHERHOST,
+    SKB_MAX_ALLOC,
     VLAN_HLEN,
     VLAN_TYPES_BE,
     SkbBuffer,
@@ -54,7 +55,6 @@ F_ENCAP_L3_MASK = F_ENCAP_L3_IPV4 | F_ENCAP_L3_IPV6
 F_DECAP_L3_MASK = F_DECAP_L3_IPV4 | F_DECAP_L3_IPV6
 F_ADJ_ROOM_MASK = (F_FIXED_GSO | F_ENCAP_L3_MASK | F_ENCAP_L4_GRE | F_ENCAP_L4_UDP | F_ENCAP_L2_ETH
                    | F_ENCAP_L2_MASK | F_DECAP_L3_MASK)
-SKB_MAX_ALLOC = 16384 - 320  # SKB_MAX_ORDER(0, 2): BPF_SKB_MAX_LEN, skb_adjust_room's limit
 
 
 def s32(v: int) -> int:
@@ -136,7 +136,7 @@ def skb_store_bytes(state: RunState, r1: int, r2: int, r3: int, r4: int, r5: int
     if off > INT_MAX:
         return -_errno.EFAULT
     if not may_pull(skb, off + n):
-        return -_errno.ENOMEM
+        return -_errno.EFAULT  # measured on 6.18 (pskb_may_pull's -ENOMEM does not come out here)
     chunk = state.mem.read(r3, n)
     if r5 & BPF_F_RECOMPUTE_CSUM:  # updates skb->csum only (CHECKSUM_COMPLETE), never the headers
         rcsum_sub(skb, skb.read(off, n), off)

@@ -32,6 +32,7 @@ CHECKSUM_NONE, CHECKSUM_UNNECESSARY, CHECKSUM_COMPLETE, CHECKSUM_PARTIAL = range
 SKB_MAX_CSUM_LEVEL = 3
 PACKET_HOST, PACKET_BROADCAST, PACKET_MULTICAST, PACKET_OTHERHOST = range(4)
 ETH_P_802_3_MIN = 0x0600
+SKB_MAX_ALLOC = 16384 - 320  # SKB_MAX_ORDER(0, 2)
 
 
 def be16(v: int) -> int:
@@ -114,8 +115,8 @@ class SkbState:
 
 class SkbBuffer:
     """The packet bytes of one skb plus its `SkbState` (`st`); `data`, `data_end`, `mac`, `net`,
-    `trans` are frame offsets (`trans` None when unset). `max_len` is what the device allows
-    (MTU + hard header length: lo's 65536 + 14 under BPF_PROG_TEST_RUN)."""
+    `trans` are frame offsets (`trans` None when unset). `max_len` is the longest packet the length
+    helpers may make (skb_change_tail/head): measured under BPF_PROG_TEST_RUN on lo, SKB_MAX_ALLOC = 16064."""
 
     def __init__(self) -> None:
         self.frame = zeros(FRAME_SIZE)
@@ -126,7 +127,7 @@ class SkbBuffer:
         self.trans: int | None = None
         self.inner_mac = self.inner_net = 0
         self.inner_trans: int | None = None
-        self.max_len = 65536 + ETH_HLEN
+        self.max_len = SKB_MAX_ALLOC
         self.st = SkbState()
         self.clones: list[Clone] = []
         self._mem: AddressSpace | None = None
@@ -134,12 +135,14 @@ class SkbBuffer:
     # ------------------------------------------------------------------ loading
 
     def reset(self, data: bytes, *, meta: bytes = b"", state: SkbState | None = None,
-              dev_addr: bytes = bytes(6), max_len: int = 65536 + ETH_HLEN) -> None:
+              dev_addr: bytes = bytes(6), broadcast: bytes = bytes(6),
+              max_len: int = 0) -> None:
         """A new packet at the standard headroom, its headers as eth_type_trans leaves them (mac at
         data, network header after the Ethernet header; the data pointer back at the MAC header
         as TC sees it). `state` (copied by the caller if needed) becomes `st`; without one the
         protocol and pkt_type come from the frame as eth_type_trans computes them against
-        `dev_addr` (lo's address is all zeros: unicast frames to others are PACKET_OTHERHOST)."""
+        `dev_addr` and the device's `broadcast` address (lo's are both all zeros: unicast frames to
+        others are PACKET_OTHERHOST, ff:ff:ff:ff:ff:ff is PACKET_MULTICAST there)."""
         lo, hi = self._dirty
         self.frame[lo:hi] = 0
         n = len(data)
@@ -152,11 +155,11 @@ class SkbBuffer:
         self.mac, self.net, self.trans = start, start + ETH_HLEN, None
         self.inner_mac = self.inner_net = 0
         self.inner_trans = None
-        self.max_len = max_len
+        self.max_len = max_len or SKB_MAX_ALLOC
         self.clones = []
         if state is None:
             state = SkbState()
-            state.protocol, state.pkt_type = eth_type_trans(bytes(data), dev_addr)
+            state.protocol, state.pkt_type = eth_type_trans(bytes(data), dev_addr, broadcast)
             state.wire_len = n
         self.st = state
         self._sync()
@@ -266,13 +269,15 @@ class SkbBuffer:
         return {"state": self.st.copy(), "meta": self.meta_bytes()}
 
 
-def eth_type_trans(frame: bytes, dev_addr: bytes = bytes(6)) -> tuple[int, int]:
-    """(skb->protocol as __be16, pkt_type) as net/ethernet/eth.c computes them for `frame`."""
+def eth_type_trans(frame: bytes, dev_addr: bytes = bytes(6),
+                   broadcast: bytes = b"\xff" * 6) -> tuple[int, int]:
+    """(skb->protocol as __be16, pkt_type) as net/ethernet/eth.c computes them for `frame` received by a
+    device with address `dev_addr` and broadcast address `broadcast`."""
     dest = frame[:6]
     if dest == bytes(dev_addr):
         pkt_type = PACKET_HOST
     elif dest[0] & 1:
-        pkt_type = PACKET_BROADCAST if dest == b"\xff" * 6 else PACKET_MULTICAST
+        pkt_type = PACKET_BROADCAST if dest == bytes(broadcast) else PACKET_MULTICAST
     else:
         pkt_type = PACKET_OTHERHOST
     proto = int.from_bytes(frame[12:14], "big") if len(frame) >= 14 else 0

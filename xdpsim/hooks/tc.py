@@ -233,13 +233,16 @@ def run_tc(
     budget: int | None = None,
     cpu: int = 0,
     dev_addr: bytes = bytes(6),
+    broadcast: bytes = bytes(6),
     max_len: int | None = None,
     tracer: Tracer | None = None,
     **fields: Any,
 ) -> TcResult:
     """Run TC program `prog_id` on one packet. `skb`: the metadata the packet carries (copied; default:
     a fresh skb as BPF_PROG_TEST_RUN makes one); `fields`: SkbState fields to set first (mark=...,
-    cb=[...], ifindex=...). `max_len`: the device's MTU + 14 (default lo's, 65550). Faults are
+    cb=[...], ifindex=...). `dev_addr`/`broadcast`: the receiving device's addresses (default lo's,
+    all zeros), which decide pkt_type; `max_len`: the longest packet skb_change_tail/head may make
+    (default SKB_MAX_ALLOC, 16064, as measured under BPF_PROG_TEST_RUN). Faults are
     outcomes (`TcResult.error`), never raised."""
     prog = runtime.programs[prog_id]
     data = bytes(data)
@@ -249,7 +252,7 @@ def run_tc(
                            "header", kind="frame", program=prog.name)
         return TcResult(TcAction.TC_ACT_SHOT, data, error=err, program=prog.name)
     st = skb.copy() if skb is not None else None
-    buf.reset(data, meta=meta, state=st, dev_addr=dev_addr, max_len=max_len or 65536 + ETH_HLEN)
+    buf.reset(data, meta=meta, state=st, dev_addr=dev_addr, broadcast=broadcast, max_len=max_len or 0)
     if st is not None and not st.wire_len:
         st.wire_len = len(data)
     for name, value in fields.items():
