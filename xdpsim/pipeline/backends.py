@@ -86,7 +86,8 @@ class SimBackend:
             if entry.program is not None:
                 m.update(entry.key, entry.program)
             elif entry.cpu is not None:
-                values = list(m.lookup(entry.key)) if entry.key in m else [bytes(m.value_size)] * self.runtime.cpus
+                cpus = self.runtime.cpus
+                values = list(m.lookup(entry.key)) if entry.key in m else [bytes(m.value_size)] * cpus
                 values[entry.cpu] = entry.value
                 m.update(entry.key, values)
             else:
@@ -159,7 +160,8 @@ class KernelBackend:
                 m = coll.maps[name]
                 values = list(m.lookup(entry.key)) if entry.key in m else None
                 if values is None:
-                    raise PipelineError(f"map_entries: {entry.map}: a per-CPU `cpu` entry needs an existing key")
+                    raise PipelineError(f"map_entries: {entry.map}: a per-CPU `cpu` entry needs an "
+                                        "existing key")
                 values[entry.cpu] = entry.value
                 m.update(entry.key, values)
             else:

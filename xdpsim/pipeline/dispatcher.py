@@ -67,7 +67,8 @@ def choose_program(spec: ObjectSpec, name: str | None, extra_targets: set[str] |
     """The program to attach: `name`, or the object's only XDP entry program."""
     if name is not None:
         if name not in spec.programs:
-            raise PipelineError(f"{spec.path}: no program named {name!r} (programs: {', '.join(spec.programs)})")
+            raise PipelineError(f"{spec.path}: no program named {name!r} "
+                                f"(programs: {', '.join(spec.programs)})")
         if spec.programs[name].type != ProgType.XDP:
             raise PipelineError(f"{spec.path}: program {name} is not an XDP program "
                                 f"({ProgType(spec.programs[name].type).name})")

@@ -117,8 +117,11 @@ def jit_batch(replay: Replay, iface: Interface, b: Batch, times: np.ndarray) -> 
     ts = np.clip(b.ts_ns.astype(np.int64), 0, MAX_TS_NS)
     pos = np.full(n, -1, np.int64)
     pos[ok] = np.arange(len(ok))
+    files: dict[tuple[str, str | None], list[int]] = {}
     for k, (outcome, _reason, target) in enumerate(keys):
-        idx = np.flatnonzero(sink == k)
+        files.setdefault((outcome, target), []).append(k)
+    for (outcome, target), ks in files.items():
+        idx = np.flatnonzero(np.isin(sink, ks))  # one file, several reasons: still input order
         if not len(idx):
             continue
         w = replay.sinks.writer(iface.name, outcome, target)
@@ -138,7 +141,8 @@ def jit_batch(replay: Replay, iface: Interface, b: Batch, times: np.ndarray) -> 
             outcome, reason, target = keys[int(sink[i])]
             j = int(pos[i])
             replay.sinks.log_packet({
-                "index": b.index + i, "interface": iface.name, "queue": 0, "outcome": outcome, "reason": reason,
+                "index": b.index + i, "interface": iface.name, "queue": 0, "outcome": outcome,
+                "reason": reason,
                 "program": prog if j >= 0 else "", "length": len(_bytes(i, b, res, pos, replaced)),
                 "target": target, "error": errors.get(i)})
     return True

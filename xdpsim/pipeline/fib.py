@@ -41,7 +41,8 @@ class PipelineFib:
         self.ifaces = {i.name: i for i in spec.interfaces}
         # longest prefix first, so the first match wins
         self.routes = sorted(spec.routes, key=lambda r: -r.prefix.prefixlen)
-        self.neighbours = {(ipaddress.ip_address(n.address), n.interface): _mac(n.mac) for n in spec.neighbours}
+        self.neighbours = {(ipaddress.ip_address(n.address), n.interface): _mac(n.mac)
+                           for n in spec.neighbours}
 
     def lookup(self, params: bytes, flags: int) -> tuple[int, bytes]:
         p = bytearray(params)

@@ -70,8 +70,10 @@ class Pipeline:
         targets = {e.program for e in spec.map_entries if e.program is not None}
         self.interfaces: list[Interface] = []
         for ispec in spec.interfaces:
-            refs = [(r, self.objects[str(r.object)], choose_program(self.objects[str(r.object)], r.program, targets))
-                    for r in ispec.xdp]
+            refs = []
+            for r in ispec.xdp:
+                obj = self.objects[str(r.object)]
+                refs.append((r, obj, choose_program(obj, r.program, targets)))
             chain = build_chain(refs)
             iface = Interface(ispec, chain, RssSpreader(ispec.queues))
             if isinstance(self.backend, SimBackend):
@@ -152,7 +154,8 @@ class Pipeline:
             r = run_xdp(b.runtime, b.engine, target.prog, d.data, ifindex=iface.ifindex, queue=queue,
                         now_ns=now_ns, budget=b.budget, egress_ifindex=out.ifindex)
             if r.error is not None:
-                return Decision("error", "program_fault", r.data, program=r.program, error=str(r.error), result=r)
+                return Decision("error", "program_fault", r.data, program=r.program, error=str(r.error),
+                                result=r)
             if r.action != XdpAction.XDP_PASS:
                 return Decision("drop", "devmap_program", r.data, program=r.program, result=r,
                                 error=f"devmap program {r.program} returned {r.action.name}")

@@ -156,7 +156,8 @@ class Replay:
             e["packet"] = index
             self.sinks.event(e)
         if self.log:
-            self.sinks.log_packet({"index": index, "interface": iface.name, "queue": queue, "outcome": d.outcome,
+            self.sinks.log_packet({"index": index, "interface": iface.name, "queue": queue,
+                                   "outcome": d.outcome,
                                    "reason": d.reason, "program": d.program, "length": len(d.data),
                                    "target": d.target, "error": d.error})
 
@@ -164,7 +165,7 @@ class Replay:
 def replay_to_dir(spec: str | PipelineSpec, pcap: str | os.PathLike[str], out: Path, *, engine: str = "jit",
                   queues: int | None = None, log: bool = False, seed: int = 0, budget: int | None = None,
                   progress: bool = False) -> dict:
-    """Replay `pcap` through SPEC (object or pipeline file) into directory `out`; returns stats.json's dict."""
+    """Replay `pcap` through SPEC (object or pipeline file) into directory `out`; returns stats.json."""
     pspec = parse_spec(spec, queues=queues) if isinstance(spec, str) else spec
     out = Path(out)
     with Pipeline(pspec, engine=engine, seed=seed, budget=budget) as pipeline:
@@ -197,8 +198,8 @@ class _progress:
     def __enter__(self) -> Any:
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-        self.bar = Progress(TextColumn("replaying"), BarColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-                            transient=True)
+        self.bar = Progress(TextColumn("replaying"), BarColumn(), TransferSpeedColumn(),
+                            TimeRemainingColumn(), transient=True)
         self.bar.__enter__()
         self.task = self.bar.add_task("replay", total=self.total)
         return lambda offset: self.bar.update(self.task, completed=offset)

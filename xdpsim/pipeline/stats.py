@@ -30,7 +30,8 @@ REASONS = {
         "xdp_drop": "an XDP program returned XDP_DROP",
         "redirect_failed": "XDP_REDIRECT to an ifindex that is not an interface of the pipeline "
         "(the kernel's xdp_do_redirect fails and drops it)",
-        "redirect_no_target": "XDP_REDIRECT without a successful bpf_redirect*() call (xdp_do_redirect fails)",
+        "redirect_no_target": "XDP_REDIRECT without a successful bpf_redirect*() call "
+        "(xdp_do_redirect fails)",
         "devmap_program": "the devmap entry's program (xdp/devmap) did not return XDP_PASS",
         "frame_too_short": "a frame shorter than an Ethernet header (14 bytes): NICs drop runts, and "
         "BPF_PROG_TEST_RUN refuses them",
