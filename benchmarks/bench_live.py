@@ -169,9 +169,10 @@ def _search(label: str, ns: str, dev: str, seconds: float, frame: bytes, dropped
               f"dropped {extra}", file=sys.stderr)
         if lost or extra or r["socket_drops"]:
             break
-        best = (rate, achieved)
         if achieved < rate * 0.9:  # the sender is the limit now
-            return f"at least {achieved:,.0f} pps (sender-bound)", rows
+            floor = max(achieved, best[0] if best else 0)
+            return f"at least {floor:,.0f} pps (sender-bound at {rate:,} asked)", rows
+        best = (rate, achieved)
     if best is None:
         return f"below {RATES[0]} pps", rows
     return f"{best[0]:,} pps", rows
