@@ -5,6 +5,10 @@
     assert res.action == XdpAction.XDP_PASS; res.raise_for_error()
     obj.maps["counters"][0]
 
+TC programs (sections tc, classifier, tcx/...) run the same way on a `struct __sk_buff`; their
+`action` is a hooks.tc.TcAction, `skb` the metadata after the run (mark, cb, ...), and __sk_buff
+fields may be given: `prog.run(packet, mark=7, cb=[1, 2, 3, 4, 5])`.
+
 Engines: "interp" (the reference interpreter), "jit" (xdpsim.engines.jit.JitEngine, on the same
 Runtime and maps as the interpreter, so the two can be mixed run by run), "kernel" (the running
 kernel through bpf(): its own maps, `Object.maps` are then KernelMaps with the same dict API).
@@ -17,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import ProgramFault, XdpsimError
+from .hooks.tc import TcAction, run_tc
 from .hooks.xdp import XdpAction, run_xdp
 from .runtime import Runtime
 from .spec import ObjectSpec, ProgType
@@ -35,7 +40,7 @@ class RunResult:
     `trace` (bpf_printk lines), `program` (name of the program that returned, after tail calls),
     `retval` (raw r0), `engine`, and the run's counters."""
 
-    action: XdpAction
+    action: XdpAction | TcAction | int
     data: bytes
     meta: bytes = b""
     redirect: RedirectTarget | None = None
@@ -49,6 +54,10 @@ class RunResult:
     insns: int = 0
     notes: list[str] = field(default_factory=list)
     duration_ns: int = 0
+    #: TC runs: the skb metadata after the run (helpers.skbuff.SkbState); kernel runs fill only the
+    #: fields BPF_PROG_TEST_RUN reports back (mark, priority, ifindexes, cb, tstamp, wire_len, gso_*,
+    #: hwtstamp)
+    skb: Any = None
 
     @property
     def ok(self) -> bool:
@@ -86,9 +95,16 @@ class Program:
 
     def run(self, packet: Any, *, engine: str | None = None, ifindex: int = 1, queue: int = 0,
             now_ns: int = 0, meta: bytes = b"", budget: int | None = None,
-            tracer: Tracer | None = None) -> RunResult:
-        """Run this XDP program on one packet with `engine` (default: the object's). `tracer(prog_id,
-        pc, regs)` is called before each instruction (interp; engines that cannot trace ignore it)."""
+            tracer: Tracer | None = None, **skb_fields: Any) -> RunResult:
+        """Run this XDP or TC program on one packet with `engine` (default: the object's). `tracer(prog_id,
+        pc, regs)` is called before each instruction (interp; engines that cannot trace ignore it).
+        TC programs take __sk_buff fields as keywords (mark=, priority=, cb=, ...; `ifindex` is the
+        device's)."""
+        if self.spec.type in (ProgType.SCHED_CLS, ProgType.SCHED_ACT):
+            return self._run_tc(packet, engine, ifindex, now_ns, meta, budget, tracer, skb_fields)
+        if skb_fields:
+            raise XdpsimError(f"program {self.name} is an XDP program: no __sk_buff fields to set "
+                              f"({', '.join(skb_fields)})")
         if self.spec.type != ProgType.XDP:
             raise XdpsimError(f"program {self.name} is a {ProgType(self.spec.type).name} program; "
                               "Program.run runs XDP programs")
@@ -101,6 +117,22 @@ class Program:
                     meta=meta, budget=budget, tracer=tracer)
         return RunResult(r.action, r.data, r.meta, r.redirect, r.error, r.trace, r.program, r.retval, name,
                          r.helper_counts, r.tail_calls, r.insns, r.notes)
+
+    def _run_tc(self, packet: Any, engine: str | None, ifindex: int, now_ns: int, meta: bytes,
+                budget: int | None, tracer: Tracer | None, fields: dict[str, Any]) -> RunResult:
+        data = _packet_bytes(packet)
+        name = engine or self.object.engine
+        if name == "kernel":
+            if meta:
+                raise XdpsimError("the kernel's BPF_PROG_TEST_RUN takes no metadata for TC programs")
+            if ifindex != 1:
+                fields = {"ifindex": ifindex, **fields}
+            return self.object._run_kernel_tc(self.name, data, fields)
+        fields = {"ifindex": ifindex, **fields}
+        r = run_tc(self.object.runtime, self.object._engine(name), self.id, data, meta=meta, now_ns=now_ns,
+                   budget=budget, tracer=tracer, **fields)
+        return RunResult(r.action, r.data, r.meta, r.redirect, r.error, r.trace, r.program, r.retval, name,
+                         r.helper_counts, r.tail_calls, r.insns, r.notes, skb=r.skb)
 
 
 class Object:
@@ -163,6 +195,20 @@ class Object:
             action = XdpAction(act)
         return RunResult(action, r.data_out, r.meta, None, None, [], name, r.retval, "kernel", notes=notes,
                          duration_ns=r.duration_ns)
+
+    def _run_kernel_tc(self, name: str, data: bytes, fields: dict[str, Any]) -> RunResult:
+        from .helpers.skbuff import SkbState
+        from .hooks.tc import s32
+
+        r = self.kernel.run_skb(name, data, **fields)
+        st = SkbState()
+        for key, value in r.skb.items():
+            setattr(st, key, bytearray(b"".join(v.to_bytes(4, "little") for v in value))
+                    if key == "cb" else value)
+        code = s32(r.retval)
+        action: TcAction | int = TcAction(code) if code in TcAction._value2member_map_ else code
+        return RunResult(action, r.data_out, b"", None, None, [], name, r.retval, "kernel",
+                         duration_ns=r.duration_ns, skb=st)
 
     def close(self) -> None:
         if self._kernel is not None:
