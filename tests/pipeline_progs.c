@@ -1,0 +1,82 @@
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <bpf/bpf_helpers.h>
+
+char LICENSE[] SEC("license") = "GPL";
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 3);
+	__type(key, __u32);
+	__type(value, __s32);
+} deltas SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096);
+} events SEC(".maps");
+
+SEC("xdp")
+int adjust(struct xdp_md *ctx)
+{
+	__u32 k0 = 0, k1 = 1, k2 = 2;
+	__s32 *m = bpf_map_lookup_elem(&deltas, &k0);
+	__s32 *h = bpf_map_lookup_elem(&deltas, &k1);
+	__s32 *t = bpf_map_lookup_elem(&deltas, &k2);
+
+	if (!m || !h || !t)
+		return XDP_ABORTED;
+	if (*m && bpf_xdp_adjust_meta(ctx, *m))
+		return XDP_DROP;
+	if (*h && bpf_xdp_adjust_head(ctx, *h))
+		return XDP_DROP;
+	if (*t && bpf_xdp_adjust_tail(ctx, *t))
+		return XDP_DROP;
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int fib(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = data + sizeof(*eth);
+	struct bpf_fib_lookup p = {};
+	int rc;
+
+	if ((void *)(ip + 1) > data_end || eth->h_proto != __builtin_bswap16(ETH_P_IP))
+		return XDP_PASS;
+	p.family = 2;
+	p.ipv4_src = ip->saddr;
+	p.ipv4_dst = ip->daddr;
+	p.ifindex = ctx->ingress_ifindex;
+	rc = bpf_fib_lookup(ctx, &p, sizeof(p), 0);
+	if (rc == 0) {
+		__builtin_memcpy(eth->h_dest, p.dmac, 6);
+		__builtin_memcpy(eth->h_source, p.smac, 6);
+		return bpf_redirect(p.ifindex, 0);
+	}
+	bpf_printk("fib %d", rc);
+	return XDP_PASS;
+}
+
+struct rec {
+	__u64 now;
+	__u32 len;
+	__u32 pad;
+};
+
+SEC("xdp")
+int clock(struct xdp_md *ctx)
+{
+	struct rec r = { .now = bpf_ktime_get_ns(), .len = ctx->data_end - ctx->data };
+
+	bpf_ringbuf_output(&events, &r, sizeof(r), 0);
+	if (r.len > 200)
+		return 7; /* not an XDP action */
+	if (r.len > 100)
+		return *(volatile __u8 *)(long)(ctx->data + 4000); /* faults: past the frame */
+	return XDP_PASS;
+}
