@@ -255,6 +255,7 @@ def assert_matches_golden(spec: str | os.PathLike[str], pcap: str | os.PathLike[
     """Replay `pcap` through `spec` and compare with `golden`; raise GoldenMismatch listing every
     changed packet with a per-field diff. `update=True` (pytest --xdpsim-update-golden) rewrites the
     file instead (on the recording engine "auto"). Returns the number of packets checked."""
+    __tracebackhide__ = True  # pytest: the mismatch message is the report, not this function's source
     from .testing import state
 
     spec, golden = os.fspath(spec), os.fspath(golden)

@@ -11,6 +11,8 @@ from typing import Any
 def summary(data: bytes) -> str:
     """scapy's one-line summary of an Ethernet frame ("Ether / IP / TCP 10.0.0.1:1234 > ...")."""
     try:
+        import scapy.layers.inet  # noqa: F401 - binds IP/TCP/UDP/ICMP under Ether
+        import scapy.layers.inet6  # noqa: F401 - and IPv6
         from scapy.layers.l2 import Ether
 
         return str(Ether(data).summary())
@@ -52,6 +54,8 @@ class CapturedPacket:
         return summary(self.data)
 
     def scapy(self) -> Any:
+        import scapy.layers.inet  # noqa: F401
+        import scapy.layers.inet6  # noqa: F401
         from scapy.layers.l2 import Ether
 
         return Ether(self.data)

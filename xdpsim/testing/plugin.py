@@ -143,6 +143,7 @@ def xdpsim_golden(request: pytest.FixtureRequest) -> Any:
     base = os.path.dirname(str(request.path))
 
     def check(spec: str, pcap: str, golden: str, **kw: Any) -> int:
+        __tracebackhide__ = True
         def here(p: str) -> str:
             return p if os.path.isabs(p) else os.path.join(base, p)
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 ACTION_NAMES = ("XDP_ABORTED", "XDP_DROP", "XDP_PASS", "XDP_TX", "XDP_REDIRECT")
 TAIL = 12  # instructions of the trace shown in a failure report
+BRANCHES = 3  # conditional jumps (on distinct C lines) shown before the return
 
 
 class Verdict(int):
@@ -106,18 +107,26 @@ def decision_lines(steps: list[Step], source: str | None, exit_pc: int | None) -
     out = []
     if steps:
         last = steps[-1]
-        jumps = [s for s in steps if s.prog == last.prog and s.insn.startswith("if ")]
-        if jumps:
-            j = jumps[-1]
-            pos = steps.index(j)
-            went = "taken" if pos + 1 < len(steps) and steps[pos + 1].pc != j.pc + 1 else "not taken"
-            out.append(f"last branch: insn {j.pc} ({went}) at {j.location}: {j.source}")
+        # the last conditional jumps on distinct C lines: at -O2 the exit and the r0 write often carry
+        # a closing brace's line, and the decision is one of these
+        seen: set[tuple[str | None, int | None]] = set()
+        picked = []
+        for i in range(len(steps) - 1, -1, -1):
+            s = steps[i]
+            if s.prog != last.prog or not s.insn.startswith("if ") or (s.file, s.line) in seen:
+                continue
+            seen.add((s.file, s.line))
+            went = "taken" if i + 1 < len(steps) and steps[i + 1].pc != s.pc + 1 else "not taken"
+            picked.append(f"branch at insn {s.pc} ({went}), {s.location}: {s.source}")
+            if len(picked) == BRANCHES:
+                break
+        out += reversed(picked)
         r0 = next((s for s in reversed(steps[:-1])
                    if 0 in s.regs and s.prog == last.prog and s.helper is None), None)
         if r0 is not None:
-            out.append(f"r0 = {r0.regs[0]} set by insn {r0.pc} at {r0.location}: {r0.source}")
+            out.append(f"r0 = {r0.regs[0]} set by insn {r0.pc}, {r0.location}: {r0.source}")
     if source is not None:
-        out.append(f"returned by insn {exit_pc} at {source}")
+        out.append(f"returned by insn {exit_pc}, {source}")
     return out
 
 
