@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .testing.commands import add_commands as add_testing_commands  # record, trace, cover
 
     COMMANDS.update(add_testing_commands(sub))
+
+    from .difftest.cli import add_commands as add_diff_commands  # diff, check (xdpsim/difftest/)
+
+    COMMANDS.update(add_diff_commands(sub))
     return parser
 
 
