@@ -86,9 +86,20 @@ def percent(hit: int, total: int) -> float:
     return 100.0 * hit / total if total else 100.0
 
 
+def source_path(path: str, object_path: str) -> str:
+    """The source file as compiled (BTF keeps the compile-time path); when it is not there (the
+    object was built elsewhere), the file of that name beside the object, if any."""
+    norm = os.path.normpath(path)
+    if os.path.exists(norm) or not object_path:
+        return norm
+    beside = os.path.join(os.path.dirname(object_path), os.path.basename(norm))
+    return beside if os.path.exists(beside) else norm
+
+
 def _program(p: ProgramCoverage, files: dict[str, FileReport]) -> ProgramReport:
     spec = p.spec
     table = line_table(spec)
+    paths: dict[str, str] = {}
     executable = [pc for pc in range(len(spec.insns)) if not (pc and spec.insns[pc - 1].is_lddw)]
     # per program: line -> max over its instructions
     line_max: dict[tuple[str, int], int] = {}
@@ -98,7 +109,10 @@ def _program(p: ProgramCoverage, files: dict[str, FileReport]) -> ProgramReport:
         li = table[pc]
         if li is None:
             continue
-        key = (os.path.normpath(li.file), li.line)
+        f = paths.get(li.file)
+        if f is None:
+            f = paths[li.file] = source_path(li.file, p.object)
+        key = (f, li.line)
         line_max[key] = max(line_max.get(key, 0), p.hits[pc])
         line_text.setdefault(key, li.text)
         if is_branch(spec.insns[pc]):
@@ -125,7 +139,8 @@ def _program(p: ProgramCoverage, files: dict[str, FileReport]) -> ProgramReport:
         li = table[off] if off < len(table) else None
         if li is None:
             continue
-        f = files.setdefault(os.path.normpath(li.file), FileReport(os.path.normpath(li.file)))
+        path = paths.get(li.file) or source_path(li.file, p.object)
+        f = files.setdefault(path, FileReport(path))
         line, calls = f.functions.get(fname, (li.line, 0))
         f.functions[fname] = (line, calls + p.hits[off])
     nb = sum(1 for pc in executable if is_branch(spec.insns[pc]))

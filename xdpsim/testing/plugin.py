@@ -20,6 +20,7 @@ import pytest
 from . import state
 
 ENGINES = ("auto", "interp", "jit", "kernel")
+_SAVED = pytest.StashKey[tuple]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -39,6 +40,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "xdpsim_capture(path, sample=None): one test per packet of a "
                                        "capture, as the `packet` argument")
+    # saved for unconfigure: a pytester run inside a test session must not reset the outer session's state
+    config.stash[_SAVED] = (state.engine, state.update_golden, state.coverage)
     eng = config.getoption("--xdpsim-engine", "auto")
     state.engine = None if eng == "auto" else eng
     state.update_golden = bool(config.getoption("--xdpsim-update-golden", False))
@@ -52,7 +55,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    state.engine, state.update_golden, state.coverage = None, False, None
+    state.engine, state.update_golden, state.coverage = config.stash.get(_SAVED, (None, False, None))
 
 
 def _engine(config: pytest.Config) -> str:
