@@ -173,6 +173,8 @@ class XdpChains:
         if not port.stages:
             return Verdict("pass", "no_program", frame)
         data, meta = frame, b""
+        redirect = None
+        r = None
         for stage in port.stages:
             r = run_xdp(self.runtime, self.engine, stage.prog_id, data, ifindex=port.ifindex, queue=queue,
                         now_ns=now_ns, meta=meta, budget=self.budget)
@@ -184,12 +186,19 @@ class XdpChains:
                     return Verdict("drop", "frame_too_long", frame, program=stage.name)
                 stats.errors[f"{r.error.kind}: {r.error}"] += 1
                 return Verdict("error", "program_fault", frame, program=r.program)
+            if r.redirect is not None:
+                redirect = r.redirect
+            if r.retval & 0xFFFFFFFF > XdpAction.XDP_REDIRECT:
+                return self._verdict(r, port, now_ns, stats)  # an unknown action ends the chain
             data, meta = r.data, r.meta
-            name = _ACTION_NAMES[r.action]
-            if name in stage.chain_call:
+            if _ACTION_NAMES[r.action] in stage.chain_call:
                 continue
+            if r.action == XdpAction.XDP_REDIRECT and r.redirect is None:
+                r.redirect = redirect  # the kernel's per-CPU redirect info outlives the program that set it
             return self._verdict(r, port, now_ns, stats)
-        return Verdict("pass", "chain_end", data)
+        # off the end of the chain: XDP_PASS (a reason of its own when the last program did not pass)
+        last_pass = r is not None and r.action == XdpAction.XDP_PASS
+        return Verdict("pass", "xdp_pass" if last_pass else "chain_end", data)
 
     def _verdict(self, r, port: _Port, now_ns: int, stats: Stats) -> Verdict:
         a = r.action
@@ -204,7 +213,7 @@ class XdpChains:
             return Verdict("aborted", reason, r.data, program=r.program)
         t = r.redirect
         if t is None:
-            return Verdict("aborted", "redirect_without_target", r.data, program=r.program)
+            return Verdict("drop", "redirect_no_target", r.data, program=r.program)
         if t.kind == "cpu":
             return Verdict("redirect", "cpu", r.data, target=f"cpu{t.index}", program=r.program)
         if t.kind == "xsk":
@@ -222,7 +231,7 @@ class XdpChains:
                 stats.errors[f"{d.error.kind}: {d.error}"] += 1
                 return Verdict("error", "program_fault", data, program=dname)
             if d.action != XdpAction.XDP_PASS:
-                return Verdict("drop", "xdp_drop", d.data, program=dname)
+                return Verdict("drop", "devmap_program", d.data, program=dname)
             data = d.data
         return Verdict("redirect", "interface", data, target=target, program=r.program)
 

@@ -1,0 +1,111 @@
+"""Live mode without devices: argument binding, the per-packet processors, privilege errors."""
+
+from __future__ import annotations
+
+import errno
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from scapy.layers.inet import ICMP, IP, UDP
+from scapy.layers.l2 import ARP, Ether
+
+from xdpsim.io.live import LiveError
+from xdpsim.live import LiveRunner, _gone_reason, bindings_from_args
+from xdpsim.live_chain import PipelineChains, XdpChains, make_engine
+from xdpsim.pipeline.config import PipelineError, parse_pipeline, parse_spec
+from xdpsim.pipeline.stats import Stats
+
+PROGRAMS = Path(__file__).resolve().parent.parent / "programs"
+
+
+def _two(tmp_path: Path) -> str:
+    p = tmp_path / "p.toml"
+    p.write_text(f"""
+[[interface]]
+name = "eth0"
+tap = "w0"
+xdp = "{PROGRAMS / 'icmp_echo.o'}"
+[[interface]]
+name = "eth1"
+device = "enp1s0"
+""")
+    return str(p)
+
+
+def test_bindings_single_interface_and_file_keys(tmp_path):
+    b = bindings_from_args(parse_spec(str(PROGRAMS / "icmp_echo.o")), ["w0"], [], ["h0"])
+    assert (b["eth0"].kind, b["eth0"].name, b["eth0"].host_tap) == ("tap", "w0", "h0")
+    spec = parse_spec(_two(tmp_path))
+    b = bindings_from_args(spec, [], ["eth0=veth9"], [])
+    assert (b["eth0"].kind, b["eth0"].name) == ("device", "veth9")  # the command line wins
+    assert (b["eth1"].kind, b["eth1"].name) == ("device", "enp1s0")
+
+
+def test_bindings_errors(tmp_path):
+    spec = parse_spec(_two(tmp_path))
+    with pytest.raises(LiveError, match="several interfaces; write --tap IFACE=w9"):
+        bindings_from_args(spec, ["w9"], [], [])
+    with pytest.raises(PipelineError, match="no interface named 'eth7'"):
+        bindings_from_args(spec, ["eth7=w9"], [], [])
+    one = parse_spec(str(PROGRAMS / "icmp_echo.o"))
+    with pytest.raises(LiveError, match="--host-tap for eth0, which has no wire device"):
+        bindings_from_args(one, [], [], ["h0"])
+    with pytest.raises(LiveError, match="eth0 not bound to a device"):
+        LiveRunner(one, {})
+
+
+def test_gone_reasons():
+    assert _gone_reason("w1", OSError(errno.EBADFD, "x")) == "w1 was removed"
+    assert _gone_reason("w1", OSError(errno.EIO, "x")) == "w1 went down"
+    gone = _gone_reason("w1", OSError(errno.EPERM, "Operation not permitted"))
+    assert gone == "w1: Operation not permitted"
+
+
+def _frames() -> list[bytes]:
+    eth = Ether(src="02:00:00:00:00:02", dst="02:00:00:00:00:01")
+    return [bytes(eth / IP(src="10.0.0.2", dst="10.0.0.1") / ICMP()),
+            bytes(eth / IP(src="10.0.0.2", dst="10.0.0.1") / UDP(dport=53) / b"q"),
+            bytes(eth / ARP()),
+            bytes(eth)[:10],
+            bytes(eth / IP() / ICMP(type=8))[:40]]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("xdpsim.pipeline.pipeline") is None,
+                    reason="the replay pipeline (xdpsim/pipeline/pipeline.py) is not there")
+@pytest.mark.parametrize("obj, programs", [
+    ("icmp_echo.o", [None]), ("chain.o", ["chain_last", "chain_count", "chain_filter"]),
+    ("firewall.o", [None]), ("redirect.o", ["redirect_ifindex"]), ("redirect.o", ["redirect_map"]),
+])
+def test_fallback_chains_agree_with_the_pipeline(tmp_path, obj, programs):
+    """XdpChains (live mode's own processing on the lower layers) decides as the replay pipeline does."""
+    refs = ", ".join(f'{{ object = "{PROGRAMS / obj}"' + (f', program = "{p}" }}' if p else " }")
+                     for p in programs)
+    text = f'[[interface]]\nname = "eth0"\nxdp = [{refs}]\n[[interface]]\nname = "eth1"\n'
+    spec = parse_pipeline(text, tmp_path)
+    mine = XdpChains(spec, make_engine("interp"))
+    theirs = PipelineChains(spec, "interp")
+    s1, s2 = Stats(), Stats()
+    for f in _frames():
+        a = mine.process("eth0", f, 0, s1)
+        b = theirs.process("eth0", f, 0, s2)
+        assert (a.outcome, a.reason, a.data) == (b.outcome, b.reason, b.data), f.hex()
+    assert s1.outcomes == s2.outcomes
+    assert mine.maps_json().keys() == theirs.maps_json().keys()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv to run the command without privileges")
+@pytest.mark.parametrize("args, needs", [(["--tap", "zz0"], "CAP_NET_ADMIN"),
+                                         (["--iface", "lo"], "CAP_NET_RAW")])
+def test_without_privileges_says_which(args, needs):
+    proc = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", sys.executable,
+         "-m", "xdpsim.cli", "live", str(PROGRAMS / "icmp_echo.o"), *args, "--count", "1"],
+        capture_output=True, text=True, timeout=60, cwd=PROGRAMS.parent)
+    assert proc.returncode == 2
+    assert f"this needs root or {needs}" in proc.stderr
