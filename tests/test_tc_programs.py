@@ -99,7 +99,8 @@ def test_tc_program_agrees_with_kernel_on_captures(kernel: str, path: str, prog:
     if (prog, engine) == ("tc_redirect", "jit"):
         # strict: passes (and must lose this mark) once the JIT stops lowering helper 23 natively for TC
         request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "the JIT lowers bpf_redirect (helper 23) natively with XDP semantics for every program type: a TC program gets XDP_REDIRECT (4) instead of TC_ACT_REDIRECT (7)")))
+            "the JIT lowers bpf_redirect (helper 23) natively with XDP semantics for every program "
+            "type: a TC program gets XDP_REDIRECT (4) instead of TC_ACT_REDIRECT (7)")))
     frames = corpus_frames()
     assert len(frames) >= 150
     changed = compare_on(frames, path, prog, engine)
