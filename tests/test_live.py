@@ -267,3 +267,25 @@ def test_netlink_link_parse():
     msg = struct.pack("=IHHII", 16 + len(body), 17, 0, 0, 0) + body
     ((mtype, index, flags, attrs),) = _parse_links(msg)
     assert (mtype, index, flags, attrs[3]) == (17, 7, 1, name)
+
+
+def test_af_packet_on_existing_interface_mirrors(ns):
+    """--iface: xdpsim gets a copy of what arrives on vB and its XDP_TX answer leaves vB toward vA."""
+    ip(ns, "link", "add", "vA", "type", "veth", "peer", "name", "vB")
+    for dev in ("vA", "vB"):
+        ip(ns, "link", "set", dev, "up")
+    with live(ns, str(PROGRAMS / "icmp_echo.o"), {"eth0": Binding("device", "vB")}) as run:
+        s = packet_socket(ns, "vA")
+        req = Ether(src=mac_of(ns, "vA"), dst=mac_of(ns, "vB")) / IP(src="10.5.0.1", dst="10.5.0.2") / ICMP(
+            type=8, id=9, seq=1) / b"mirror"
+        s.send(bytes(req))
+        while True:
+            data, addr = s.recvfrom(4096)
+            if addr[2] != socket.PACKET_OUTGOING and b"mirror" in data:
+                break
+        s.close()
+        stats = run.stop()
+    reply = Ether(data)
+    assert reply[ICMP].type == 0 and reply[IP].src == "10.5.0.2" and reply[Ether].dst == mac_of(ns, "vA")
+    assert stats["outcomes"]["tx"] == 1
+    assert stats["live"]["devices"]["eth0"]["kind"] == "af_packet"

@@ -186,9 +186,11 @@ class LiveRunner:
                 if all(p.ended for p in self.ports.values()):
                     self.stop("every source has ended")
                 now = time.monotonic()
-                if display is not None and now >= next_status:
+                if now >= next_status:  # the kernel's drop counters feed the status line as they grow
                     next_status = now + 0.5
-                    display.update(self._status_text(now - start))
+                    self._account_kernel_drops()
+                    if display is not None:
+                        display.update(self._status_text(now - start))
         finally:
             self.stats.seconds = time.monotonic() - start
             self._account_kernel_drops()
