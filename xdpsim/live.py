@@ -320,13 +320,14 @@ class LiveRunner:
             return None
         from rich.console import Console
         from rich.live import Live
+        from rich.text import Text
 
         live = Live(console=Console(stderr=True), auto_refresh=False, transient=False)
         live.start()
 
         class _Display:
             def update(self, text: str) -> None:
-                live.update(text, refresh=True)
+                live.update(Text(text), refresh=True)  # plain: no number highlighting
 
             def stop(self) -> None:
                 live.stop()
