@@ -15,7 +15,7 @@ from ..errors import KernelError, MapError, XdpsimError
 from ..hooks.xdp import XdpAction, XdpResult, run_xdp
 from ..runtime import Collection, Runtime
 from ..spec import MapType, ObjectSpec
-from .config import MapEntry, PipelineError
+from .config import InterfaceSpec, MapEntry, PipelineError
 
 
 def _find_map(entry: MapEntry, names: dict[str, dict[str, Any]]) -> tuple[str, str]:
@@ -119,19 +119,31 @@ class KernelBackend:
 
     name = "kernel"
 
-    def __init__(self, cpus: int, seed: int, budget: int | None):
+    def __init__(self, cpus: int, seed: int, budget: int | None,
+                 interfaces: list[InterfaceSpec] | None = None):
         from ..kernel import bpf
+        from ..kernel.netns import Interface
 
         try:
             bpf.require_kernel()
         except XdpsimError as e:
             raise XdpsimError(f"engine 'kernel' is not available here: {e}") from e
         self.collections: dict[str, Any] = {}
+        # devices for the ingress ifindexes, with their rx queues (ifindex 1 is the loopback: one queue)
+        self.devices = []
+        for i in interfaces or []:
+            if i.ifindex == 1:
+                if i.queues > 1:
+                    raise PipelineError(f"kernel engine: interface {i.name} has ifindex 1, the test "
+                                        "namespace's loopback with one rx queue; give it `ifindex = 2` (or "
+                                        f"more) for {i.queues} queues")
+                continue
+            self.devices.append(Interface(f"xs{i.ifindex}"[:15], i.ifindex, i.queues))
 
     def load(self, path: str, spec: ObjectSpec) -> None:
         from ..engines.kernel import KernelCollection
 
-        self.collections[path] = KernelCollection(spec)
+        self.collections[path] = KernelCollection(spec, interfaces=self.devices)
 
     def run(self, path: str, name: str, data: bytes, meta: bytes, *, ifindex: int, queue: int, now_ns: int,
             prog_id: int | None = None, egress_ifindex: int = 0) -> XdpResult:
@@ -171,7 +183,8 @@ class KernelBackend:
 
     def maps_json(self) -> dict[str, Any]:
         names = map_key_names({p: c.maps for p, c in self.collections.items()})
-        return {names[(p, n)]: m.to_json() for p, c in self.collections.items() for n, m in c.maps.items()}
+        return {names[(p, n)]: _kernel_json(m)
+                for p, c in self.collections.items() for n, m in c.maps.items()}
 
     def events(self) -> list[dict[str, Any]]:
         return []  # ring buffers in the kernel need an mmap consumer: not read by this backend
@@ -182,9 +195,18 @@ class KernelBackend:
         self.collections.clear()
 
 
-def make_backend(engine: str, cpus: int, seed: int, budget: int | None) -> SimBackend | KernelBackend:
+def _kernel_json(m: Any) -> dict[str, Any]:
+    """A kernel map's maps.json entry; ring buffers, perf arrays, queues have no keys to list."""
+    try:
+        return m.to_json()
+    except KernelError as e:
+        return {"type": m.type.name.lower(), "entries": {}, "note": str(e)}
+
+
+def make_backend(engine: str, cpus: int, seed: int, budget: int | None,
+                 interfaces: list[InterfaceSpec] | None = None) -> SimBackend | KernelBackend:
     if engine in ("interp", "jit"):
         return SimBackend(engine, cpus, seed, budget)
     if engine == "kernel":
-        return KernelBackend(cpus, seed, budget)
+        return KernelBackend(cpus, seed, budget, interfaces)
     raise PipelineError(f"unknown engine {engine!r} (engines: interp, jit, kernel)")

@@ -55,7 +55,8 @@ class Pipeline:
             except OSError as e:
                 raise PipelineError(f"{path}: cannot read: {e.strerror}") from e
         self.cpus = max(i.queues for i in spec.interfaces)
-        self.backend: SimBackend | KernelBackend = make_backend(engine, self.cpus, seed, budget)
+        self.backend: SimBackend | KernelBackend = make_backend(engine, self.cpus, seed, budget,
+                                                                spec.interfaces)
         try:
             self._setup()
         except BaseException:
