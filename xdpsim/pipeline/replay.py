@@ -61,8 +61,11 @@ class Replay:
         self.stats = Stats(engine=pipeline.engine)
         self.clock = Clock()
         self.fast = fast and pipeline.engine == "jit"
+        self.stopped_early = False
 
-    def run(self, path: str | os.PathLike[str], progress: Any = None) -> Stats:
+    def run(self, path: str | os.PathLike[str], progress: Any = None, max_packets: int | None = None) -> Stats:
+        """Replay the capture at `path`; `max_packets` stops after about that many (whole batches), for
+        tests over large corpora (then stats.json's "capture" says `stopped_early`)."""
         start = time.perf_counter()
         reader = None
         error: CaptureError | None = None
@@ -72,6 +75,9 @@ class Replay:
                 self.batch(batch)
                 if progress is not None:
                     progress(reader.offset)
+                if max_packets is not None and self.stats.packets >= max_packets:
+                    self.stopped_early = True
+                    break
         except CaptureError as e:
             error = e
         self.stats.seconds = time.perf_counter() - start
@@ -97,6 +103,8 @@ class Replay:
                        warning_counts=dict(reader.warnings.counts))
             cap["warnings"] = [{"offset": w.offset, "kind": w.kind, "message": str(w)}
                                for w in reader.warnings[:100]]
+        if self.stopped_early:
+            cap["stopped_early"] = True
         if error is not None:
             cap["error"] = str(error)
             cap["error_offset"] = error.offset
