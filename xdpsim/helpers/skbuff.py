@@ -229,8 +229,32 @@ class SkbBuffer:
             m = self.frame[self.data - self.meta_len : self.data].copy()
             self.frame[new_data - self.meta_len : new_data] = m
 
+    def _ensure_headroom(self, n: int) -> None:
+        """pskb_expand_head's effect: when fewer than `n` bytes are free in front, move the packet (and
+        every header offset) further into the frame."""
+        lo = self.data - self.meta_len
+        if lo >= n:
+            return
+        shift = n - lo + HEADROOM
+        if self.data_end + shift > FRAME_SIZE:
+            raise ValueError(f"skb of {len(self)} bytes cannot grow by {n} more in front")
+        self.frame[lo + shift : self.data_end + shift] = self.frame[lo : self.data_end].copy()
+        self.frame[lo : lo + shift] = 0
+        self.data += shift
+        self.data_end += shift
+        self.mac += shift
+        self.net += shift
+        self.inner_mac += shift
+        self.inner_net += shift
+        if self.trans is not None:
+            self.trans += shift
+        if self.inner_trans is not None:
+            self.inner_trans += shift
+        self._sync()
+
     def push(self, n: int) -> None:
         """__skb_push: `n` more bytes in front (their contents are the caller's business)."""
+        self._ensure_headroom(n)
         self._move_meta(self.data - n)
         self.data -= n
         self._sync()
