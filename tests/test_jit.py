@@ -29,8 +29,14 @@ CONFORMANCE = ROOT.parent / "shared" / "conformance" / "tests"
 def _eth_ip(proto: int, payload: bytes, dport: int = 80, ihl: int = 5) -> bytes:
     eth = bytes(6) + bytes([2, 0, 0, 0, 0, 1]) + b"\x08\x00"
     total = 20 + len(payload) + 8
-    ip = bytes([0x40 | ihl, 0]) + total.to_bytes(2, "big") + bytes(4) + bytes([64, proto, 0, 0]) \
-        + bytes([10, 0, 0, 1, 10, 0, 0, 2]) + bytes(4 * (ihl - 5))
+    ip = (
+        bytes([0x40 | ihl, 0])
+        + total.to_bytes(2, "big")
+        + bytes(4)
+        + bytes([64, proto, 0, 0])
+        + bytes([10, 0, 0, 1, 10, 0, 0, 2])
+        + bytes(4 * (ihl - 5))
+    )
     l4 = (1234).to_bytes(2, "big") + dport.to_bytes(2, "big") + bytes(4)
     return eth + ip + l4 + payload
 
@@ -54,8 +60,18 @@ def engine(request: pytest.FixtureRequest) -> str:
 
 
 def _outcome(r) -> tuple:
-    return (r.action, r.data, r.meta, r.redirect, str(r.error) if r.error else None, r.retval, r.tail_calls,
-            r.program, r.trace, r.helper_counts)
+    return (
+        r.action,
+        r.data,
+        r.meta,
+        r.redirect,
+        str(r.error) if r.error else None,
+        r.retval,
+        r.tail_calls,
+        r.program,
+        r.trace,
+        r.helper_counts,
+    )
 
 
 # ------------------------------------------------------------------------------ programs/
@@ -92,8 +108,12 @@ def test_parser_results(engine: str) -> None:
 # ------------------------------------------------------------------------------ asm programs
 
 
-def _runtime(text: str, maps: list[MapSpec] = (), extra: dict[str, str] | None = None,
-             slots: dict[int, str] | None = None) -> tuple[Runtime, dict[str, int]]:
+def _runtime(
+    text: str,
+    maps: list[MapSpec] = (),
+    extra: dict[str, str] | None = None,
+    slots: dict[int, str] | None = None,
+) -> tuple[Runtime, dict[str, int]]:
     rt = Runtime()
     progs = {"main": ProgramSpec("main", "xdp", ProgType.XDP, "xdp", assemble(text))}
     for name, body in (extra or {}).items():
@@ -209,8 +229,12 @@ def test_call_depth_fault_matches() -> None:
     from xdpsim import isa
 
     # insn 0 calls the subprogram at 2, which calls itself forever
-    insns = [isa.Instruction(isa.CALL, 0, isa.PSEUDO_CALL, 0, 1), isa.Instruction(isa.EXIT),
-             isa.Instruction(isa.CALL, 0, isa.PSEUDO_CALL, 0, -1), isa.Instruction(isa.EXIT)]
+    insns = [
+        isa.Instruction(isa.CALL, 0, isa.PSEUDO_CALL, 0, 1),
+        isa.Instruction(isa.EXIT),
+        isa.Instruction(isa.CALL, 0, isa.PSEUDO_CALL, 0, -1),
+        isa.Instruction(isa.EXIT),
+    ]
     out = []
     for eng in ("interp", "jit"):
         rt = Runtime()
@@ -260,10 +284,16 @@ def test_prandom_gives_the_interpreters_sequence() -> None:
 
 def test_helper_counts_and_redirect(engine: str) -> None:
     obj = xdpsim.load(ROOT / "programs" / "redirect.o", engine=engine)
-    for name, p in obj.programs.items():
-        if p.spec.type == ProgType.XDP and "devmap" not in (p.spec.attach or ""):
-            r = p.run(PACKETS[0])
-            assert r.error is None
+    r = obj.programs["redirect_ifindex"].run(PACKETS[0])
+    assert r.action == XdpAction.XDP_REDIRECT and r.redirect.kind == "dev" and r.redirect.index == 2
+    assert r.helper_counts == {"redirect": 1}
+    # devmap: an empty slot takes the flags' action, a filled one redirects to its ifindex
+    r = obj.programs["redirect_map"].run(PACKETS[0], queue=3)
+    assert r.action == XdpAction.XDP_PASS and r.redirect is None
+    obj.maps["tx_ports"][3] = 7
+    r = obj.programs["redirect_map"].run(PACKETS[0], queue=3)
+    assert r.action == XdpAction.XDP_REDIRECT and (r.redirect.kind, r.redirect.index) == ("dev", 7)
+    assert r.helper_counts == {"redirect_map": 1}
 
 
 # ------------------------------------------------------------------------------ conformance
@@ -292,8 +322,11 @@ def _concat(packets: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.frombuffer(b"".join(packets), np.uint8), offsets, lengths
 
 
-@pytest.mark.parametrize("path", [p for p in PROGRAMS if "tc" not in os.path.basename(p)],
-                         ids=[os.path.basename(p) for p in PROGRAMS if "tc" not in os.path.basename(p)])
+@pytest.mark.parametrize(
+    "path",
+    [p for p in PROGRAMS if "tc" not in os.path.basename(p)],
+    ids=[os.path.basename(p) for p in PROGRAMS if "tc" not in os.path.basename(p)],
+)
 def test_batch_replay_matches_run_xdp(path: str) -> None:
     oi = xdpsim.load(path, engine="interp")
     oj = xdpsim.load(path, engine="jit")
@@ -308,8 +341,13 @@ def test_batch_replay_matches_run_xdp(path: str) -> None:
         res = jit.run_batch(oj.runtime, oj.programs[name].id, data, offsets, lengths, times, queues, chunk=7)
         for i, pkt in enumerate(packets):
             a = prog.run(pkt, now_ns=int(times[i]), queue=int(queues[i]))
-            got = (XdpAction(int(res.action[i])), res.packet(i), res.redirect_target(i),
-                   str(res.errors[i]) if i in res.errors else None, res.traces.get(i, []))
+            got = (
+                XdpAction(int(res.action[i])),
+                res.packet(i),
+                res.redirect_target(i),
+                str(res.errors[i]) if i in res.errors else None,
+                res.traces.get(i, []),
+            )
             want = (a.action, a.data, a.redirect, str(a.error) if a.error else None, a.trace)
             assert got == want, (name, i)
     assert {k: m.to_json() for k, m in oi.maps.items()} == {k: m.to_json() for k, m in oj.maps.items()}
@@ -318,7 +356,9 @@ def test_batch_replay_matches_run_xdp(path: str) -> None:
 def test_batch_fault_in_the_middle_runs_once() -> None:
     # counts every packet, then reads 200 bytes in: short packets fault after counting
     text = _count_and_tail_call(4 << 32, (4 << 32) | 1, 0).replace(
-        "r0 = 7\n        exit", "r2 = *(u32 *)(r6 + 0)\n        r0 = *(u8 *)(r2 + 200)\n        r0 = 2\n        exit")
+        "r0 = 7\n        exit",
+        "r2 = *(u32 *)(r6 + 0)\n        r0 = *(u8 *)(r2 + 200)\n        r0 = 2\n        exit",
+    )
     packets = [bytes(300), bytes(60), bytes(300), bytes(60), bytes(300)]
     data, offsets, lengths = _concat(packets)
     rt, progs = _runtime(text, [COUNTER], slots={})

@@ -21,15 +21,43 @@ ROOT = Path(__file__).resolve().parent.parent
 OBJECTS = sorted(glob.glob(str(ROOT / "programs" / "*.o")))
 
 IMMS = [0, 1, -1, 2, 7, 8, 14, 31, 32, 63, 64, 255, 0x7FFF_FFFF, -0x8000_0000, 0x1234, -12]
-ALU_OPS = [isa.BPF_ADD, isa.BPF_SUB, isa.BPF_MUL, isa.BPF_DIV, isa.BPF_OR, isa.BPF_AND, isa.BPF_LSH,
-           isa.BPF_RSH, isa.BPF_NEG, isa.BPF_MOD, isa.BPF_XOR, isa.BPF_MOV, isa.BPF_ARSH]
-JMP_OPS = [isa.BPF_JEQ, isa.BPF_JGT, isa.BPF_JGE, isa.BPF_JSET, isa.BPF_JNE, isa.BPF_JSGT, isa.BPF_JSGE,
-           isa.BPF_JLT, isa.BPF_JLE, isa.BPF_JSLT, isa.BPF_JSLE]
+ALU_OPS = [
+    isa.BPF_ADD,
+    isa.BPF_SUB,
+    isa.BPF_MUL,
+    isa.BPF_DIV,
+    isa.BPF_OR,
+    isa.BPF_AND,
+    isa.BPF_LSH,
+    isa.BPF_RSH,
+    isa.BPF_NEG,
+    isa.BPF_MOD,
+    isa.BPF_XOR,
+    isa.BPF_MOV,
+    isa.BPF_ARSH,
+]
+JMP_OPS = [
+    isa.BPF_JEQ,
+    isa.BPF_JGT,
+    isa.BPF_JGE,
+    isa.BPF_JSET,
+    isa.BPF_JNE,
+    isa.BPF_JSGT,
+    isa.BPF_JSGE,
+    isa.BPF_JLT,
+    isa.BPF_JLE,
+    isa.BPF_JSLT,
+    isa.BPF_JSLE,
+]
 SIZES = [isa.BPF_B, isa.BPF_H, isa.BPF_W, isa.BPF_DW]
 
 # prologue: r6 = ctx, r7 = data, r8 = data_end, r9 = data + 14
 PROLOGUE = [
-    I(0xBF, 6, 1), I(0x61, 7, 6, 0), I(0x61, 8, 6, 4), I(0xBF, 9, 7), I(0x07, 9, 0, 0, 14),
+    I(0xBF, 6, 1),
+    I(0x61, 7, 6, 0),
+    I(0x61, 8, 6, 4),
+    I(0xBF, 9, 7),
+    I(0x07, 9, 0, 0, 14),
 ]
 
 
@@ -39,8 +67,11 @@ def _lddw(dst: int, value: int) -> list[I]:
 
 @st.composite
 def snippet(draw: st.DrawFn) -> list[I]:
-    kind = draw(st.sampled_from(["alu", "alu", "alu", "end", "jmp", "stack", "pkt", "pkt", "map", "helper",
-                                 "atomic", "loop"]))
+    kind = draw(
+        st.sampled_from(
+            ["alu", "alu", "alu", "end", "jmp", "stack", "pkt", "pkt", "map", "helper", "atomic", "loop"]
+        )
+    )
     reg = st.integers(0, 5)
     anyreg = st.integers(0, 9)
     if kind == "alu":
@@ -75,8 +106,11 @@ def snippet(draw: st.DrawFn) -> list[I]:
         size = draw(st.sampled_from(SIZES))
         off = draw(st.integers(-4, 80))
         check = draw(st.integers(0, 90))
-        access = (I(isa.BPF_STX | isa.BPF_MEM | size, 7, draw(anyreg), off) if draw(st.booleans())
-                  else I(isa.BPF_LDX | isa.BPF_MEM | size, draw(reg), 7, off))
+        access = (
+            I(isa.BPF_STX | isa.BPF_MEM | size, 7, draw(anyreg), off)
+            if draw(st.booleans())
+            else I(isa.BPF_LDX | isa.BPF_MEM | size, draw(reg), 7, off)
+        )
         if draw(st.booleans()):  # bounds-checked the way C compiles it
             return [I(0xBF, 1, 7), I(0x07, 1, 0, 0, check), I(0x2D, 1, 8, 1), access]
         return [access]
@@ -85,8 +119,13 @@ def snippet(draw: st.DrawFn) -> list[I]:
         key = draw(st.sampled_from([0, 1, 3, 4, 9]))
         body = [I(0x62, 10, 0, -4, key), I(0xBF, 2, 10), I(0x07, 2, 0, 0, -4)] + _lddw(1, (4 << 32) | which)
         if which == 1 and draw(st.booleans()):  # hash update with value from the stack
-            body += [I(0x7A, 10, 0, -16, draw(st.sampled_from(IMMS))), I(0xBF, 3, 10), I(0x07, 3, 0, 0, -16),
-                     I(0xB7, 4, 0, 0, draw(st.integers(0, 3))), I(0x85, 0, 0, 0, 2)]
+            body += [
+                I(0x7A, 10, 0, -16, draw(st.sampled_from(IMMS))),
+                I(0xBF, 3, 10),
+                I(0x07, 3, 0, 0, -16),
+                I(0xB7, 4, 0, 0, draw(st.integers(0, 3))),
+                I(0x85, 0, 0, 0, 2),
+            ]
             return body
         body += [I(0x85, 0, 0, 0, 1), I(0x15, 0, 0, 2, 0)]
         off = draw(st.integers(-2, 18))
@@ -97,12 +136,25 @@ def snippet(draw: st.DrawFn) -> list[I]:
         if h in ("ktime", "prandom", "smp"):
             return [I(0x85, 0, 0, 0, {"ktime": 5, "prandom": 7, "smp": 8}[h])]
         if h == "csum":
-            return [I(0xBF, 1, 10), I(0x07, 1, 0, 0, -16), I(0xB7, 2, 0, 0, draw(st.sampled_from([0, 4, 8, 6]))),
-                    I(0xBF, 3, 10), I(0x07, 3, 0, 0, -32), I(0xB7, 4, 0, 0, draw(st.sampled_from([0, 8, 12]))),
-                    I(0xB7, 5, 0, 0, draw(st.sampled_from(IMMS))), I(0x85, 0, 0, 0, 28)]
+            return [
+                I(0xBF, 1, 10),
+                I(0x07, 1, 0, 0, -16),
+                I(0xB7, 2, 0, 0, draw(st.sampled_from([0, 4, 8, 6]))),
+                I(0xBF, 3, 10),
+                I(0x07, 3, 0, 0, -32),
+                I(0xB7, 4, 0, 0, draw(st.sampled_from([0, 8, 12]))),
+                I(0xB7, 5, 0, 0, draw(st.sampled_from(IMMS))),
+                I(0x85, 0, 0, 0, 28),
+            ]
         if h == "load_bytes":
-            return [I(0xBF, 1, 6), I(0xB7, 2, 0, 0, draw(st.integers(0, 70))), I(0xBF, 3, 10),
-                    I(0x07, 3, 0, 0, -48), I(0xB7, 4, 0, 0, draw(st.integers(0, 40))), I(0x85, 0, 0, 0, 189)]
+            return [
+                I(0xBF, 1, 6),
+                I(0xB7, 2, 0, 0, draw(st.integers(0, 70))),
+                I(0xBF, 3, 10),
+                I(0x07, 3, 0, 0, -48),
+                I(0xB7, 4, 0, 0, draw(st.integers(0, 40))),
+                I(0x85, 0, 0, 0, 189),
+            ]
         hid = {"head": 44, "tail": 65, "meta": 54}[h]
         delta = draw(st.sampled_from([-300, -40, -16, -4, 0, 4, 14, 20, 100, 4000]))
         return [I(0xBF, 1, 6), I(0xB7, 2, 0, 0, delta), I(0x85, 0, 0, 0, hid)] + PROLOGUE[1:]
@@ -121,7 +173,12 @@ def _fix_jumps(insns: list[I]) -> list[I]:
     """Clamp forward jumps so they land on a real instruction of the program."""
     out = list(insns)
     for pc, ins in enumerate(out):
-        if ins.is_jump and ins.cls in (isa.BPF_JMP, isa.BPF_JMP32) and ins.code != isa.BPF_JA and ins.off >= 0:
+        if (
+            ins.is_jump
+            and ins.cls in (isa.BPF_JMP, isa.BPF_JMP32)
+            and ins.code != isa.BPF_JA
+            and ins.off >= 0
+        ):
             t = pc + ins.off + 1
             if t >= len(out) or (t > 0 and out[t - 1].is_lddw):
                 out[pc] = I(ins.opcode, ins.dst, ins.src, 0, ins.imm)
@@ -140,12 +197,25 @@ def random_case(draw: st.DrawFn) -> dict:
 
 @st.composite
 def packets(draw: st.DrawFn) -> bytes:
-    base = draw(st.sampled_from([
-        bytes.fromhex("ffffffffffff020000000001080045000028000100004006" + "0000" + "0a0000010a000002"
-                      "04d20050" + "00" * 16),
-        bytes.fromhex("ffffffffffff02000000000108004500001c0001000040110000" + "0a0000010a000002" + "04d20013" + "00" * 4),
-        bytes(60), bytes(14), bytes(3),
-    ]))
+    base = draw(
+        st.sampled_from(
+            [
+                bytes.fromhex(
+                    "ffffffffffff020000000001080045000028000100004006" + "0000" + "0a0000010a000002"
+                    "04d20050" + "00" * 16
+                ),
+                bytes.fromhex(
+                    "ffffffffffff02000000000108004500001c0001000040110000"
+                    + "0a0000010a000002"
+                    + "04d20013"
+                    + "00" * 4
+                ),
+                bytes(60),
+                bytes(14),
+                bytes(3),
+            ]
+        )
+    )
     extra = draw(st.binary(max_size=40))
     return base + extra if draw(st.booleans()) else base[: draw(st.integers(0, len(base)))] + extra
 
@@ -190,8 +260,15 @@ def mutated_case(draw: st.DrawFn) -> dict:
 
 def _check(cases: list[dict]) -> None:
     env = dict(os.environ, XDPSIM_JIT_CACHE="0")
-    proc = subprocess.run([sys.executable, "-m", "xdpsim.jit.fuzzcheck"], input=json.dumps(cases),
-                          capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "xdpsim.jit.fuzzcheck"],
+        input=json.dumps(cases),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=env,
+    )
     assert proc.returncode == 0, f"worker died ({proc.returncode}): {proc.stderr[-3000:]}"
     lines = [json.loads(x) for x in proc.stdout.splitlines()]
     assert len(lines) == len(cases)
@@ -203,8 +280,12 @@ def _check(cases: list[dict]) -> None:
 
 
 # no shrinking: one example is a whole batch run in a subprocess; the failure message names the case
-SETTINGS = settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck),
-                    phases=[Phase.explicit, Phase.reuse, Phase.generate])
+SETTINGS = settings(
+    max_examples=3,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+)
 
 
 @SETTINGS

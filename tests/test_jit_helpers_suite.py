@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 import test_helpers
 from test_helpers import *  # noqa: F403 - re-collect those tests here
 

@@ -9,7 +9,6 @@ are not re-run.
 from __future__ import annotations
 
 import pytest
-
 import test_interp
 from test_interp import *  # noqa: F403 - re-collect the interpreter's tests here
 

@@ -1,9 +1,9 @@
-"""tests/test_interp_runtime.py run again with the JIT as the engine (see test_jit_interp_suite.py for how)."""
+"""tests/test_interp_runtime.py on the JIT
+(see test_jit_interp_suite.py for how)."""
 
 from __future__ import annotations
 
 import pytest
-
 import test_interp_runtime
 from test_interp_runtime import *  # noqa: F403 - re-collect those tests here
 

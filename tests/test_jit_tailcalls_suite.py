@@ -1,9 +1,9 @@
-"""tests/test_interp_tailcalls.py run again with the JIT as the engine (see test_jit_interp_suite.py for how)."""
+"""tests/test_interp_tailcalls.py on the JIT
+(see test_jit_interp_suite.py for how)."""
 
 from __future__ import annotations
 
 import pytest
-
 import test_interp_tailcalls
 from test_interp_tailcalls import *  # noqa: F403 - re-collect those tests here
 

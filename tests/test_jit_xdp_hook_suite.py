@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 import test_xdp_hook
 from test_xdp_hook import *  # noqa: F403 - re-collect those tests here
 

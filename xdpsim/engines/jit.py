@@ -177,7 +177,9 @@ class _RuntimeJit:
         self.env[abi.E_FAULT] = abi.F_PYTHON
         return 0
 
-    def _helper(self, env: int, pc: int, hid: int, r1: int, r2: int, r3: int, r4: int, r5: int, fp: int) -> int:
+    def _helper(
+        self, env: int, pc: int, hid: int, r1: int, r2: int, r3: int, r4: int, r5: int, fp: int
+    ) -> int:
         state = self.state
         try:
             assert state is not None
@@ -271,7 +273,11 @@ class _RuntimeJit:
             assert err is not None
             raise err
         if code == abi.F_MEMORY:
-            addr, size, write = int(env[abi.E_FAULT_ADDR]), int(env[abi.E_FAULT_SIZE]), bool(env[abi.E_FAULT_WRITE])
+            addr, size, write = (
+                int(env[abi.E_FAULT_ADDR]),
+                int(env[abi.E_FAULT_SIZE]),
+                bool(env[abi.E_FAULT_WRITE]),
+            )
             try:
                 self.rt.mem.check(addr, size, write)
             except ProgramFault as f:
@@ -305,8 +311,11 @@ class JitEngine:
         insns = prog.insns
         xdp = prog.spec.type == ProgType.XDP if hasattr(prog.spec, "type") else False
         entries = self._entries(prog)
-        proofs = prove(insns, xdp=xdp, map_value_sizes=self._value_sizes(runtime), entries=entries) \
-            if self.proofs else {}
+        proofs = (
+            prove(insns, xdp=xdp, map_value_sizes=self._value_sizes(runtime), entries=entries)
+            if self.proofs
+            else {}
+        )
         return ProgramInput(
             insns=insns,
             xdp=xdp,
@@ -322,8 +331,11 @@ class JitEngine:
         """Maps whose lookups give readable value pointers of value_size bytes (verify.py)."""
         from ..maps.base import BPF_F_WRONLY_PROG
 
-        return {m.id: m.value_size for m in runtime.maps
-                if m.type in NATIVE_MAP_TYPES and not m.flags & BPF_F_WRONLY_PROG}
+        return {
+            m.id: m.value_size
+            for m in runtime.maps
+            if m.type in NATIVE_MAP_TYPES and not m.flags & BPF_F_WRONLY_PROG
+        }
 
     @staticmethod
     def _entries(prog: Any) -> tuple[int, ...]:
@@ -396,8 +408,11 @@ class JitEngine:
         env = rj.env
         state.tail_calls = int(env[abi.E_TAIL_CALLS])
         state.prog_id = int(env[abi.E_CUR_PROG])
-        state.insns = state.budget - int(np.int64(env[abi.E_BUDGET])) if env[abi.E_FAULT] != abi.F_BUDGET \
+        state.insns = (
+            state.budget - int(np.int64(env[abi.E_BUDGET]))
+            if env[abi.E_FAULT] != abi.F_BUDGET
             else state.budget
+        )
         kind = int(env[abi.E_REDIR_KIND])
         if kind:
             from ..maps import RedirectTarget
@@ -419,9 +434,17 @@ class JitEngine:
                 state.helper_counts[name] = state.helper_counts.get(name, 0) + int(counts[hid])
             counts[:] = 0
 
-    def run_batch(self, runtime: Runtime, prog_id: int, data: np.ndarray, offsets: np.ndarray,
-                  lengths: np.ndarray, times: np.ndarray | None = None, queues: np.ndarray | None = None,
-                  **kw: Any) -> Any:
+    def run_batch(
+        self,
+        runtime: Runtime,
+        prog_id: int,
+        data: np.ndarray,
+        offsets: np.ndarray,
+        lengths: np.ndarray,
+        times: np.ndarray | None = None,
+        queues: np.ndarray | None = None,
+        **kw: Any,
+    ) -> Any:
         """Run XDP program `prog_id` over a batch of packets in native code (engines/jit_batch.py
         documents the arguments and the BatchResult)."""
         from .jit_batch import run_batch
@@ -447,7 +470,9 @@ class JitEngine:
         saved_depth = rj._depth
         rj._depth = depth
         try:
-            r0 = ENTRY_TYPE(cp.funcs[where[1]])(rj.env.ctypes.data, *[_s64(x) for x in a[:5]], frame_pointer(depth))
+            r0 = ENTRY_TYPE(cp.funcs[where[1]])(
+                rj.env.ctypes.data, *[_s64(x) for x in a[:5]], frame_pointer(depth)
+            )
         finally:
             rj._depth = saved_depth
             mem.set_window(STACK, *saved)

@@ -102,10 +102,22 @@ class BatchResult:
         return None
 
 
-def run_batch(engine: JitEngine, runtime: Runtime, prog_id: int, data: np.ndarray, offsets: np.ndarray,
-              lengths: np.ndarray, times: np.ndarray | None = None, queues: np.ndarray | None = None, *,
-              ifindex: int = 1, budget: int | None = None, chunk: int = 65536,
-              on_batch: Callable[[int], None] | None = None, reuse: BatchResult | None = None) -> BatchResult:
+def run_batch(
+    engine: JitEngine,
+    runtime: Runtime,
+    prog_id: int,
+    data: np.ndarray,
+    offsets: np.ndarray,
+    lengths: np.ndarray,
+    times: np.ndarray | None = None,
+    queues: np.ndarray | None = None,
+    *,
+    ifindex: int = 1,
+    budget: int | None = None,
+    chunk: int = 65536,
+    on_batch: Callable[[int], None] | None = None,
+    reuse: BatchResult | None = None,
+) -> BatchResult:
     n = len(offsets)
     data = np.ascontiguousarray(data, dtype=np.uint8)
     offsets = np.ascontiguousarray(offsets, dtype=np.int64)
@@ -129,8 +141,9 @@ def run_batch(engine: JitEngine, runtime: Runtime, prog_id: int, data: np.ndarra
     pkt.reset(b"")
     pkt.attach(mem)
     ctx = XdpContext(pkt, ifindex, 0, 0, is_devmap_program(runtime, prog_id))
-    state = RunState(runtime, prog_id=prog_id, args=((CTX << 32),), packet=pkt, ctx=ctx, ifindex=ifindex,
-                     budget=budget)
+    state = RunState(
+        runtime, prog_id=prog_id, args=((CTX << 32),), packet=pkt, ctx=ctx, ifindex=ifindex, budget=budget
+    )
     state.engine = engine
     has_sub = any(len(c.funcs) > 1 for c in rj.compiled if c is not None)
     a = np.zeros(nb.A_WORDS, np.uint64)
@@ -193,8 +206,9 @@ def run_batch(engine: JitEngine, runtime: Runtime, prog_id: int, data: np.ndarra
             continue
         if reason == nb.STOP_TOO_LONG:
             pkt.reset(b"")
-            pos = _single(engine, runtime, prog_id, res, i, data, offsets, lengths, times, queues, ifindex,
-                          budget, pos)
+            pos = _single(
+                engine, runtime, prog_id, res, i, data, offsets, lengths, times, queues, ifindex, budget, pos
+            )
             i += 1
             continue
         # a fault: build the interpreter's error from the fault record, keep the packet as it is
@@ -219,15 +233,25 @@ def run_batch(engine: JitEngine, runtime: Runtime, prog_id: int, data: np.ndarra
     res.out_base = res.out
     res.out = res.out[:pos]
     acts = res.retval & 0xFFFF_FFFF
-    np.copyto(res.action, np.where(acts > XdpAction.XDP_REDIRECT, XdpAction.XDP_ABORTED, acts), casting="unsafe")
+    np.copyto(
+        res.action, np.where(acts > XdpAction.XDP_REDIRECT, XdpAction.XDP_ABORTED, acts), casting="unsafe"
+    )
     res.action[res.fault != 0] = XdpAction.XDP_ABORTED
     engine._outputs(rj, state)  # noqa: SLF001 - helper counts gathered natively
     res.helper_counts = dict(state.helper_counts)
     return res
 
 
-def time_repeat(engine: JitEngine, runtime: Runtime, prog_id: int, packet: bytes, repeat: int, *,
-                ifindex: int = 1, queue: int = 0) -> tuple[float, int]:
+def time_repeat(
+    engine: JitEngine,
+    runtime: Runtime,
+    prog_id: int,
+    packet: bytes,
+    repeat: int,
+    *,
+    ifindex: int = 1,
+    queue: int = 0,
+) -> tuple[float, int]:
     """Run the program `repeat` times on one packet in native code, as BPF_PROG_TEST_RUN's repeat
     mode does (the frame is set up once; each run resets the context and counters, not the bytes).
     Returns (nanoseconds per run, r0 of the last run)."""
@@ -258,16 +282,33 @@ def time_repeat(engine: JitEngine, runtime: Runtime, prog_id: int, packet: bytes
     ra = np.zeros(1, np.uint32)
     rb = np.zeros(1, np.uint32)
     out = np.zeros(2 * 4096, np.uint8)
-    for k, v in ((nb.A_ENTRY, cp.address), (nb.A_N, n), (nb.A_START, 0), (nb.A_OFFSETS, offsets.ctypes.data),
-                 (nb.A_LENGTHS, lengths.ctypes.data), (nb.A_TIMES, times.ctypes.data),
-                 (nb.A_QUEUES, queues.ctypes.data), (nb.A_OUT, out.ctypes.data), (nb.A_OUT_CAP, len(out)),
-                 (nb.A_OUT_OFF, out_off.ctypes.data), (nb.A_OUT_LEN, out_len.ctypes.data),
-                 (nb.A_RETVAL, retval.ctypes.data), (nb.A_REDIR_KIND, kinds.ctypes.data),
-                 (nb.A_REDIR_A, ra.ctypes.data), (nb.A_REDIR_B, rb.ctypes.data), (nb.A_NCPUS, runtime.cpus),
-                 (nb.A_PROG, prog_id), (nb.A_BUDGET, DEFAULT_BUDGET), (nb.A_STACK_ZERO, 0),
-                 (nb.A_STACK, mem.stack.ctypes.data), (nb.A_FRAME, pkt.frame.ctypes.data),
-                 (nb.A_HEADROOM, pkt.headroom), (nb.A_MAX_LEN, pkt.max_len), (nb.A_CTX, CTX << 32),
-                 (nb.A_FLAGS, nb.F_REPEAT)):
+    for k, v in (
+        (nb.A_ENTRY, cp.address),
+        (nb.A_N, n),
+        (nb.A_START, 0),
+        (nb.A_OFFSETS, offsets.ctypes.data),
+        (nb.A_LENGTHS, lengths.ctypes.data),
+        (nb.A_TIMES, times.ctypes.data),
+        (nb.A_QUEUES, queues.ctypes.data),
+        (nb.A_OUT, out.ctypes.data),
+        (nb.A_OUT_CAP, len(out)),
+        (nb.A_OUT_OFF, out_off.ctypes.data),
+        (nb.A_OUT_LEN, out_len.ctypes.data),
+        (nb.A_RETVAL, retval.ctypes.data),
+        (nb.A_REDIR_KIND, kinds.ctypes.data),
+        (nb.A_REDIR_A, ra.ctypes.data),
+        (nb.A_REDIR_B, rb.ctypes.data),
+        (nb.A_NCPUS, runtime.cpus),
+        (nb.A_PROG, prog_id),
+        (nb.A_BUDGET, DEFAULT_BUDGET),
+        (nb.A_STACK_ZERO, 0),
+        (nb.A_STACK, mem.stack.ctypes.data),
+        (nb.A_FRAME, pkt.frame.ctypes.data),
+        (nb.A_HEADROOM, pkt.headroom),
+        (nb.A_MAX_LEN, pkt.max_len),
+        (nb.A_CTX, CTX << 32),
+        (nb.A_FLAGS, nb.F_REPEAT),
+    ):
         a[k] = v
     a[nb.A_PKTS] = out.ctypes.data
     _setup(rj, runtime, mem, pkt, ctx, state, ifindex)
@@ -281,7 +322,9 @@ def time_repeat(engine: JitEngine, runtime: Runtime, prog_id: int, packet: bytes
         rj.state = None
         rj.prandom.to_python()
     if stopped != n:
-        raise RuntimeError(f"repeat run stopped at {stopped} (reason {int(a[nb.A_STOP])}): the program faulted")
+        raise RuntimeError(
+            f"repeat run stopped at {stopped} (reason {int(a[nb.A_STOP])}): the program faulted"
+        )
     return dt / n, int(retval[-1])
 
 
@@ -300,10 +343,16 @@ def _result(n: int, total: int, runtime: Runtime, reuse: BatchResult | None) -> 
         r.errors, r.traces, r.py_redirects, r.helper_counts = {}, {}, {}, {}
         return r
     r = BatchResult(
-        retval=np.zeros(n, np.uint64), action=np.zeros(n, np.uint8), out=np.zeros(out_size, np.uint8),
-        out_offset=np.zeros(n, np.int64), out_length=np.zeros(n, np.uint32),
-        redirect_kind=np.zeros(n, np.uint8), redirect_a=np.zeros(n, np.uint32), redirect_b=np.zeros(n, np.uint32),
-        fault=np.zeros(n, np.uint8), runtime=runtime,
+        retval=np.zeros(n, np.uint64),
+        action=np.zeros(n, np.uint8),
+        out=np.zeros(out_size, np.uint8),
+        out_offset=np.zeros(n, np.int64),
+        out_length=np.zeros(n, np.uint32),
+        redirect_kind=np.zeros(n, np.uint8),
+        redirect_a=np.zeros(n, np.uint32),
+        redirect_b=np.zeros(n, np.uint32),
+        fault=np.zeros(n, np.uint8),
+        runtime=runtime,
     )
     for k in _ARRAYS:
         setattr(r, k + "_base", getattr(r, k))
@@ -311,10 +360,21 @@ def _result(n: int, total: int, runtime: Runtime, reuse: BatchResult | None) -> 
     return r
 
 
-_ARRAYS = ("retval", "action", "out_offset", "out_length", "redirect_kind", "redirect_a", "redirect_b", "fault")
+_ARRAYS = (
+    "retval",
+    "action",
+    "out_offset",
+    "out_length",
+    "redirect_kind",
+    "redirect_a",
+    "redirect_b",
+    "fault",
+)
 
 
-def _setup(rj: Any, runtime: Runtime, mem: Any, pkt: Any, ctx: XdpContext, state: RunState, ifindex: int) -> None:
+def _setup(
+    rj: Any, runtime: Runtime, mem: Any, pkt: Any, ctx: XdpContext, state: RunState, ifindex: int
+) -> None:
     mem.set_ctx(ctx)
     mem.set(CTX, lo=0, hi=XDP_MD_SIZE, flags=R_READ | R_WRITE | R_CTX)
     prepare_stack(state)
@@ -324,13 +384,33 @@ def _setup(rj: Any, runtime: Runtime, mem: Any, pkt: Any, ctx: XdpContext, state
     rj.env[abi.E_FRAME] = pkt.frame.ctypes.data
 
 
-def _single(engine: JitEngine, runtime: Runtime, prog_id: int, res: BatchResult, i: int, data: np.ndarray,
-            offsets: np.ndarray, lengths: np.ndarray, times: np.ndarray, queues: np.ndarray, ifindex: int,
-            budget: int, pos: int | None = None) -> int:
+def _single(
+    engine: JitEngine,
+    runtime: Runtime,
+    prog_id: int,
+    res: BatchResult,
+    i: int,
+    data: np.ndarray,
+    offsets: np.ndarray,
+    lengths: np.ndarray,
+    times: np.ndarray,
+    queues: np.ndarray,
+    ifindex: int,
+    budget: int,
+    pos: int | None = None,
+) -> int:
     """One packet through run_xdp (long frames, programs the JIT declined); returns the new out position."""
     o, ln = int(offsets[i]), int(lengths[i])
-    r = run_xdp(runtime, engine, prog_id, data[o : o + ln].tobytes(), ifindex=ifindex, queue=int(queues[i]),
-                now_ns=int(times[i]), budget=budget)
+    r = run_xdp(
+        runtime,
+        engine,
+        prog_id,
+        data[o : o + ln].tobytes(),
+        ifindex=ifindex,
+        queue=int(queues[i]),
+        now_ns=int(times[i]),
+        budget=budget,
+    )
     if pos is None:
         pos = int(res.out_offset[i - 1] + res.out_length[i - 1]) if i else 0
     out = r.data

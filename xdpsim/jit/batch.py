@@ -75,7 +75,9 @@ def build_module() -> ir.Module:
     memset = ir.Function(m, ir.FunctionType(VOID, [PTR, I8, I64, I1]), "llvm.memset.p0.i64")
     f = ir.Function(m, ir.FunctionType(I64, [PTR, PTR]), BATCH_FN)
     env, args = f.args
-    entry, head, body, stop, done = (f.append_basic_block(n) for n in ("entry", "head", "body", "stop", "done"))
+    entry, head, body, stop, done = (
+        f.append_basic_block(n) for n in ("entry", "head", "body", "stop", "done")
+    )
     b = ir.IRBuilder(entry)
 
     def slot(base: ir.Value, word: int) -> ir.Value:
@@ -135,8 +137,13 @@ def build_module() -> ir.Module:
         src = b.gep(aptr(A_PKTS), [b.load(elem(A_OFFSETS, pi, I64), typ=I64)], source_etype=I8)
         b.call(memcpy, [b.gep(frame, [headroom], source_etype=I8), src, length, ir.Constant(I1, 0)])
     data_end = b.add(headroom, length)
-    for w, v in ((abi.E_DATA, headroom), (abi.E_DATA_END, data_end), (abi.E_META, headroom),
-                 (abi.E_DIRTY_LO, headroom), (abi.E_DIRTY_HI, data_end)):
+    for w, v in (
+        (abi.E_DATA, headroom),
+        (abi.E_DATA_END, data_end),
+        (abi.E_META, headroom),
+        (abi.E_DIRTY_LO, headroom),
+        (abi.E_DIRTY_HI, data_end),
+    ):
         env_set(w, v)
     q = b.zext(b.load(elem(A_QUEUES, pi, I32), typ=I32), I64)
     env_set(abi.E_RXQ, q)
@@ -155,10 +162,18 @@ def build_module() -> ir.Module:
     b.store(ir.Constant(I32, STACK_SIZE - 512), b.gep(table, [c64(STACK * 24 + 8)], source_etype=I8), align=4)
     with b.if_then(b.not_(repeat)):
         zero = arg(A_STACK_ZERO)
-        b.call(memset, [b.gep(stack, [b.sub(c64(STACK_SIZE), zero)], source_etype=I8), ir.Constant(I8, 0), zero,
-                        ir.Constant(I1, 0)])
-    r0 = b.call(fnp, [env, arg(A_CTX), c64(0), c64(0), c64(0), c64(0),
-                      c64((STACK << REGION_SHIFT) | STACK_SIZE)])
+        b.call(
+            memset,
+            [
+                b.gep(stack, [b.sub(c64(STACK_SIZE), zero)], source_etype=I8),
+                ir.Constant(I8, 0),
+                zero,
+                ir.Constant(I1, 0),
+            ],
+        )
+    r0 = b.call(
+        fnp, [env, arg(A_CTX), c64(0), c64(0), c64(0), c64(0), c64((STACK << REGION_SHIFT) | STACK_SIZE)]
+    )
     faulted = b.icmp_unsigned("!=", env_get(abi.E_FAULT), c64(0))
     ok_blk, f_blk = f.append_basic_block("ok"), f.append_basic_block("fault")
     b.cbranch(faulted, f_blk, ok_blk)
@@ -172,16 +187,25 @@ def build_module() -> ir.Module:
     olen = b.select(repeat, c64(0), b.sub(de, d))
     pos = arg(A_OUT_POS)
     with b.if_then(b.not_(repeat)):
-        b.call(memcpy, [b.gep(aptr(A_OUT), [pos], source_etype=I8), b.gep(frame, [d], source_etype=I8), olen,
-                        ir.Constant(I1, 0)])
+        b.call(
+            memcpy,
+            [
+                b.gep(aptr(A_OUT), [pos], source_etype=I8),
+                b.gep(frame, [d], source_etype=I8),
+                olen,
+                ir.Constant(I1, 0),
+            ],
+        )
     b.store(pos, elem(A_OUT_OFF, pi, I64))
     b.store(b.trunc(olen, I32), elem(A_OUT_LEN, pi, I32))
     b.store(b.add(pos, olen), slot(args, A_OUT_POS))
     b.store(b.trunc(env_get(abi.E_REDIR_KIND), I8), elem(A_REDIR_KIND, pi, I8))
     kind = env_get(abi.E_REDIR_KIND)
     is_map = b.icmp_unsigned("==", kind, c64(abi.REDIR_MAP))
-    b.store(b.trunc(b.select(is_map, env_get(abi.E_REDIR_MAP), env_get(abi.E_REDIR_INDEX)), I32),
-            elem(A_REDIR_A, pi, I32))
+    b.store(
+        b.trunc(b.select(is_map, env_get(abi.E_REDIR_MAP), env_get(abi.E_REDIR_INDEX)), I32),
+        elem(A_REDIR_A, pi, I32),
+    )
     b.store(b.trunc(env_get(abi.E_REDIR_INDEX), I32), elem(A_REDIR_B, pi, I32))
     with b.if_then(b.not_(repeat)):
         clean_frame(b, env, frame, memset, env_get)
@@ -204,7 +228,9 @@ def clean_frame(b: ir.IRBuilder, env, frame, memset, env_get) -> None:
     meta, de = env_get(abi.E_META), env_get(abi.E_DATA_END)
     lo = b.select(b.icmp_unsigned("<", meta, lo), meta, lo)
     hi = b.select(b.icmp_unsigned(">", de, hi), de, hi)
-    b.call(memset, [b.gep(frame, [lo], source_etype=I8), ir.Constant(I8, 0), b.sub(hi, lo), ir.Constant(I1, 0)])
+    b.call(
+        memset, [b.gep(frame, [lo], source_etype=I8), ir.Constant(I8, 0), b.sub(hi, lo), ir.Constant(I1, 0)]
+    )
 
 
 def compile_batch(tm: llvm.TargetMachine) -> bytes:

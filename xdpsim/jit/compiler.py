@@ -63,8 +63,10 @@ def cache_dir() -> Path:
 
 def cache_key(prog: ProgramInput) -> str:
     h = hashlib.sha256()
-    h.update(f"xdpsim-jit {CACHE_FORMAT} {_xdpsim_version()} {_source_hash()} llvmlite {llvmlite.__version__} "
-             f"llvm {llvm.llvm_version_info} {llvm.get_process_triple()}\n".encode())
+    h.update(
+        f"xdpsim-jit {CACHE_FORMAT} {_xdpsim_version()} {_source_hash()} llvmlite {llvmlite.__version__} "
+        f"llvm {llvm.llvm_version_info} {llvm.get_process_triple()}\n".encode()
+    )
     h.update(isa.encode(prog.insns))
     payload = (
         sorted(prog.lddw.items()),
@@ -133,8 +135,10 @@ class Compiler:
             addr = self.loaded.get(BATCH_FN)
             if addr:
                 return addr
-            key = hashlib.sha256(f"batch {CACHE_FORMAT} {_xdpsim_version()} {_source_hash()} {llvmlite.__version__} "
-                                 f"{llvm.get_process_triple()}".encode()).hexdigest()[:32]
+            key = hashlib.sha256(
+                f"batch {CACHE_FORMAT} {_xdpsim_version()} {_source_hash()} {llvmlite.__version__} "
+                f"{llvm.get_process_triple()}".encode()
+            ).hexdigest()[:32]
             obj = self._read_cache(key)
             if obj is None:
                 obj = compile_batch(self.tm)

@@ -82,11 +82,48 @@ class ModuleLowering:
             fn = ir.Function(self.module, FN_TYPE, function_name(entry_name, f.start))
             self.ir_funcs[f.start] = fn
         self.natives = natives
-        self.memcpy = ir.Function(self.module, ir.FunctionType(VOID, [PTR, PTR, I64, I1]),
-                                  "llvm.memcpy.p0.p0.i64")
-        self.bswap = {w: ir.Function(self.module, ir.FunctionType(INT[w // 8], [INT[w // 8]]),
-                                     f"llvm.bswap.i{w}") for w in (16, 32, 64)}
+        self.memcpy = ir.Function(
+            self.module, ir.FunctionType(VOID, [PTR, PTR, I64, I1]), "llvm.memcpy.p0.p0.i64"
+        )
+        self.bswap = {
+            w: ir.Function(self.module, ir.FunctionType(INT[w // 8], [INT[w // 8]]), f"llvm.bswap.i{w}")
+            for w in (16, 32, 64)
+        }
         self.expect = ir.Function(self.module, ir.FunctionType(I1, [I1, I1]), "llvm.expect.i1")
+
+    def slow_function(self, kind: int, size: int) -> ir.Function:
+        """`i64 slow(env, pc, addr, value)`: the slow path of loads/stores of one kind and size."""
+        name = f"xdpsim.slow.{kind}.{size}"
+        fn = self.module.globals.get(name)
+        if fn is None:
+            fn = ir.Function(self.module, ir.FunctionType(I64, [PTR, I64, I64, I64]), name)
+            fn.linkage = "internal"
+            fn.attributes.add("noinline")
+            fn.attributes.add("cold")
+            body = HelperBody(self, fn)
+            env, pc, addr, value = fn.args
+            r = body.slow_access_body(pc, addr, size, kind, value)
+            body.b.ret(r)
+        return fn
+
+    def checked_function(self, kind: int, size: int) -> ir.Function:
+        """`i64 checked(env, pc, addr, value)`: a whole checked load (value ignored) or store, out of
+        line -- the fallback of proven packet accesses when the context is not the hook's."""
+        name = f"xdpsim.checked.{kind}.{size}"
+        fn = self.module.globals.get(name)
+        if fn is None:
+            fn = ir.Function(self.module, ir.FunctionType(I64, [PTR, I64, I64, I64]), name)
+            fn.linkage = "internal"
+            fn.attributes.add("noinline")
+            fn.attributes.add("cold")
+            body = HelperBody(self, fn)
+            env, pc, addr, value = fn.args
+            if kind == abi.M_STORE:
+                body.mem_store(pc, addr, size, value, None)
+                body.b.ret(c64(0))
+            else:
+                body.b.ret(body.mem_load(pc, addr, size, kind == abi.M_LOADSX, None))
+        return fn
 
     def lower(self) -> ir.Module:
         for f in self.funcs:
@@ -118,12 +155,13 @@ class FuncLowering:
         # Packet and context proofs (verify.py) hold when the entry r1 is the context pointer and the
         # hook opened the whole xdp_md window: tested once here, the proven paths branch on it.
         b = self.b
-        table = b.inttoptr(self.env_load(abi.E_TABLE), PTR)
+        table = self.table = b.inttoptr(self.env_load(abi.E_TABLE), PTR)
         ctx_hi = b.load(b.gep(table, [c64(CTX * 24 + 12)], source_etype=I8), typ=I32, align=4)
         ctx_lo = b.load(b.gep(table, [c64(CTX * 24 + 8)], source_etype=I8), typ=I32, align=4)
-        self.ctx_ok = b.and_(b.icmp_unsigned("==", args[0], c64(CTX << REGION_SHIFT)),
-                             b.and_(b.icmp_unsigned(">=", ctx_hi, c32(20)),
-                                    b.icmp_unsigned("==", ctx_lo, c32(0))))
+        self.ctx_ok = b.and_(
+            b.icmp_unsigned("==", args[0], c64(CTX << REGION_SHIFT)),
+            b.and_(b.icmp_unsigned(">=", ctx_hi, c32(20)), b.icmp_unsigned("==", ctx_lo, c32(0))),
+        )
         self.blocks = {pc: self.fn.append_basic_block(f"pc{pc}") for pc in func.leaders}
         self.fault_block: ir.Block | None = None
         self.pc = func.start
@@ -138,6 +176,13 @@ class FuncLowering:
 
     def env_store(self, word: int, val: ir.Value) -> None:
         self.b.store(val, self._env_ptr(word))
+
+    def table_ptr(self) -> ir.Value:
+        """The region table (its address never changes during a run: loaded once per function)."""
+        if getattr(self, "table", None) is None:
+            with self.b.goto_block(self.entry):
+                self.table = self.b.inttoptr(self.env_load(abi.E_TABLE), PTR)
+        return self.table
 
     def tmp(self, ty: ir.Type = I64) -> ir.Value:
         """A local variable (alloca in the entry block, so mem2reg promotes it)."""
@@ -164,10 +209,12 @@ class FuncLowering:
         with self.b.if_then(self.unlikely(self.b.icmp_unsigned("!=", f, c64(0))), likely=False):
             self.b.ret(c64(0))
 
-    def fault(self, code: int, pc: int | ir.Value, addr: ir.Value | None = None, size: int = 0, write: int = 0) -> None:
+    def fault(
+        self, code: int, pc: int | ir.Value, addr: ir.Value | None = None, size: int = 0, write: int = 0
+    ) -> None:
         """Record a fault and return (the caller's block is terminated)."""
         self.env_store(abi.E_FAULT, c64(code))
-        self.env_store(abi.E_FAULT_PC, c64(pc) if isinstance(pc, int) else pc)
+        self.env_store(abi.E_FAULT_PC, self._pc(pc))
         if addr is not None:
             self.env_store(abi.E_FAULT_ADDR, addr)
             self.env_store(abi.E_FAULT_SIZE, c64(size))
@@ -303,8 +350,10 @@ class FuncLowering:
         safe = b.select(dz, ir.Constant(ty, 1), d)
         if ins.off == 1:  # signed: INT_MIN / -1 must not trap; RFC: gives INT_MIN, modulo 0
             bits = ty.width
-            ovf = b.and_(b.icmp_unsigned("==", a, ir.Constant(ty, 1 << (bits - 1))),
-                         b.icmp_unsigned("==", d, ir.Constant(ty, (1 << bits) - 1)))
+            ovf = b.and_(
+                b.icmp_unsigned("==", a, ir.Constant(ty, 1 << (bits - 1))),
+                b.icmp_unsigned("==", d, ir.Constant(ty, (1 << bits) - 1)),
+            )
             safe = b.select(ovf, ir.Constant(ty, 1), safe)
             r = b.srem(a, safe) if mod else b.sdiv(a, safe)
         else:
@@ -366,8 +415,10 @@ class FuncLowering:
             return
         b = self.b
         off = b.and_(target, c64(U32))
-        ours = b.and_(b.icmp_unsigned("==", b.lshr(target, c64(REGION_SHIFT)), c64(self.mod.prog.code_region)),
-                      b.icmp_unsigned("==", b.lshr(off, c64(20)), self.cur_prog))
+        ours = b.and_(
+            b.icmp_unsigned("==", b.lshr(target, c64(REGION_SHIFT)), c64(self.mod.prog.code_region)),
+            b.icmp_unsigned("==", b.lshr(off, c64(20)), self.cur_prog),
+        )
         insn = b.select(ours, b.and_(off, c64((1 << 20) - 1)), c64(-1))
         bad = self.fn.append_basic_block("callx.bad")
         done = self.fn.append_basic_block("callx.done")
@@ -401,7 +452,9 @@ class FuncLowering:
     def emit_subcall(self, pc: int, callee: ir.Function) -> ir.Value:
         # depth = (4096 - fp_offset) / 512; a call from depth 7 would need a ninth frame
         fp_off = self.b.and_(self.fp, c64(U32))
-        too_deep = self.b.icmp_unsigned("<=", fp_off, c64(abi.STACK_BYTES - (abi.MAX_FRAMES - 1) * abi.FRAME_BYTES))
+        too_deep = self.b.icmp_unsigned(
+            "<=", fp_off, c64(abi.STACK_BYTES - (abi.MAX_FRAMES - 1) * abi.FRAME_BYTES)
+        )
         with self.b.if_then(self.unlikely(too_deep), likely=False):
             self.fault(abi.F_DEPTH, pc)
         callee_fp = self.b.sub(self.fp, c64(abi.FRAME_BYTES))
@@ -423,7 +476,7 @@ class FuncLowering:
     def call_py_helper(self, pc: int, hid: int | ir.Value) -> None:
         fnp = self.b.inttoptr(self.env_load(abi.E_PY_HELPER), PY_HELPER_TYPE.as_pointer())
         hid_v = c64(hid) if isinstance(hid, int) else hid
-        args = [self.env, c64(pc), hid_v] + [self.get(r) for r in range(1, 6)] + [self.fp]
+        args = [self.env, self._pc(pc), hid_v] + [self.get(r) for r in range(1, 6)] + [self.fp]
         r0 = self.b.call(fnp, args)
         self.ret_if_fault()
         self.put(0, r0)
@@ -465,8 +518,13 @@ class FuncLowering:
 
     def mem_load(self, pc: int, addr: ir.Value, size: int, sx: bool, proof: Proof | None) -> ir.Value:
         b = self.b
-        if proof is not None and proof.kind == "ctx" and self.mod.prog.xdp and size == 4 \
-                and proof.offset in (0, 4, 8, 12, 16):
+        if (
+            proof is not None
+            and proof.kind == "ctx"
+            and self.mod.prog.xdp
+            and size == 4
+            and proof.offset in (0, 4, 8, 12, 16)
+        ):
             # a field of the XDP context: from env when ctx_ok, else the general path
             native, other = self.fn.append_basic_block("ctx.field"), self.fn.append_basic_block("ctx.other")
             b.cbranch(self.ctx_ok, native, other)
@@ -489,15 +547,26 @@ class FuncLowering:
             return phi
         if proof is not None and proof.kind in ("stack", "mapval"):
             return self.widen(b.load(self.proven_ptr(addr, proof), typ=INT[size], align=1), size, sx)
-        fast, slow, done = (self.fn.append_basic_block(n) for n in ("ld.fast", "ld.slow", "ld.done"))
         if proof is not None and proof.kind == "packet":
             proven, checked = self.fn.append_basic_block("ld.proven"), self.fn.append_basic_block("ld.check")
-            b.cbranch(self.ctx_ok, proven, checked)
+            done = self.fn.append_basic_block("ld.done")
+            b.cbranch(self.ctx_ok, proven, checked).set_weights([1000, 1])
             b.position_at_end(proven)
             v_proven = self.widen(b.load(self.proven_ptr(addr, proof), typ=INT[size], align=1), size, sx)
             proven_end = b.block
             b.branch(done)
             b.position_at_end(checked)
+            kind = abi.M_LOADSX if sx else abi.M_LOAD
+            v_checked = b.call(self.mod.checked_function(kind, size), [self.env, self._pc(pc), addr, c64(0)])
+            self.ret_if_fault()
+            checked_end = b.block
+            b.branch(done)
+            b.position_at_end(done)
+            phi = b.phi(I64)
+            phi.add_incoming(v_proven, proven_end)
+            phi.add_incoming(v_checked, checked_end)
+            return phi
+        fast, slow, done = (self.fn.append_basic_block(n) for n in ("ld.fast", "ld.slow", "ld.done"))
         ptr = self.check(addr, size, R_READ, fast, slow)
         b.position_at_end(fast)
         v_fast = self.widen(b.load(ptr, typ=INT[size], align=1), size, sx)
@@ -511,8 +580,6 @@ class FuncLowering:
         phi = b.phi(I64)
         phi.add_incoming(v_fast, fast_end)
         phi.add_incoming(v_slow, slow_end)
-        if proof is not None and proof.kind == "packet":
-            phi.add_incoming(v_proven, proven_end)
         return phi
 
     def mem_store(self, pc: int, addr: ir.Value, size: int, value: ir.Value, proof: Proof | None) -> None:
@@ -521,14 +588,20 @@ class FuncLowering:
         if proof is not None and proof.kind == "stack":
             b.store(v, self.proven_ptr(addr, proof), align=1)
             return
-        fast, slow, done = (self.fn.append_basic_block(n) for n in ("st.fast", "st.slow", "st.done"))
         if proof is not None and proof.kind == "packet":
             proven, checked = self.fn.append_basic_block("st.proven"), self.fn.append_basic_block("st.check")
-            b.cbranch(self.ctx_ok, proven, checked)
+            done = self.fn.append_basic_block("st.done")
+            b.cbranch(self.ctx_ok, proven, checked).set_weights([1000, 1])
             b.position_at_end(proven)
             b.store(v, self.proven_ptr(addr, proof), align=1)
             b.branch(done)
             b.position_at_end(checked)
+            b.call(self.mod.checked_function(abi.M_STORE, size), [self.env, self._pc(pc), addr, value])
+            self.ret_if_fault()
+            b.branch(done)
+            b.position_at_end(done)
+            return
+        fast, slow, done = (self.fn.append_basic_block(n) for n in ("st.fast", "st.slow", "st.done"))
         ptr = self.check(addr, size, R_WRITE, fast, slow)
         b.position_at_end(fast)
         b.store(v, ptr, align=1)
@@ -565,8 +638,7 @@ class FuncLowering:
         off = b.and_(addr, c64(U32))
         in_table = b.icmp_unsigned("<", rid, c64(MAX_REGIONS))
         rid_safe = b.select(in_table, rid, c64(0))  # row 0 (null) never allows anything
-        table = b.inttoptr(self.env_load(abi.E_TABLE), PTR)
-        row = b.gep(table, [b.mul(rid_safe, c64(24))], source_etype=I8)
+        row = b.gep(self.table_ptr(), [b.mul(rid_safe, c64(24))], source_etype=I8)
         base = b.load(row, typ=I64, align=8)
         lo = b.zext(b.load(b.gep(row, [c64(8)], source_etype=I8), typ=I32, align=4), I64)
         hi = b.zext(b.load(b.gep(row, [c64(12)], source_etype=I8), typ=I32, align=4), I64)
@@ -582,6 +654,19 @@ class FuncLowering:
         return ptr
 
     def slow_access(self, pc: int, addr: ir.Value, size: int, kind: int, value: ir.Value) -> ir.Value:
+        """The slow path of an access: one shared (cold, not inlined) function per kind and size in
+        the module, so each access site costs a call, not a copy of the context conversion."""
+        fn = self.mod.slow_function(kind, size)
+        r = self.b.call(fn, [self.env, self._pc(pc), addr, value])
+        self.ret_if_fault()
+        return r
+
+    def _pc(self, pc: int | ir.Value) -> ir.Value:
+        return c64(pc) if isinstance(pc, int) else pc
+
+    def slow_access_body(
+        self, pc: ir.Value, addr: ir.Value, size: int, kind: int, value: ir.Value
+    ) -> ir.Value:
         """Context accesses go to Python (the hook converts them); anything else faults natively."""
         b = self.b
         rid = b.lshr(addr, c64(REGION_SHIFT))
@@ -597,12 +682,13 @@ class FuncLowering:
         b.position_at_end(done)
         return r
 
-    def py_mem(self, pc: int, addr: ir.Value, size: int, kind: int, value: ir.Value,
-               done: ir.Block) -> tuple[ir.Value, ir.Block]:
+    def py_mem(
+        self, pc: int, addr: ir.Value, size: int, kind: int, value: ir.Value, done: ir.Block
+    ) -> tuple[ir.Value, ir.Block]:
         """Call the Python memory slow path; branches to `done`, returns (value, its block)."""
         b = self.b
         fnp = b.inttoptr(self.env_load(abi.E_PY_MEM), PY_MEM_TYPE.as_pointer())
-        r = b.call(fnp, [self.env, c64(pc), addr, c64(size), c64(kind), value])
+        r = b.call(fnp, [self.env, self._pc(pc), addr, c64(size), c64(kind), value])
         self.ret_if_fault()
         blk = b.block
         b.branch(done)
@@ -618,8 +704,9 @@ class FuncLowering:
         off_v = c64(off) if isinstance(off, int) else off
         return b.and_(b.icmp_unsigned("<=", lo, off_v), b.icmp_unsigned("<=", b.add(off_v, c64(size)), hi))
 
-    def xdp_ctx_dynamic(self, pc: int, addr: ir.Value, size: int, kind: int, value: ir.Value,
-                        done: ir.Block) -> ir.Value:
+    def xdp_ctx_dynamic(
+        self, pc: int, addr: ir.Value, size: int, kind: int, value: ir.Value, done: ir.Block
+    ) -> ir.Value:
         """A 4-byte load from the XDP context at a run-time offset: the five fields every XDP
         program may read, natively; anything else (egress_ifindex, misaligned) through Python."""
         b = self.b
@@ -654,7 +741,7 @@ class FuncLowering:
         """Host pointer of an access the static pass proved in bounds: no checks, one table read
         (the region's base; for map values the region comes from the pointer: per-CPU copies)."""
         b = self.b
-        table = b.inttoptr(self.env_load(abi.E_TABLE), PTR)
+        table = self.table_ptr()
         if proof.kind == "mapval":
             row = b.gep(table, [b.mul(b.lshr(addr, c64(REGION_SHIFT)), c64(24))], source_etype=I8)
         else:
@@ -674,6 +761,32 @@ class FuncLowering:
         if off <= 8:
             return self.b.or_(v, c64(PACKET << REGION_SHIFT))
         return v
+
+
+class HelperBody(FuncLowering):
+    """A module-level function that shares FuncLowering's vocabulary: slow paths and native helpers.
+
+    Helper functions have the signature `i64 (env, r0, r1, r2, r3, r4, r5, fp, pc)` and return r0;
+    slow paths `i64 (env, pc, addr, value)`. A fault stores its record in env and returns 0; callers
+    check env FAULT after the call."""
+
+    def __init__(self, mod: ModuleLowering, fn: ir.Function, regs: bool = False):
+        self.mod = mod
+        self.fn = fn
+        self.insns = mod.prog.insns
+        self.env = fn.args[0]
+        self.entry = fn.append_basic_block("entry")
+        self.b = ir.IRBuilder(self.entry)
+        self.regs = []
+        if regs:
+            self.regs = [self.b.alloca(I64, name=f"r{i}") for i in range(6)]
+            for i in range(6):
+                self.b.store(fn.args[1 + i], self.regs[i])
+            self.fp = fn.args[7]
+            self.pc_arg = fn.args[8]
+        body = self.fn.append_basic_block("body")
+        self.b.branch(body)
+        self.b.position_at_end(body)
 
 
 def function_name(entry_name: str, start: int) -> str:

@@ -36,14 +36,35 @@ H_KTIME, H_PRANDOM, H_SMP_ID, H_TAIL_CALL = 5, 7, 8, 12
 H_REDIRECT, H_CSUM_DIFF, H_ADJUST_HEAD, H_REDIRECT_MAP, H_ADJUST_META, H_ADJUST_TAIL = 23, 28, 44, 51, 54, 65
 H_LOAD_BYTES, H_STORE_BYTES = 189, 190
 
-NATIVE_HELPER_IDS = frozenset({
-    H_MAP_LOOKUP, H_MAP_UPDATE, H_MAP_DELETE, H_KTIME, H_PRANDOM, H_SMP_ID, H_TAIL_CALL, H_REDIRECT,
-    H_CSUM_DIFF, H_ADJUST_HEAD, H_REDIRECT_MAP, H_ADJUST_META, H_ADJUST_TAIL, H_LOAD_BYTES, H_STORE_BYTES,
-})
+NATIVE_HELPER_IDS = frozenset(
+    {
+        H_MAP_LOOKUP,
+        H_MAP_UPDATE,
+        H_MAP_DELETE,
+        H_KTIME,
+        H_PRANDOM,
+        H_SMP_ID,
+        H_TAIL_CALL,
+        H_REDIRECT,
+        H_CSUM_DIFF,
+        H_ADJUST_HEAD,
+        H_REDIRECT_MAP,
+        H_ADJUST_META,
+        H_ADJUST_TAIL,
+        H_LOAD_BYTES,
+        H_STORE_BYTES,
+    }
+)
 
 # map types whose program operations are the native algorithms (maps/native.py K_ARRAY, K_HASH)
-NATIVE_MAP_TYPES = (MapType.ARRAY, MapType.PERCPU_ARRAY, MapType.HASH, MapType.PERCPU_HASH, MapType.LRU_HASH,
-                    MapType.LRU_PERCPU_HASH)
+NATIVE_MAP_TYPES = (
+    MapType.ARRAY,
+    MapType.PERCPU_ARRAY,
+    MapType.HASH,
+    MapType.PERCPU_HASH,
+    MapType.LRU_HASH,
+    MapType.LRU_PERCPU_HASH,
+)
 SPARSE_REDIRECT_TYPES = (MapType.DEVMAP, MapType.CPUMAP, MapType.XSKMAP)
 
 XDP_ABORTED, XDP_REDIRECT = 0, 4
@@ -72,7 +93,7 @@ class PrandomSync:
     def load(self) -> None:
         """Copy the Python generator's state out (native code continues from it)."""
         version, internal, gauss = self.runtime.rng.getstate()
-        self.words[:MT_N + 1] = internal
+        self.words[: MT_N + 1] = internal
         self.words[MT_N + 1] = 1
         self._gauss = gauss
 
@@ -82,7 +103,7 @@ class PrandomSync:
 
     def to_python(self) -> None:
         if self.loaded:
-            internal = tuple(int(x) for x in self.words[:MT_N + 1])
+            internal = tuple(int(x) for x in self.words[: MT_N + 1])
             self.runtime.rng.setstate((3, internal, self._gauss))
             self.words[MT_N + 1] = 0
 
@@ -104,19 +125,50 @@ class Natives(NativeHelpers):
 
     def lower(self, fl: FuncLowering, pc: int, hid: int) -> bool:
         fn = {
-            H_TAIL_CALL: self.tail_call, H_MAP_LOOKUP: self.map_lookup, H_MAP_UPDATE: self.map_update,
-            H_MAP_DELETE: self.map_delete, H_KTIME: self.ktime, H_PRANDOM: self.prandom,
-            H_SMP_ID: self.smp_id, H_REDIRECT: self.redirect, H_REDIRECT_MAP: self.redirect_map,
-            H_ADJUST_HEAD: self.adjust_head, H_ADJUST_META: self.adjust_meta, H_ADJUST_TAIL: self.adjust_tail,
-            H_CSUM_DIFF: self.csum_diff, H_LOAD_BYTES: self.load_bytes, H_STORE_BYTES: self.store_bytes,
+            H_TAIL_CALL: self.tail_call,
+            H_MAP_LOOKUP: self.map_lookup,
+            H_MAP_UPDATE: self.map_update,
+            H_MAP_DELETE: self.map_delete,
+            H_KTIME: self.ktime,
+            H_PRANDOM: self.prandom,
+            H_SMP_ID: self.smp_id,
+            H_REDIRECT: self.redirect,
+            H_REDIRECT_MAP: self.redirect_map,
+            H_ADJUST_HEAD: self.adjust_head,
+            H_ADJUST_META: self.adjust_meta,
+            H_ADJUST_TAIL: self.adjust_tail,
+            H_CSUM_DIFF: self.csum_diff,
+            H_LOAD_BYTES: self.load_bytes,
+            H_STORE_BYTES: self.store_bytes,
         }.get(hid)
         if fn is None:
             return False
         if hid == H_KTIME and fl.mod.prog.conformance:
             return False  # the conformance suite's helper 5 is "return r1"
         self.count(fl, hid)
-        fn(fl, pc)
+        if hid in (H_TAIL_CALL, H_KTIME, H_SMP_ID):  # a guaranteed tail call / one load: inline
+            fn(fl, pc)
+            return True
+        # the others: one function per helper in the module, called from every site
+        helper = self.function(fl.mod, hid, fn)
+        args = [fl.env] + [fl.get(r) for r in range(6)] + [fl.fp, c64(pc)]
+        r0 = fl.b.call(helper, args)
+        fl.ret_if_fault()
+        fl.put(0, r0)
         return True
+
+    def function(self, mod: Any, hid: int, emit: Any) -> ir.Function:
+        from .lower import HelperBody
+
+        name = f"xdpsim.helper.{hid}"
+        f = mod.module.globals.get(name)
+        if f is None:
+            f = ir.Function(mod.module, ir.FunctionType(I64, [PTR] + [I64] * 8), name)
+            f.linkage = "internal"
+            body = HelperBody(mod, f, regs=True)
+            emit(body, body.pc_arg)
+            body.b.ret(body.get(0))
+        return f
 
     # ---------------------------------------------------------------- shared pieces
 
@@ -133,12 +185,16 @@ class Natives(NativeHelpers):
         p = b.gep(counts, [c64(hid)], source_etype=I64)
         b.store(b.sub(b.load(p, typ=I64), c64(1)), p)
 
-    def map_of(self, fl: FuncLowering, handle: ir.Value, types: tuple[int, ...]) -> tuple[ir.Value, ir.Value, ir.Value]:
+    def map_of(
+        self, fl: FuncLowering, handle: ir.Value, types: tuple[int, ...]
+    ) -> tuple[ir.Value, ir.Value, ir.Value]:
         """(ok, map id, descriptor pointer): ok when `handle` is a map handle of one of `types`."""
         b = fl.b
         mid = b.and_(handle, c64(U32))
-        ok = b.and_(b.icmp_unsigned("==", b.lshr(handle, c64(REGION_SHIFT)), c64(MAP_HANDLES)),
-                    b.icmp_unsigned("<", mid, fl.env_load(abi.E_NMAPS)))
+        ok = b.and_(
+            b.icmp_unsigned("==", b.lshr(handle, c64(REGION_SHIFT)), c64(MAP_HANDLES)),
+            b.icmp_unsigned("<", mid, fl.env_load(abi.E_NMAPS)),
+        )
         safe = b.select(ok, mid, c64(0))
         types_p = b.inttoptr(fl.env_load(abi.E_MAP_TYPES), PTR)
         mtype = b.load(b.gep(types_p, [safe], source_etype=I64), typ=I64)
@@ -153,7 +209,9 @@ class Natives(NativeHelpers):
     def dw(self, fl: FuncLowering, desc: ir.Value, word: int) -> ir.Value:
         return fl.b.load(fl.b.gep(desc, [c64(8 * word)], source_etype=I8), typ=I64, align=8)
 
-    def probe(self, fl: FuncLowering, addr: ir.Value, size: ir.Value | int, need: int) -> tuple[ir.Value, ir.Value]:
+    def probe(
+        self, fl: FuncLowering, addr: ir.Value, size: ir.Value | int, need: int
+    ) -> tuple[ir.Value, ir.Value]:
         """(ok, host pointer) for a helper's memory argument, without faulting (the Python fallback
         raises the exact fault when ok is false)."""
         b = fl.b
@@ -205,16 +263,22 @@ class Natives(NativeHelpers):
     def set_window(self, fl: FuncLowering) -> None:
         """The packet region's window after an adjust: [data_meta, data_end)."""
         b = fl.b
-        meta = b.select(b.icmp_unsigned("!=", fl.env_load(abi.E_META_OK), c64(0)),
-                        fl.env_load(abi.E_META), fl.env_load(abi.E_DATA))
+        meta = b.select(
+            b.icmp_unsigned("!=", fl.env_load(abi.E_META_OK), c64(0)),
+            fl.env_load(abi.E_META),
+            fl.env_load(abi.E_DATA),
+        )
         table = b.inttoptr(fl.env_load(abi.E_TABLE), PTR)
         # the batch loop zeroes what a packet could have dirtied: track the window's extremes
         lo, hi, de = fl.env_load(abi.E_DIRTY_LO), fl.env_load(abi.E_DIRTY_HI), fl.env_load(abi.E_DATA_END)
         fl.env_store(abi.E_DIRTY_LO, b.select(b.icmp_unsigned("<", meta, lo), meta, lo))
         fl.env_store(abi.E_DIRTY_HI, b.select(b.icmp_unsigned(">", de, hi), de, hi))
         b.store(b.trunc(meta, I32), b.gep(table, [c64(PACKET * 24 + 8)], source_etype=I8), align=4)
-        b.store(b.trunc(fl.env_load(abi.E_DATA_END), I32), b.gep(table, [c64(PACKET * 24 + 12)], source_etype=I8),
-                align=4)
+        b.store(
+            b.trunc(fl.env_load(abi.E_DATA_END), I32),
+            b.gep(table, [c64(PACKET * 24 + 12)], source_etype=I8),
+            align=4,
+        )
 
     def s32(self, fl: FuncLowering, v: ir.Value) -> ir.Value:
         return fl.b.sext(fl.b.trunc(v, I32), I64)
@@ -274,8 +338,12 @@ class Natives(NativeHelpers):
             b.cbranch(is_array, arr, other)
             b.position_at_end(arr)
             idx = b.zext(b.load(kptr, typ=I32, align=1), I64)
-            percpu = b.icmp_unsigned("!=", b.and_(self.dw(fl, desc, mnat.W_FLAGS), c64(mnat.F_PERCPU)), c64(0))
-            rid = b.add(self.dw(fl, desc, mnat.W_VALUES_RID), b.select(percpu, fl.env_load(abi.E_CPU), c64(0)))
+            percpu = b.icmp_unsigned(
+                "!=", b.and_(self.dw(fl, desc, mnat.W_FLAGS), c64(mnat.F_PERCPU)), c64(0)
+            )
+            rid = b.add(
+                self.dw(fl, desc, mnat.W_VALUES_RID), b.select(percpu, fl.env_load(abi.E_CPU), c64(0))
+            )
             addr = b.or_(b.shl(rid, c64(REGION_SHIFT)), b.mul(idx, self.dw(fl, desc, mnat.W_VALUE_STRIDE)))
             v_arr = b.select(b.icmp_unsigned("<", idx, self.dw(fl, desc, mnat.W_MAX_ENTRIES)), addr, c64(0))
             arr_end = b.block
@@ -300,8 +368,13 @@ class Natives(NativeHelpers):
         # frozen maps (.rodata) answer -EPERM in Python: the engine marks them non-native
         update = _declare(fl.mod.module, "xdpsim_map_update", I64, [PTR, PTR, PTR, I64, I64])
         all_ok = b.and_(b.and_(ok, kok), vok)
-        self.with_fallback(fl, pc, H_MAP_UPDATE, all_ok,
-                           lambda: b.call(update, [desc, kptr, vptr, fl.get(4), fl.env_load(abi.E_CPU)]))
+        self.with_fallback(
+            fl,
+            pc,
+            H_MAP_UPDATE,
+            all_ok,
+            lambda: b.call(update, [desc, kptr, vptr, fl.get(4), fl.env_load(abi.E_CPU)]),
+        )
 
     def map_delete(self, fl: FuncLowering, pc: int) -> None:
         b = fl.b
@@ -338,7 +411,11 @@ class Natives(NativeHelpers):
         idx_p = b.gep(st, [c64(MT_N)], source_etype=I32)
         idx = b.load(idx_p, typ=I32)
         need = b.icmp_unsigned(">=", idx, ir.Constant(I32, MT_N))
-        twist, body, out = f.append_basic_block("twist"), f.append_basic_block("loop"), f.append_basic_block("out")
+        twist, body, out = (
+            f.append_basic_block("twist"),
+            f.append_basic_block("loop"),
+            f.append_basic_block("out"),
+        )
         b.cbranch(need, twist, out)
         b.position_at_end(twist)
         b.branch(body)
@@ -352,10 +429,15 @@ class Natives(NativeHelpers):
         def wrap(i: ir.Value) -> ir.Value:
             return b.urem(i, ir.Constant(I32, MT_N))
 
-        y = b.or_(b.and_(word(kk), ir.Constant(I32, 0x80000000)),
-                  b.and_(word(wrap(b.add(kk, ir.Constant(I32, 1)))), ir.Constant(I32, 0x7FFFFFFF)))
-        mag = b.select(b.icmp_unsigned("!=", b.and_(y, ir.Constant(I32, 1)), ir.Constant(I32, 0)),
-                       ir.Constant(I32, 0x9908B0DF), ir.Constant(I32, 0))
+        y = b.or_(
+            b.and_(word(kk), ir.Constant(I32, 0x80000000)),
+            b.and_(word(wrap(b.add(kk, ir.Constant(I32, 1)))), ir.Constant(I32, 0x7FFFFFFF)),
+        )
+        mag = b.select(
+            b.icmp_unsigned("!=", b.and_(y, ir.Constant(I32, 1)), ir.Constant(I32, 0)),
+            ir.Constant(I32, 0x9908B0DF),
+            ir.Constant(I32, 0),
+        )
         nv = b.xor(b.xor(word(wrap(b.add(kk, ir.Constant(I32, MT_M)))), b.lshr(y, ir.Constant(I32, 1))), mag)
         b.store(nv, b.gep(st, [b.zext(kk, I64)], source_etype=I32))
         nk = b.add(kk, ir.Constant(I32, 1))
@@ -429,12 +511,18 @@ class Natives(NativeHelpers):
 
         def native() -> ir.Value:
             delta = self._delta(fl)
-            data, data_end, meta = fl.env_load(abi.E_DATA), fl.env_load(abi.E_DATA_END), fl.env_load(abi.E_META)
+            data, data_end, meta = (
+                fl.env_load(abi.E_DATA),
+                fl.env_load(abi.E_DATA_END),
+                fl.env_load(abi.E_META),
+            )
             meta_ok = b.icmp_unsigned("!=", fl.env_load(abi.E_META_OK), c64(0))
             metalen = b.select(meta_ok, b.sub(data, meta), c64(0))
             nd = b.add(data, delta)
-            bad = b.or_(b.icmp_signed("<", nd, b.add(c64(XDP_FRAME_STRUCT_SIZE), metalen)),
-                        b.icmp_signed(">", nd, b.sub(data_end, c64(ETH_HLEN))))
+            bad = b.or_(
+                b.icmp_signed("<", nd, b.add(c64(XDP_FRAME_STRUCT_SIZE), metalen)),
+                b.icmp_signed(">", nd, b.sub(data_end, c64(ETH_HLEN))),
+            )
             res = fl.tmp()
             with b.if_else(bad) as (then, other):
                 with then:
@@ -461,9 +549,13 @@ class Natives(NativeHelpers):
             res = fl.tmp()
             nm = b.add(meta, delta)
             metalen = b.sub(data, nm)
-            range_bad = b.or_(b.icmp_signed("<", nm, c64(XDP_FRAME_STRUCT_SIZE)), b.icmp_signed(">", nm, data))
-            len_bad = b.or_(b.icmp_unsigned("!=", b.and_(metalen, c64(3)), c64(0)),
-                            b.icmp_signed(">", metalen, c64(XDP_META_MAX)))
+            range_bad = b.or_(
+                b.icmp_signed("<", nm, c64(XDP_FRAME_STRUCT_SIZE)), b.icmp_signed(">", nm, data)
+            )
+            len_bad = b.or_(
+                b.icmp_unsigned("!=", b.and_(metalen, c64(3)), c64(0)),
+                b.icmp_signed(">", metalen, c64(XDP_META_MAX)),
+            )
             unsupported = b.icmp_unsigned("==", fl.env_load(abi.E_META_OK), c64(0))
             b.store(c64(0), res)
             with b.if_else(unsupported) as (then, other):
@@ -493,7 +585,9 @@ class Natives(NativeHelpers):
             data, data_end = fl.env_load(abi.E_DATA), fl.env_load(abi.E_DATA_END)
             nde = b.add(data_end, delta)
             hard_end = b.sub(fl.env_load(abi.E_FRAME_SIZE), fl.env_load(abi.E_TAILROOM))
-            bad = b.or_(b.icmp_signed(">", nde, hard_end), b.icmp_signed("<", nde, b.add(data, c64(ETH_HLEN))))
+            bad = b.or_(
+                b.icmp_signed(">", nde, hard_end), b.icmp_signed("<", nde, b.add(data, c64(ETH_HLEN)))
+            )
             res = fl.tmp()
             with b.if_else(bad) as (then, other):
                 with then:
@@ -501,8 +595,15 @@ class Natives(NativeHelpers):
                 with other:
                     with b.if_then(b.icmp_signed(">", delta, c64(0))):
                         frame = b.inttoptr(fl.env_load(abi.E_FRAME), PTR)
-                        b.call(memset, [b.gep(frame, [data_end], source_etype=I8), ir.Constant(I8, 0), delta,
-                                        ir.Constant(I1, 0)])
+                        b.call(
+                            memset,
+                            [
+                                b.gep(frame, [data_end], source_etype=I8),
+                                ir.Constant(I8, 0),
+                                delta,
+                                ir.Constant(I1, 0),
+                            ],
+                        )
                     fl.env_store(abi.E_DATA_END, nde)
                     self.set_window(fl)
                     b.store(c64(0), res)
@@ -552,8 +653,10 @@ class Natives(NativeHelpers):
     def csum_diff(self, fl: FuncLowering, pc: int) -> None:
         b = fl.b
         fs, ts = b.and_(fl.get(2), c64(U32)), b.and_(fl.get(4), c64(U32))
-        einval = b.or_(b.icmp_unsigned("!=", b.and_(b.or_(fs, ts), c64(3)), c64(0)),
-                       b.icmp_unsigned(">", b.add(fs, ts), c64(MAX_CSUM_DIFF)))
+        einval = b.or_(
+            b.icmp_unsigned("!=", b.and_(b.or_(fs, ts), c64(3)), c64(0)),
+            b.icmp_unsigned(">", b.add(fs, ts), c64(MAX_CSUM_DIFF)),
+        )
         fok, fptr = self.probe(fl, fl.get(1), fs, R_READ)
         tok, tptr = self.probe(fl, fl.get(3), ts, R_READ)
         fok = b.or_(fok, b.icmp_unsigned("==", fs, c64(0)))
@@ -573,9 +676,12 @@ class Natives(NativeHelpers):
                     pt = b.call(part, [tptr, ts, seed])  # csum_partial(to, seed)
                     pf0 = b.call(part, [fptr, fs, c64(0)])
                     both = self._csum_add(fl, pt, b.and_(b.not_(pf0), c64(U32)))
-                    only_f = b.and_(b.not_(b.call(part, [fptr, fs, b.and_(b.not_(seed), c64(U32))])), c64(U32))
-                    r = b.select(b.and_(has_f, has_t), both,
-                                 b.select(has_t, pt, b.select(has_f, only_f, seed)))
+                    only_f = b.and_(
+                        b.not_(b.call(part, [fptr, fs, b.and_(b.not_(seed), c64(U32))])), c64(U32)
+                    )
+                    r = b.select(
+                        b.and_(has_f, has_t), both, b.select(has_t, pt, b.select(has_f, only_f, seed))
+                    )
                     r = b.add(b.and_(r, c64(0xFFFF)), b.lshr(r, c64(16)))
                     r = b.add(b.and_(r, c64(0xFFFF)), b.lshr(r, c64(16)))
                     b.store(b.and_(r, c64(0xFFFF)), res)

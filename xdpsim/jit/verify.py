@@ -92,8 +92,12 @@ class State:
         return State(regs, ranges, slots)
 
     def __eq__(self, other: object) -> bool:
-        return (isinstance(other, State) and self.regs == other.regs and self.ranges == other.ranges
-                and self.slots == other.slots)
+        return (
+            isinstance(other, State)
+            and self.regs == other.regs
+            and self.ranges == other.ranges
+            and self.slots == other.slots
+        )
 
 
 def _join_val(a: object, b: object) -> object:
@@ -238,12 +242,26 @@ class _Prover:
                 if isinstance(dv, MapVal):
                     r[d] = MapVal(dv.size, dv.off + k)
                     return
-            if code == isa.BPF_ADD and isinstance(dv, Pkt) and dv.off == 0 and dv.pid == 0 \
-                    and src.umax is not None and src.umax < (1 << 16):
+            if (
+                code == isa.BPF_ADD
+                and isinstance(dv, Pkt)
+                and dv.off == 0
+                and dv.pid == 0
+                and src.umax is not None
+                and src.umax < (1 << 16)
+            ):
                 r[d] = self.fresh_pkt(st, pc)  # data + a bounded unsigned scalar
                 return
-        if is64 and code == isa.BPF_ADD and isinstance(src, Pkt) and isinstance(dv, Scalar) and src.pid == 0 \
-                and src.off == 0 and dv.umax is not None and dv.umax < (1 << 16):
+        if (
+            is64
+            and code == isa.BPF_ADD
+            and isinstance(src, Pkt)
+            and isinstance(dv, Scalar)
+            and src.pid == 0
+            and src.off == 0
+            and dv.umax is not None
+            and dv.umax < (1 << 16)
+        ):
             r[d] = self.fresh_pkt(st, pc)
             return
         r[d] = _scalar_op(code, is64, dv, src, ins)
@@ -270,8 +288,12 @@ class _Prover:
         # normalise to "p <op> end"
         if isinstance(b, Pkt) and isinstance(a, PktEnd):
             a, b = b, a
-            code = {isa.BPF_JGT: isa.BPF_JLT, isa.BPF_JLT: isa.BPF_JGT, isa.BPF_JGE: isa.BPF_JLE,
-                    isa.BPF_JLE: isa.BPF_JGE}.get(code, 0)
+            code = {
+                isa.BPF_JGT: isa.BPF_JLT,
+                isa.BPF_JLT: isa.BPF_JGT,
+                isa.BPF_JGE: isa.BPF_JLE,
+                isa.BPF_JLE: isa.BPF_JGE,
+            }.get(code, 0)
         if isinstance(a, Pkt) and isinstance(b, PktEnd):
             # p + n <= end  makes n bytes past data+var readable
             if code == isa.BPF_JGT:  # taken: p > end; fallthrough: p <= end
@@ -401,7 +423,11 @@ def _scalar_op(code: int, is64: bool, a: object, b: object, ins: Instruction) ->
     return Scalar(None if is64 else limit)
 
 
-def prove(insns: list[Instruction], xdp: bool = False, map_value_sizes: dict[int, int] | None = None,
-          entries: tuple[int, ...] = ()) -> dict[int, Proof]:
+def prove(
+    insns: list[Instruction],
+    xdp: bool = False,
+    map_value_sizes: dict[int, int] | None = None,
+    entries: tuple[int, ...] = (),
+) -> dict[int, Proof]:
     """pc -> Proof for every load/store proven in bounds (see the module docstring)."""
     return _Prover(insns, xdp, map_value_sizes or {}).run(entries)

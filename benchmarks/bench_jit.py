@@ -1,0 +1,226 @@
+"""JIT benchmark: program time per packet (JIT vs the kernel's BPF_PROG_TEST_RUN repeat mode vs the
+interpreter), batch replay throughput, and compile time per program in programs/.
+
+    python benchmarks/bench_jit.py [--repeat N] [--batch N] [--no-kernel]
+
+Figures are measured side by side in one run on this machine (see DESIGN.md "Performance method"):
+- "kernel ns": BPF_PROG_TEST_RUN with `repeat` (the kernel's own JIT, its average per run);
+- "JIT ns": `jit_batch.time_repeat` -- the same program run `repeat` times on one packet in native
+  code, resetting the context per run as the kernel's repeat loop does (no packet copies);
+- "interp us": `run_xdp` with the interpreter, one Python call per packet;
+- "mixed batch": the reference mix through `JitEngine.run_batch` (packets copied in and out, stack and
+  frame zeroed per packet, as a replay does), and through the kernel one BPF_PROG_TEST_RUN per packet;
+- compile: cold (IR + LLVM O2 + object code + load, no cache) and cached (object code from the disk
+  cache), per program.
+The kernel columns need root and a kernel that allows BPF_PROG_TEST_RUN; otherwise they say why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import xdpsim  # noqa: E402
+from xdpsim.engines.interp import Interpreter  # noqa: E402
+from xdpsim.engines.jit_batch import time_repeat  # noqa: E402
+from xdpsim.hooks.xdp import run_xdp  # noqa: E402
+
+
+def eth_ipv4(proto: int, l4: bytes) -> bytes:
+    total = 20 + len(l4)
+    ip = (
+        bytes([0x45, 0])
+        + total.to_bytes(2, "big")
+        + bytes(4)
+        + bytes([64, proto, 0, 0])
+        + bytes([10, 0, 0, 1, 10, 0, 0, 2])
+    )
+    return bytes.fromhex("ffffffffffff020000000001") + b"\x08\x00" + ip + l4
+
+
+def tcp(dport: int) -> bytes:
+    return (40000).to_bytes(2, "big") + dport.to_bytes(2, "big") + bytes(8) + bytes([0x50, 0x02]) + bytes(6)
+
+
+def udp(dport: int, payload: bytes = b"x" * 18) -> bytes:
+    return (
+        (40000).to_bytes(2, "big")
+        + dport.to_bytes(2, "big")
+        + (8 + len(payload)).to_bytes(2, "big")
+        + bytes(2)
+        + payload
+    )
+
+
+KINDS = {
+    "tcp": eth_ipv4(6, tcp(80)),
+    "udp": eth_ipv4(17, udp(53)),
+    "icmp": eth_ipv4(1, bytes([8, 0, 0, 0, 0, 1, 0, 1]) + b"ping" * 8),
+    "ipv6-tcp": bytes.fromhex("ffffffffffff020000000001")
+    + b"\x86\xdd"
+    + bytes([0x60, 0, 0, 0, 0, 20, 6, 64])
+    + bytes(32)
+    + tcp(443),
+    "arp": bytes.fromhex("ffffffffffff020000000001") + b"\x08\x06" + bytes(28),
+    "malformed": eth_ipv4(6, tcp(80))[:30],
+}
+MIX = ["tcp"] * 5 + ["udp"] * 3 + ["icmp", "ipv6-tcp", "arp", "malformed"]
+
+
+def machine() -> str:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} CPUs, Linux {platform.release()}, Python {platform.python_version()}"
+
+
+def kernel_collection(spec):  # noqa: ANN001, ANN201
+    try:
+        from xdpsim.engines.kernel import KernelCollection
+
+        return KernelCollection(spec), None
+    except Exception as e:  # noqa: BLE001 - any refusal is a reason to skip the kernel columns
+        return None, f"{type(e).__name__}: {e}"
+
+
+def per_packet(console: Console, repeat: int, use_kernel: bool) -> None:
+    obj = xdpsim.load(ROOT / "programs" / "parser.o", engine="jit")
+    jit = obj._engine("jit")
+    pid = obj.programs["packet_parser"].id
+    interp_obj = xdpsim.load(obj.spec, engine="interp")
+    ker, why = kernel_collection(obj.spec) if use_kernel else (None, "--no-kernel")
+    t = Table(title=f"parser chain (packet_parser -> tail call): program time per packet, repeat {repeat}")
+    for col in ("packet", "kernel ns", "JIT ns", "JIT/kernel", "interp us", "verdicts agree"):
+        t.add_column(col, justify="right")
+    for name, pkt in KINDS.items():
+        ns, r0 = time_repeat(jit, obj.runtime, pid, pkt, repeat)
+        n_interp = 300
+        t0 = time.perf_counter()
+        for _ in range(n_interp):
+            ri = run_xdp(interp_obj.runtime, Interpreter(), pid, pkt)
+        interp_us = (time.perf_counter() - t0) / n_interp * 1e6
+        kns, agree = "-", str(ri.retval == r0)
+        ratio = "-"
+        if ker is not None:
+            kr = ker.run_xdp("packet_parser", pkt, repeat=repeat)
+            kns = f"{kr.duration_ns:.0f}"
+            ratio = f"{ns / max(kr.duration_ns, 1):.2f}x"
+            agree = str(ri.retval == r0 == kr.retval)
+        t.add_row(name, kns, f"{ns:.1f}", ratio, f"{interp_us:.1f}", agree)
+    console.print(t)
+    if ker is None:
+        console.print(f"[yellow]kernel columns skipped: {why}[/]")
+    else:
+        ker.close()
+
+
+def batch(console: Console, n: int, use_kernel: bool) -> None:
+    obj = xdpsim.load(ROOT / "programs" / "parser.o", engine="jit")
+    jit = obj._engine("jit")
+    pid = obj.programs["packet_parser"].id
+    pkts = [KINDS[MIX[i % len(MIX)]] for i in range(n)]
+    lengths = np.array([len(p) for p in pkts], np.uint32)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    data = np.frombuffer(b"".join(pkts), np.uint8)
+    times = np.arange(n, dtype=np.uint64) * 1000
+    res = jit.run_batch(obj.runtime, pid, data, offsets, lengths, times)  # warm-up (and the pages)
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        res = jit.run_batch(obj.runtime, pid, data, offsets, lengths, times, reuse=res)
+        best = min(best, time.perf_counter() - t0)
+    t = Table(title=f"mixed batch ({n} packets: {', '.join(sorted(set(MIX)))})")
+    for col in ("engine", "ns/packet", "packets/s", "note"):
+        t.add_column(col, justify="right")
+    t.add_row("JIT run_batch", f"{best / n * 1e9:.1f}", f"{n / best:,.0f}", "copy in/out, zeroing, verdicts")
+    ker, why = kernel_collection(obj.spec) if use_kernel else (None, "--no-kernel")
+    if ker is not None:
+        m = min(n, 20000)
+        t0 = time.perf_counter()
+        for p in pkts[:m]:
+            ker.run_xdp("packet_parser", p)
+        dt = (time.perf_counter() - t0) / m
+        t.add_row("kernel, 1 test run/packet", f"{dt * 1e9:.0f}", f"{1 / dt:,.0f}", f"first {m} packets")
+        ker.close()
+    interp_obj = xdpsim.load(obj.spec, engine="interp")
+    m = 3000
+    t0 = time.perf_counter()
+    for p in pkts[:m]:
+        run_xdp(interp_obj.runtime, Interpreter(), pid, p)
+    dt = (time.perf_counter() - t0) / m
+    t.add_row("interpreter", f"{dt * 1e9:.0f}", f"{1 / dt:,.0f}", f"first {m} packets")
+    console.print(t)
+    counts = np.bincount(res.action, minlength=5)
+    verdicts = dict(zip(["aborted", "drop", "pass", "tx", "redirect"], counts.tolist(), strict=True))
+    console.print(f"JIT verdicts: {verdicts}")
+    if ker is None:
+        console.print(f"[yellow]kernel row skipped: {why}[/]")
+
+
+def compile_times(console: Console) -> None:
+    from xdpsim.jit.compiler import Compiler
+    from xdpsim.runtime import Runtime
+
+    t = Table(title="JIT compile time per program (cold: IR + LLVM + object code + load; cached: disk)")
+    for col in ("object", "program", "insns", "cold ms", "cached ms"):
+        t.add_column(col, justify="right")
+    keep = []
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["XDG_CACHE_HOME"] = cache
+        from xdpsim.engines.jit import JitEngine
+        from xdpsim.loader import load_object
+
+        eng = JitEngine()
+        for path in sorted((ROOT / "programs").glob("*.o")):
+            rt = Runtime()
+            coll = rt.load(load_object(path))
+            for name, pid in coll.programs.items():
+                prog = rt.programs[pid]
+                t0 = time.perf_counter()
+                pin = eng.program_input(rt, prog)
+                c1 = Compiler()
+                cold = c1.compile(pin, eng._natives)
+                cold_ms = (time.perf_counter() - t0) * 1e3
+                c2 = Compiler()
+                t0 = time.perf_counter()
+                cached = c2.compile(pin, eng._natives)
+                cached_ms = (time.perf_counter() - t0) * 1e3
+                keep += [c1, c2]
+                assert cold.source == "compiled" and cached.source == "disk"
+                t.add_row(path.name, name, str(len(prog.insns)), f"{cold_ms:.1f}", f"{cached_ms:.2f}")
+    console.print(t)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeat", type=int, default=1_000_000)
+    ap.add_argument("--batch", type=int, default=1_000_000)
+    ap.add_argument("--no-kernel", action="store_true")
+    args = ap.parse_args()
+    console = Console()
+    console.print(f"[bold]xdpsim JIT benchmark[/] on {machine()}")
+    per_packet(console, args.repeat, not args.no_kernel)
+    batch(console, args.batch, not args.no_kernel)
+    compile_times(console)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
