@@ -73,16 +73,53 @@ def _percpu_sum(values: list[str]) -> str:
     return b"".join(w.to_bytes(8, "little") for w in words).hex() + raw[0][n - n % 8:].hex()
 
 
-def _map_state(obj: Any) -> dict[str, dict[str, Any]]:
+def _raw_state(obj: Any) -> dict[str, dict[str, Any]]:
+    """Map name -> {key hex: value hex | [per-CPU value hex]} (maps of programs and maps left out)."""
     from .spec import MapType
 
     out = {}
     for name, m in obj.maps.items():
         if m.spec.type in (MapType.PROG_ARRAY, MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS):
             continue
-        entries = m.to_json().get("entries", {})
-        out[name] = {k: _percpu_sum(v) if isinstance(v, list) else v for k, v in entries.items()}
+        out[name] = dict(m.to_json().get("entries", {}))
     return out
+
+
+def _map_state(obj: Any) -> dict[str, dict[str, Any]]:
+    return {name: {k: _percpu_sum(v) if isinstance(v, list) else v for k, v in entries.items()}
+            for name, entries in _raw_state(obj).items()}
+
+
+def _add_words(base: bytes, new: bytes, old: bytes) -> bytes:
+    """base + (new - old), word by word (u64, wrapping); trailing bytes taken from new."""
+    out = bytearray(base)
+    for off in range(0, len(new) - len(new) % 8, 8):
+        v = (int.from_bytes(base[off:off + 8], "little") + int.from_bytes(new[off:off + 8], "little")
+             - int.from_bytes(old[off:off + 8], "little")) & ((1 << 64) - 1)
+        out[off:off + 8] = v.to_bytes(8, "little")
+    return bytes(out)
+
+
+def _carry_over(target: Any, before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) -> None:
+    """Apply the changes between two raw states of one object's maps to another object's maps (per-CPU
+    values: the change added to CPU 0's value)."""
+    for name, entries in after.items():
+        m = target.maps[name]
+        old_entries = before.get(name, {})
+        for k in set(old_entries) | set(entries):
+            old, new = old_entries.get(k), entries.get(k)
+            if old == new:
+                continue
+            key = bytes.fromhex(k)
+            if new is None:
+                m.delete(key)
+            elif isinstance(new, list):
+                cur = [bytes(v) for v in m.lookup(key)]
+                prev = bytes.fromhex(old[0]) if old else bytes(len(cur[0]))
+                cur[0] = _add_words(cur[0], bytes.fromhex(new[0]), prev)
+                m.update(key, cur)
+            else:
+                m.update(key, bytes.fromhex(new))
 
 
 def _delta(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -122,9 +159,12 @@ def outcomes(spec: str, pcap: str | os.PathLike[str], *, engine: str, maps: bool
                                  tracer=tracer)
             except KernelError as e:
                 # BPF_PROG_TEST_RUN refuses some frames (shorter than 14 bytes: EINVAL): the
-                # interpreter's outcome stands in, and the record says so
+                # interpreter stands in, its map changes carried into the kernel's maps so that the
+                # packets after it see the state they would have seen; the record says so
                 assert shadow is not None
+                shadow_before = _raw_state(shadow.obj)
                 rec = record_of(pkt.index, shadow.run(pkt.data, now_ns=pkt.ts_ns))
+                _carry_over(runner.obj, shadow_before, _raw_state(shadow.obj))
                 rec["note"] = f"the kernel refused to run this frame ({e}); outcome from the interpreter"
                 if before is not None:
                     rec["maps"] = _delta(before, _map_state(runner.obj))
