@@ -63,7 +63,8 @@ class Replay:
         self.fast = fast and pipeline.engine == "jit"
         self.stopped_early = False
 
-    def run(self, path: str | os.PathLike[str], progress: Any = None, max_packets: int | None = None) -> Stats:
+    def run(self, path: str | os.PathLike[str], progress: Any = None,
+            max_packets: int | None = None) -> Stats:
         """Replay the capture at `path`; `max_packets` stops after about that many (whole batches), for
         tests over large corpora (then stats.json's "capture" says `stopped_early`)."""
         start = time.perf_counter()
