@@ -211,3 +211,32 @@ def _verdict(out: StageResult, last: TcResult | None) -> StageResult:
     else:
         out.verdict = "pass"
     return out
+
+
+@dataclass
+class RedirectWalk:
+    """Where a chain of TC redirects ended: `result` (the last stage's), `hops` (redirects followed),
+    `path` (ifindex, direction) per hop, `outcome` (the last verdict, or RECURSION_OUTCOME when the
+    hop limit stopped a loop)."""
+
+    result: StageResult
+    hops: int
+    path: list[tuple[int, str]]
+    outcome: str
+
+
+def follow_redirects(first: StageResult, run_at: Callable[[int, str, StageResult], StageResult], *,
+                     limit: int = XMIT_RECURSION_LIMIT) -> RedirectWalk:
+    """Follow TC redirects from `first`: a "dev" redirect runs the target's egress stage, "dev-ingress"
+    its ingress stage (`run_at(ifindex, "egress" | "ingress", previous)`), until a verdict other than
+    redirect or `limit` redirects (the kernel stops nested egress redirects at 8: the packet is dropped,
+    here with the named outcome RECURSION_OUTCOME). Other kinds (peer, neigh) end the walk as they are."""
+    res, hops, path = first, 0, []
+    while res.verdict == "redirect" and res.redirect.kind in ("dev", "dev-ingress"):
+        if hops >= limit:
+            return RedirectWalk(res, hops, path, RECURSION_OUTCOME)
+        where = "ingress" if res.redirect.kind == "dev-ingress" else "egress"
+        path.append((res.redirect.index, where))
+        hops += 1
+        res = run_at(res.redirect.index, where, res)
+    return RedirectWalk(res, hops, path, res.verdict)
