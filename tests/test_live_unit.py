@@ -109,3 +109,37 @@ def test_without_privileges_says_which(args, needs):
         capture_output=True, text=True, timeout=60, cwd=PROGRAMS.parent)
     assert proc.returncode == 2
     assert f"this needs root or {needs}" in proc.stderr
+
+
+def _mixed_frames() -> list[bytes]:
+    eth = Ether(src="02:00:00:00:00:02", dst="02:00:00:00:00:01")
+    out = []
+    for i in range(40):
+        out.append(bytes(eth / IP(src=f"10.0.{i}.2", dst="10.0.0.1") / ICMP(type=8, id=i)))
+        out.append(bytes(eth / IP(src="10.0.0.2", dst="10.0.0.1") / UDP(dport=53 + i) / b"q"))
+    out += [bytes(eth)[:10], bytes(eth / ARP()), bytes(eth / IP() / ICMP(type=8))[:36], b"\xff" * 60]
+    return out
+
+
+@pytest.mark.parametrize("obj, program", [("icmp_echo.o", None), ("firewall.o", None),
+                                          ("redirect.o", "redirect_ifindex"), ("parser.o", "packet_parser"),
+                                          ("rewrite.o", "trim_tail")])
+def test_batched_frames_decide_as_single_ones(tmp_path, obj, program):
+    """The live runner's native batch (one run_batch call per drain) gives each frame the verdict,
+    bytes and map effects that one-by-one processing gives."""
+    ref = f'{{ object = "{PROGRAMS / obj}"' + (f', program = "{program}" }}' if program else " }")
+    text = f'[[interface]]\nname = "eth0"\nxdp = [{ref}]\n[[interface]]\nname = "eth1"\n'
+    spec = parse_pipeline(text, tmp_path)
+    one, many = PipelineChains(spec, "jit"), PipelineChains(spec, "jit")
+    s1, s2 = Stats(), Stats()
+    frames = _mixed_frames()
+    singles = [one.process("eth0", f, 5, s1) for f in frames]
+    calls = []
+    native = many._batch
+    many._batch = lambda *a: calls.append(1) or native(*a)  # type: ignore[method-assign]
+    batched = many.process_batch("eth0", frames, 5, s2)
+    assert calls == [1], "the native batch path did not run"
+    for f, a, b in zip(frames, singles, batched, strict=True):
+        assert (a.outcome, a.reason, a.data, a.target) == (b.outcome, b.reason, b.data, b.target), f.hex()
+    assert s1.outcomes == s2.outcomes and s1.packets == s2.packets == len(frames)
+    assert one.maps_json() == many.maps_json()

@@ -202,29 +202,38 @@ class LiveRunner:
         return self.finish()
 
     def _drain(self, port: LivePort, role: str, poller: select.poll) -> None:
+        """Read what is waiting (at most BATCH frames, or what --count still allows), then run the
+        wire frames through the pipeline together."""
         ep = port.wire if role == "wire" else port.host
         assert ep is not None
-        for _ in range(BATCH):
+        limit = BATCH if self.count is None else max(0, min(BATCH, self.count - self.stats.packets))
+        frames: list[bytes] = []
+        gone: OSError | None = None
+        while len(frames) < limit:
             try:
                 frame = ep.recv()
             except OSError as e:
-                if e.errno in GONE_ERRNOS:
-                    self._end(port, _gone_reason(ep.name, e), poller)
-                    return
-                raise LiveError(f"reading {ep.name}: {e.strerror}") from e
+                if e.errno not in GONE_ERRNOS:
+                    raise LiveError(f"reading {ep.name}: {e.strerror}") from e
+                gone = e
+                break
             if frame is None:
-                return
+                break
             if role == "host":
                 self._host_out(port, frame)
-                continue
-            self._packet(port, frame)
-            if self.count is not None and self.stats.packets >= self.count:
-                self.stop(f"--count {self.count} reached")
-                return
+            else:
+                frames.append(frame)
+        if frames:
+            ts = time.time_ns()
+            for v in self.chains.process_batch(port.name, frames, time.monotonic_ns(), self.stats):
+                self._deliver(port, v, ts)
+        if gone is not None:
+            self._end(port, _gone_reason(ep.name, gone), poller)
+        if self.count is not None and self.stats.packets >= self.count:
+            self.stop(f"--count {self.count} reached")
 
-    def _packet(self, port: LivePort, frame: bytes) -> None:
-        ts = time.time_ns()
-        v = self.chains.process(port.name, frame, time.monotonic_ns(), self.stats)
+    def _deliver(self, port: LivePort, v, ts: int) -> None:
+        """Write one verdict's frame where it goes (wire, redirect target, host tap) and to --out."""
         dest: Endpoint | None = None
         if v.outcome == "tx":
             dest = port.wire

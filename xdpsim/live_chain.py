@@ -21,6 +21,9 @@ from .runtime import Runtime
 from .spec import ProgType
 
 ETH_HLEN = 14
+MIN_BATCH = 4  # fewer frames than this go one by one (a native batch call has a fixed cost)
+_SIMPLE = {XdpAction.XDP_PASS: ("pass", "xdp_pass"), XdpAction.XDP_TX: ("tx", "xdp_tx"),
+           XdpAction.XDP_DROP: ("drop", "xdp_drop"), XdpAction.XDP_ABORTED: ("aborted", "xdp_aborted")}
 _ACTION_NAMES = {a: a.name.removeprefix("XDP_").lower() for a in XdpAction}
 
 
@@ -167,6 +170,9 @@ class XdpChains:
             stats.redirect_targets[v.target or v.reason] += 1
         return v
 
+    def process_batch(self, iface: str, frames: list[bytes], now_ns: int, stats: Stats) -> list[Verdict]:
+        return [self.process(iface, f, now_ns, stats) for f in frames]
+
     def _run(self, port: _Port, frame: bytes, queue: int, now_ns: int, stats: Stats) -> Verdict:
         if len(frame) < ETH_HLEN:
             return Verdict("drop", "frame_too_short", frame)
@@ -263,6 +269,70 @@ class PipelineChains:
         if d.outcome == "redirect":
             stats.redirect_targets[d.target or d.reason] += 1
         return Verdict(d.outcome, d.reason, d.data, target=d.target, program=d.program)
+
+    def process_batch(self, iface: str, frames: list[bytes], now_ns: int, stats: Stats) -> list[Verdict]:
+        """Several frames received together on `iface`: one native `run_batch` call when the
+        interface's chain is a single program on one queue under the JIT, else frame by frame.
+        Verdicts and statistics are those of `process` (tests/test_live_unit.py compares them)."""
+        i = self.by_name[iface]
+        engine = getattr(self.pipeline.backend, "engine", None)
+        if (len(frames) < MIN_BATCH or len(i.chain) != 1 or not i.prog_ids or i.spec.queues != 1
+                or not hasattr(engine, "run_batch")):
+            return [self.process(iface, f, now_ns, stats) for f in frames]
+        return self._batch(i, engine, frames, now_ns, stats)
+
+    def _batch(self, i, engine, frames: list[bytes], now_ns: int, stats: Stats) -> list[Verdict]:
+        import numpy as np
+
+        from .pipeline.routing import Decision
+
+        backend = self.pipeline.backend
+        entry = i.chain[0]
+        prog = entry.program
+        lengths = np.fromiter((len(f) for f in frames), np.int64, len(frames))
+        offsets = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
+        ok = np.flatnonzero(lengths >= ETH_HLEN)
+        if not len(ok):
+            return [self.process(i.name, f, now_ns, stats) for f in frames]
+        data = np.frombuffer(b"".join(frames), np.uint8)
+        res = engine.run_batch(backend.runtime, i.prog_ids[0], data, offsets[ok],
+                               lengths[ok].astype(np.uint32), np.full(len(ok), now_ns, np.uint64), None,
+                               ifindex=i.ifindex, budget=backend.budget)
+        stats.helper_calls.update(res.helper_counts)
+        out: list[Verdict] = [Verdict("drop", "frame_too_short", f) for f in frames]
+        for j, k in enumerate(ok.tolist()):
+            frame = frames[k]
+            act = int(res.action[j])
+            stats.programs[prog][_ACTION_NAMES[XdpAction(act)]] += 1
+            if res.fault[j]:
+                err = res.errors.get(j)
+                if err is not None and err.kind == "frame":
+                    out[k] = Verdict("drop", "frame_too_long", frame, program=prog)
+                    continue
+                stats.errors[str(err) if err is not None else "program fault"] += 1
+                out[k] = Verdict("error", "program_fault", frame, program=prog)
+                continue
+            pkt = res.packet(j)
+            if int(res.retval[j]) & 0xFFFFFFFF > XdpAction.XDP_REDIRECT:
+                out[k] = Verdict("aborted", "unknown_action", pkt, program=prog)
+            elif entry.chains(act):  # off the end of a one-program chain: XDP_PASS
+                out[k] = Verdict("pass", "xdp_pass" if act == XdpAction.XDP_PASS else "chain_end", pkt,
+                                 program=prog)
+            elif act == XdpAction.XDP_REDIRECT:
+                d = self.pipeline.redirect(i, Decision("redirect", "", pkt, program=prog),
+                                           res.redirect_target(j), 0, now_ns)
+                if d.error and d.outcome == "error":
+                    stats.errors[d.error] += 1
+                out[k] = Verdict(d.outcome, d.reason, d.data, target=d.target, program=d.program or prog)
+            else:
+                outcome, reason = _SIMPLE[act]
+                out[k] = Verdict(outcome, reason, pkt, program=prog)
+        for v in out:
+            stats.count(v.outcome, v.reason, i.name)
+            if v.outcome == "redirect":
+                stats.redirect_targets[v.target or v.reason] += 1
+        stats.queues[f"{i.name}:0"] += len(frames)
+        return out
 
     def maps_json(self) -> dict:
         return self.pipeline.maps_json()
