@@ -1,0 +1,46 @@
+"""hooks/tc.py: XDP and TC runs sharing one runtime, XDP metadata seen by TC, the JIT on __sk_buff."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_tc_context import ALLOWED, CTX_IN, frame, spec
+
+import xdpsim
+from xdpsim.engines.interp import Interpreter
+from xdpsim.hooks.tc import TcAction, run_tc
+from xdpsim.hooks.xdp import XdpAction, run_xdp
+from xdpsim.loader import load_object
+from xdpsim.runtime import Runtime
+
+PROGRAMS = Path(__file__).resolve().parent.parent / "programs"
+
+
+def test_xdp_and_tc_alternate_in_one_runtime() -> None:
+    from scapy.all import IP, TCP, Ether
+
+    rt = Runtime()
+    xdp = rt.load(load_object(PROGRAMS / "parser.o"))
+    tc = rt.load(load_object(PROGRAMS / "tc_nat.o"))
+    eng = Interpreter()
+    pkt = bytes(Ether() / IP(src="10.0.0.1") / TCP(dport=80))
+    for _ in range(2):
+        a = run_xdp(rt, eng, xdp.programs["packet_parser"], pkt)
+        b = run_tc(rt, eng, tc.programs["tc_nat"], pkt)
+        assert a.action == XdpAction.XDP_PASS and a.data == pkt and a.error is None
+        assert b.action == TcAction.TC_ACT_OK and b.error is None and b.data[26:30] == bytes([192, 0, 2, 1])
+
+
+def test_xdp_metadata_is_the_skb_data_meta_window() -> None:
+    obj = xdpsim.load(spec({"meta_eq": ALLOWED["meta_eq"]}))
+    r = run_tc(obj.runtime, Interpreter(), obj.programs["meta_eq"].id, frame(), meta=b"abcdefgh")
+    assert r.retval == 8 and r.meta == b"abcdefgh"
+
+
+@pytest.mark.parametrize("name", sorted(ALLOWED))
+def test_jit_reads_and_writes_the_context_as_the_interpreter(name: str) -> None:
+    obj = xdpsim.load(spec({name: ALLOWED[name]}))
+    a = obj.programs[name].run(frame(), engine="interp", **CTX_IN)
+    b = obj.programs[name].run(frame(), engine="jit", **CTX_IN)
+    assert (a.retval, a.skb) == (b.retval, b.skb) and b.error is None
