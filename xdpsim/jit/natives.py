@@ -145,6 +145,8 @@ class Natives(NativeHelpers):
             return False
         if hid == H_KTIME and fl.mod.prog.conformance:
             return False  # the conformance suite's helper 5 is "return r1"
+        if hid == H_REDIRECT and not fl.mod.prog.xdp:
+            return False  # TC's bpf_redirect returns TC_ACT_REDIRECT (helpers/tc.py), not XDP_REDIRECT
         self.count(fl, hid)
         if hid in (H_TAIL_CALL, H_KTIME, H_SMP_ID):  # a guaranteed tail call / one load: inline
             fn(fl, pc)
