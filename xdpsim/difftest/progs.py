@@ -1,0 +1,140 @@
+"""Random XDP programs the kernel verifier accepts, for differential testing of the ISA.
+
+`random_program(rng)` gives an ObjectSpec with one program, `gen`, and one map, `out` (ARRAY of one
+64-byte value). Its shape keeps the verifier content while leaving the arithmetic free:
+
+1. `r6 = ctx->data`, `r7 = ctx->data_end`; frames shorter than MIN_LEN bytes return XDP_DROP.
+2. Every register of the pool (r0-r5, r7-r9) is loaded from the packet (plain and sign-extending
+   loads of 1, 2, 4, 8 bytes): all scalars, all initialised.
+3. A random body: ALU and ALU64 (every op, immediate and register forms, signed div/mod, movsx,
+   byte swaps) and forward conditional jumps (JMP and JMP32, every condition; a conditional jump keeps
+   both successors reachable, so no instruction is dead).
+4. Stores of pool registers back into the packet (output bytes), then the map: r7..r9 survive the
+   lookup; plain stores, atomics (add/or/and/xor with and without fetch, xchg, cmpxchg) on the value,
+   and a load back into r9.
+5. `r0 = r9 & 3` (ABORTED, DROP, PASS or TX) and exit.
+"""
+
+from __future__ import annotations
+
+import random
+
+from ..isa import Instruction, lddw
+from ..spec import MapSpec, MapType, ObjectSpec, ProgramSpec, ProgType
+
+MIN_LEN = 64
+POOL = (0, 1, 2, 3, 4, 5, 7, 8, 9)
+IMMS = (0, 1, -1, 2, 7, 31, 32, 63, 64, 0x7FFF_FFFF, -0x8000_0000, 0xFFFF, 0x8000, 255, -256)
+
+BPF_LDX, BPF_STX, BPF_ST = 0x01, 0x03, 0x02
+BPF_ALU, BPF_JMP, BPF_JMP32, BPF_ALU64 = 0x04, 0x05, 0x06, 0x07
+SIZES = {1: 0x10, 2: 0x08, 4: 0x00, 8: 0x18}
+ALU_OPS = (0x00, 0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70, 0x80, 0x90, 0xA0, 0xB0, 0xC0, 0xD0)
+JMP_OPS = (0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70, 0xA0, 0xB0, 0xC0, 0xD0)
+ATOMIC_OPS = (0x00, 0x01, 0x40, 0x41, 0x50, 0x51, 0xA0, 0xA1, 0xE1)  # add/or/and/xor (+fetch), xchg
+CMPXCHG = 0xF1
+
+
+def _imm(rng: random.Random) -> int:
+    return rng.choice(IMMS) if rng.random() < 0.5 else rng.randint(-0x8000_0000, 0x7FFF_FFFF)
+
+
+def _alu(rng: random.Random) -> Instruction:
+    cls = rng.choice((BPF_ALU, BPF_ALU64))
+    op = rng.choice(ALU_OPS)
+    dst = rng.choice(POOL)
+    bits = 64 if cls == BPF_ALU64 else 32
+    if op == 0x80:  # neg: no source operand
+        return Instruction(cls | op, dst, 0, 0, 0)
+    if op == 0xD0:  # byte swaps: ALU to_le/to_be, ALU64 bswap (v4)
+        src_bit = 0x08 if cls == BPF_ALU and rng.random() < 0.5 else 0x00
+        return Instruction(cls | op | src_bit, dst, 0, 0, rng.choice((16, 32, 64)))
+    off = 0
+    if op in (0x30, 0x90) and rng.random() < 0.4:
+        off = 1  # sdiv / smod
+    if op == 0xB0 and rng.random() < 0.3:
+        off = rng.choice((8, 16, 32) if cls == BPF_ALU64 else (8, 16))  # movsx
+        return Instruction(cls | op | 0x08, dst, rng.choice(POOL), off, 0)
+    if rng.random() < 0.5:
+        return Instruction(cls | op | 0x08, dst, rng.choice(POOL), off, 0)
+    imm = _imm(rng)
+    if op in (0x60, 0x70, 0xC0):
+        imm = rng.randrange(bits)  # the verifier refuses constant shifts out of range
+    elif op in (0x30, 0x90) and imm == 0:
+        imm = rng.choice((1, -1, 3))  # and constant division by zero
+    return Instruction(cls | op, dst, 0, off, imm)
+
+
+def _jump(rng: random.Random, reach: int) -> Instruction:
+    cls = rng.choice((BPF_JMP, BPF_JMP32))
+    op = rng.choice(JMP_OPS)
+    off = rng.randint(0, reach)
+    if rng.random() < 0.5:
+        return Instruction(cls | op | 0x08, rng.choice(POOL), rng.choice(POOL), off, 0)
+    return Instruction(cls | op, rng.choice(POOL), 0, off, _imm(rng))
+
+
+def _ldx(size: int, dst: int, src: int, off: int, signed: bool = False) -> Instruction:
+    return Instruction((0x80 if signed else 0x60) | SIZES[size] | BPF_LDX, dst, src, off, 0)
+
+
+def _stx(size: int, dst: int, src: int, off: int) -> Instruction:
+    return Instruction(0x60 | SIZES[size] | BPF_STX, dst, src, off, 0)
+
+
+def random_program(rng: random.Random, body: int = 24, name: str = "gen") -> ObjectSpec:
+    insns: list[Instruction] = [
+        _ldx(4, 6, 1, 0),  # r6 = ctx->data
+        _ldx(4, 7, 1, 4),  # r7 = ctx->data_end
+        Instruction(0xBF, 8, 6, 0, 0),  # r8 = r6
+        Instruction(0x07, 8, 0, 0, MIN_LEN),  # r8 += MIN_LEN
+        Instruction(0x2D, 8, 7, 1, 0),  # if r8 > r7 goto drop
+        Instruction(0x05, 0, 0, 2, 0),  # goto loads
+        Instruction(0xB7, 0, 0, 0, 1),  # drop: r0 = XDP_DROP
+        Instruction(0x95, 0, 0, 0, 0),  # exit
+    ]
+    for reg in POOL:
+        size = rng.choice((1, 2, 4, 8))
+        signed = size != 8 and rng.random() < 0.3
+        insns.append(_ldx(size, reg, 6, rng.randrange(0, MIN_LEN - size + 1), signed))
+    n = rng.randint(body // 2, body)
+    for i in range(n):
+        if rng.random() < 0.2:
+            insns.append(_jump(rng, n - i - 1))
+        else:
+            insns.append(_alu(rng))
+    for _ in range(rng.randint(1, 4)):
+        size = rng.choice((1, 2, 4, 8))
+        insns.append(_stx(size, 6, rng.choice(POOL), rng.randrange(0, MIN_LEN - size + 1)))
+    insns += _map_part(rng)
+    insns += [Instruction(0xBF, 0, 9, 0, 0), Instruction(0x57, 0, 0, 0, 3), Instruction(0x95, 0, 0, 0, 0)]
+    prog = ProgramSpec(name=name, section="xdp", type=ProgType.XDP, attach="xdp", insns=insns, license="GPL")
+    out = MapSpec("out", MapType.ARRAY, 4, 64, 1)
+    return ObjectSpec(path=f"<generated {name}>", programs={name: prog}, maps=[out], license="GPL")
+
+
+def _map_part(rng: random.Random) -> list[Instruction]:
+    """Lookup of out[0]; stores and atomics from r7, r8, r9 on the value; r9 ^= a word of it."""
+    ops: list[Instruction] = []
+    for _ in range(rng.randint(1, 4)):
+        width = rng.choice((4, 8))
+        code = 0xDB if width == 8 else 0xC3
+        slot = rng.randrange(0, 64 // width) * width
+        if rng.random() < 0.2:  # cmpxchg compares with r0: r0 = r7 first
+            ops += [Instruction(0xBF, 0, 7, 0, 0), Instruction(code, 1, rng.choice((8, 9)), slot, CMPXCHG)]
+        else:
+            ops.append(Instruction(code, 1, rng.choice((7, 8, 9)), slot, rng.choice(ATOMIC_OPS)))
+    if rng.random() < 0.5:
+        ops.append(_stx(8, 1, 7, rng.randrange(0, 8) * 8))
+    ops.append(_ldx(8, 2, 1, rng.randrange(0, 8) * 8))
+    ops.append(Instruction(0xAF, 9, 2, 0, 0))  # r9 ^= r2
+    return [
+        Instruction(0x62, 10, 0, -4, 0),  # *(u32 *)(r10 - 4) = 0
+        Instruction(0xBF, 2, 10, 0, 0),
+        Instruction(0x07, 2, 0, 0, -4),
+        *lddw(1, 0, src=1),  # r1 = map out (PSEUDO_MAP_FD, map index 0)
+        Instruction(0x85, 0, 0, 0, 1),  # bpf_map_lookup_elem
+        Instruction(0x15, 0, 0, len(ops) + 1, 0),  # if r0 == 0 skip the map part
+        Instruction(0xBF, 1, 0, 0, 0),  # r1 = value pointer
+        *ops,
+    ]
