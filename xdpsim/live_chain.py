@@ -25,6 +25,7 @@ MIN_BATCH = 4  # fewer frames than this go one by one (a native batch call has a
 _SIMPLE = {XdpAction.XDP_PASS: ("pass", "xdp_pass"), XdpAction.XDP_TX: ("tx", "xdp_tx"),
            XdpAction.XDP_DROP: ("drop", "xdp_drop"), XdpAction.XDP_ABORTED: ("aborted", "xdp_aborted")}
 _ACTION_NAMES = {a: a.name.removeprefix("XDP_").lower() for a in XdpAction}
+_INT_NAMES = {int(a): n for a, n in _ACTION_NAMES.items()}
 
 
 @dataclass
@@ -300,11 +301,15 @@ class PipelineChains:
                                ifindex=i.ifindex, budget=backend.budget)
         stats.helper_calls.update(res.helper_counts)
         out: list[Verdict] = [Verdict("drop", "frame_too_short", f) for f in frames]
+        # plain lists: indexing numpy arrays one element at a time costs more than the programs
+        actions, faults, rets = res.action.tolist(), res.fault.tolist(), res.retval.tolist()
+        offs, lens, outmv = res.out_offset.tolist(), res.out_length.tolist(), memoryview(res.out)
+        counts = stats.programs[prog]
         for j, k in enumerate(ok.tolist()):
             frame = frames[k]
-            act = int(res.action[j])
-            stats.programs[prog][_ACTION_NAMES[XdpAction(act)]] += 1
-            if res.fault[j]:
+            act = actions[j]
+            counts[_INT_NAMES[act]] += 1
+            if faults[j]:
                 err = res.errors.get(j)
                 if err is not None and err.kind == "frame":
                     out[k] = Verdict("drop", "frame_too_long", frame, program=prog)
@@ -312,8 +317,8 @@ class PipelineChains:
                 stats.errors[str(err) if err is not None else "program fault"] += 1
                 out[k] = Verdict("error", "program_fault", frame, program=prog)
                 continue
-            pkt = res.packet(j)
-            if int(res.retval[j]) & 0xFFFFFFFF > XdpAction.XDP_REDIRECT:
+            pkt = bytes(outmv[offs[j] : offs[j] + lens[j]])
+            if rets[j] & 0xFFFFFFFF > XdpAction.XDP_REDIRECT:
                 out[k] = Verdict("aborted", "unknown_action", pkt, program=prog)
             elif entry.chains(act):  # off the end of a one-program chain: XDP_PASS
                 out[k] = Verdict("pass", "xdp_pass" if act == XdpAction.XDP_PASS else "chain_end", pkt,
@@ -325,7 +330,7 @@ class PipelineChains:
                     stats.errors[d.error] += 1
                 out[k] = Verdict(d.outcome, d.reason, d.data, target=d.target, program=d.program or prog)
             else:
-                outcome, reason = _SIMPLE[act]
+                outcome, reason = _SIMPLE[XdpAction(act)]
                 out[k] = Verdict(outcome, reason, pkt, program=prog)
         for v in out:
             stats.count(v.outcome, v.reason, i.name)
