@@ -197,3 +197,30 @@ def test_redirect_targets_and_xdp_redirect_unchanged() -> None:
     xdp = xdpsim.load(PROBE.parent / "redirect.o")
     res = xdp.programs["redirect_ifindex"].run(pkt)
     assert str(res.action) == "XDP_REDIRECT"
+
+
+@pytest.mark.parametrize("helper", sorted(CASES))
+def test_checksum_complete_bookkeeping_agrees_with_kernel(kernel: str, helper: str) -> None:
+    """With BPF_F_TEST_SKB_CHECKSUM_COMPLETE the skb starts CHECKSUM_COMPLETE and the kernel checks,
+    after the run, that skb->csum still matches the packet (EBADMSG otherwise): the same cases then
+    tell whether each helper keeps skb->csum as the kernel does (BPF_F_RECOMPUTE_CSUM, pushes and
+    pulls, trims that drop to CHECKSUM_NONE...); csum_update/csum_level return values are compared."""
+    from xdpsim.engines.kernel import KernelCollection
+    from xdpsim.errors import KernelError
+    from xdpsim.kernel.bpf import BPF_F_TEST_SKB_CHECKSUM_COMPLETE
+
+    sim = xdpsim.load(PROBE)
+    pkts = frames()
+    with KernelCollection(sim.spec) as ker:
+        for name, cb in CASES[helper]:
+            a = run_tc(sim.runtime, Interpreter(), sim.programs["tc_probe"].id, pkts[name], cb=cb,
+                       checksum_complete=True)
+            try:
+                b = ker.run_skb("tc_probe", pkts[name], cb=cb, flags=BPF_F_TEST_SKB_CHECKSUM_COMPLETE)
+            except KernelError as e:
+                assert "EBADMSG" in str(e), e
+                assert a.csum_ok is False, (helper, name, cb)
+                continue
+            assert a.csum_ok is True, (helper, name, cb)
+            assert (a.retval & 0xFFFF_FFFF, a.skb.mark, a.skb.priority) == \
+                (b.retval & 0xFFFF_FFFF, b.skb["mark"], b.skb["priority"]), (helper, name, cb)

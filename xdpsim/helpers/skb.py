@@ -174,10 +174,11 @@ def skb_change_tail(state: RunState, r1: int, r2: int, r3: int, r4: int, r5: int
     if skb.st.encapsulation:
         return -ENOTSUPP
     cur = len(skb)
+    if new_len != cur and skb.st.ip_summed == CHECKSUM_COMPLETE:
+        skb.st.ip_summed = CHECKSUM_NONE  # __skb_grow_rcsum / __skb_trim_rcsum: skb->csum is left stale
     if new_len > cur:
-        skb.put_zero(new_len - cur)  # zeroed: leaves a CHECKSUM_COMPLETE sum as it was
+        skb.put_zero(new_len - cur)
     elif new_len < cur:
-        rcsum_sub(skb, skb.read(new_len, cur - new_len), new_len)
         skb.trim(new_len)
     return 0
 

@@ -30,7 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..engines.base import DEFAULT_BUDGET, RunState, Tracer
 from ..errors import ProgramFault
-from ..helpers.skbuff import ETH_HLEN, Clone, SkbBuffer, SkbState
+from ..helpers.csum import csum_partial
+from ..helpers.skb_csum import csum_fold
+from ..helpers.skbuff import CHECKSUM_COMPLETE, ETH_HLEN, Clone, SkbBuffer, SkbState
 from ..memory import CTX, PACKET, R_CTX, R_READ, R_WRITE
 
 if TYPE_CHECKING:
@@ -203,6 +205,7 @@ class TcResult:
     retval: int = 0
     insns: int = 0
     notes: list[str] = field(default_factory=list)
+    csum_ok: bool | None = None  # run_tc(checksum_complete=True): skb->csum still right afterwards
 
 
 def _skb_buffer(runtime: Runtime) -> SkbBuffer:
@@ -235,6 +238,7 @@ def run_tc(
     dev_addr: bytes = bytes(6),
     broadcast: bytes = bytes(6),
     max_len: int | None = None,
+    checksum_complete: bool = False,
     tracer: Tracer | None = None,
     **fields: Any,
 ) -> TcResult:
@@ -242,8 +246,11 @@ def run_tc(
     a fresh skb as BPF_PROG_TEST_RUN makes one); `fields`: SkbState fields to set first (mark=...,
     cb=[...], ifindex=...). `dev_addr`/`broadcast`: the receiving device's addresses (default lo's,
     all zeros), which decide pkt_type; `max_len`: the longest packet skb_change_tail/head may make
-    (default SKB_MAX_ALLOC, 16064, as measured under BPF_PROG_TEST_RUN). Faults are
-    outcomes (`TcResult.error`), never raised."""
+    (default SKB_MAX_ALLOC, 16064, as measured under BPF_PROG_TEST_RUN). `checksum_complete`: as
+    BPF_F_TEST_SKB_CHECKSUM_COMPLETE, the skb starts CHECKSUM_COMPLETE with skb->csum over the bytes
+    from the network header, and `TcResult.csum_ok` says whether skb->csum still matches the packet
+    afterwards (the kernel's test run fails with EBADMSG when not). Faults are outcomes
+    (`TcResult.error`), never raised."""
     prog = runtime.programs[prog_id]
     data = bytes(data)
     buf = _skb_buffer(runtime)
@@ -260,6 +267,9 @@ def run_tc(
             raise ValueError(f"__sk_buff has no field {name!r} to set")
         setattr(buf.st, name, bytearray(b"".join(int(v).to_bytes(4, "little") for v in value))
                 if name == "cb" else value)
+    if checksum_complete:
+        buf.st.ip_summed = CHECKSUM_COMPLETE
+        buf.st.csum = csum_partial(buf.bytes()[buf.net - buf.data :], 0)
     ctx = SkbContext(buf)
     mem = runtime.mem
     mem.set_ctx(ctx)
@@ -285,6 +295,13 @@ def run_tc(
     else:
         action = code
         notes.append(f"unknown TC action {code}: a direct-action filter treats it as TC_ACT_UNSPEC")
+    csum_ok = None
+    if checksum_complete and error is None:
+        now = csum_partial(buf.bytes()[max(buf.net - buf.data, 0) :], 0)
+        csum_ok = csum_fold(buf.st.csum) == csum_fold(now)
+        if not csum_ok:
+            notes.append("skb->csum no longer matches the packet (CHECKSUM_COMPLETE): the kernel's test "
+                         "run fails with EBADMSG")
     if action == TcAction.TC_ACT_REDIRECT and state.redirect is None:
         notes.append("TC_ACT_REDIRECT without a target (no bpf_redirect succeeded): the kernel drops it")
     return TcResult(
@@ -292,4 +309,5 @@ def run_tc(
         redirect=state.redirect if action == TcAction.TC_ACT_REDIRECT else None, clones=list(buf.clones),
         error=error, trace=state.trace, helper_counts=state.helper_counts, tail_calls=state.tail_calls,
         program=runtime.programs[state.prog_id].name, retval=retval, insns=state.insns, notes=notes,
+        csum_ok=csum_ok,
     )
