@@ -44,3 +44,23 @@ def test_jit_reads_and_writes_the_context_as_the_interpreter(name: str) -> None:
     a = obj.programs[name].run(frame(), engine="interp", **CTX_IN)
     b = obj.programs[name].run(frame(), engine="jit", **CTX_IN)
     assert (a.retval, a.skb) == (b.retval, b.skb) and b.error is None
+
+
+def test_wire_and_host_skbs() -> None:
+    from scapy.all import IP, TCP, Dot1Q, Ether
+
+    from xdpsim.hooks.tc import host_skb, wire_skb
+
+    tagged = bytes(Ether(dst="02:00:00:00:00:09") / Dot1Q(vlan=12, prio=5) / IP() / TCP())
+    data, st = wire_skb(tagged, 3, dev_addr=bytes.fromhex("020000000009"))
+    assert data == bytes(Ether(dst="02:00:00:00:00:09") / IP() / TCP())
+    assert (st.vlan_present, st.vlan_tci, st.vlan_proto) == (True, (5 << 13) | 12, 0x0081)
+    assert st.protocol == 0x0008
+    assert (st.pkt_type, st.ingress_ifindex, st.ifindex) == (0, 3, 3)
+    obj = xdpsim.load(PROGRAMS / "tc_vlan.o")
+    r = run_tc(obj.runtime, Interpreter(), obj.programs["tc_vlan"].id, data, skb=st)
+    seen = bytes(obj.maps["vlan_seen"][0])
+    # the offload tag from the wire is pushed back into the bytes by the program's vlan_push
+    assert r.data == tagged and int.from_bytes(seen[4:8], "little") == 100 | (3 << 13)
+    data, st = host_skb(bytes(Ether(dst="ff:ff:ff:ff:ff:ff") / IP()), 2, sk_cookie=77)
+    assert (st.pkt_type, st.ingress_ifindex, st.sk_cookie) == (0, 0, 77)

@@ -208,6 +208,37 @@ class TcResult:
     csum_ok: bool | None = None  # run_tc(checksum_complete=True): skb->csum still right afterwards
 
 
+def wire_skb(data: bytes, ifindex: int, *, dev_addr: bytes = bytes(6), broadcast: bytes = b"\xff" * 6,
+             untag: bool = True) -> tuple[bytes, SkbState]:
+    """A frame received from the wire on `ifindex` as TC ingress sees it: pkt_type and protocol from
+    eth_type_trans against the device's addresses, skb_iif = ifindex, and (`untag`, what the stack's
+    skb_vlan_untag and NICs' VLAN offload do before TC ingress) the outermost 802.1Q/802.1ad tag moved
+    from the bytes into the offload tag. Returns the bytes TC sees and the metadata for run_tc(skb=)."""
+    from ..helpers.skbuff import VLAN_TYPES_BE, be16, eth_type_trans
+
+    st = SkbState(ifindex=ifindex, ingress_ifindex=ifindex)
+    st.protocol, st.pkt_type = eth_type_trans(data, dev_addr, broadcast)
+    if untag and st.protocol in VLAN_TYPES_BE and len(data) >= ETH_HLEN + 4:
+        st.vlan_present, st.vlan_proto = True, st.protocol
+        st.vlan_tci = int.from_bytes(data[14:16], "big")
+        data = data[:12] + data[16:]
+        st.protocol = be16(int.from_bytes(data[12:14], "big"))
+    st.wire_len = len(data)
+    return data, st
+
+
+def host_skb(data: bytes, ifindex: int, *, sk_cookie: int = 0, mark: int = 0,
+             priority: int = 0) -> tuple[bytes, SkbState]:
+    """A frame the host sends out of `ifindex` (TC egress): no receiving device (skb_iif 0), PACKET_HOST,
+    the protocol from the ethertype, and the socket's cookie/mark/priority if it has one."""
+    from ..helpers.skbuff import eth_type_trans
+
+    st = SkbState(ifindex=ifindex, ingress_ifindex=0, sk_cookie=sk_cookie, mark=mark, priority=priority)
+    st.protocol = eth_type_trans(data)[0]
+    st.wire_len = len(data)
+    return data, st
+
+
 def _skb_buffer(runtime: Runtime) -> SkbBuffer:
     """The runtime's reusable skb, attached as the PACKET region (again after another hook moved it)."""
     skb = runtime.hook_state.get("tc_skb")
