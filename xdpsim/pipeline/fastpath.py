@@ -1,6 +1,7 @@
 """The JIT's fast path for a replay: one native `run_batch` call per batch (engines/jit_batch.py).
 
-Used when a batch's packets all enter one interface whose chain is a single program on one rx queue;
+Used when a batch's packets all enter one interface whose chain is a single program (several rx queues
+are fine: RSS picks each packet's queue, and the native loop its CPU);
 other batches go packet by packet. The verdicts are routed as the per-packet path routes them (the
 common actions with numpy, redirects and faults one by one through the same Pipeline.redirect and
 routing code), and each sink receives its packets in input order (`write_batch` when none of them
@@ -45,8 +46,12 @@ def jit_batch(replay: Replay, iface: Interface, b: Batch, times: np.ndarray) -> 
     n = len(b)
     lengths = b.lengths.astype(np.int64)
     ok = np.flatnonzero(lengths >= ETH_HLEN)
+    queues = np.zeros(n, np.uint32)
+    if iface.spec.queues > 1:  # RSS in Python: the hash of each frame's flow
+        rss = iface.rss
+        queues[:] = [rss.queue(b.packet(i)) for i in range(n)]
     res = engine.run_batch(backend.runtime, iface.prog_ids[0], b.data, b.offsets[ok], lengths[ok],  # type: ignore[union-attr]
-                           times[ok].astype(np.uint64), None, ifindex=iface.ifindex,
+                           times[ok].astype(np.uint64), queues[ok], ifindex=iface.ifindex,
                            budget=backend.budget)  # type: ignore[union-attr]
     prog = iface.chain[0].program
     st = replay.stats
@@ -84,8 +89,8 @@ def jit_batch(replay: Replay, iface: Interface, b: Batch, times: np.ndarray) -> 
     for j in np.flatnonzero((action == XdpAction.XDP_REDIRECT) & (np.asarray(res.fault) == 0)).tolist():
         i = int(ok[j])
         data = res.packet(j)
-        d = p.redirect(iface, Decision("redirect", "", data, program=prog), res.redirect_target(j), 0,
-                       int(times[i]))
+        d = p.redirect(iface, Decision("redirect", "", data, program=prog), res.redirect_target(j),
+                       int(queues[i]), int(times[i]))
         sink[i] = key(d.outcome, d.reason, d.target)
         if d.data is not data:
             replaced[i] = d.data
@@ -108,7 +113,9 @@ def jit_batch(replay: Replay, iface: Interface, b: Batch, times: np.ndarray) -> 
             st.programs[prog]["decided"] += c
             st.programs[prog][outcome] += c
     st.programs[prog]["runs"] += len(ok)
-    st.queues[f"{iface.name}:0"] += n
+    for q, c in enumerate(np.bincount(queues, minlength=1).tolist()):
+        if c:
+            st.queues[f"{iface.name}:{q}"] += c
     st.helper_calls.update(res.helper_counts)
     for e in errors.values():
         st.errors[e] += 1
@@ -141,7 +148,7 @@ def jit_batch(replay: Replay, iface: Interface, b: Batch, times: np.ndarray) -> 
             outcome, reason, target = keys[int(sink[i])]
             j = int(pos[i])
             replay.sinks.log_packet({
-                "index": b.index + i, "interface": iface.name, "queue": 0, "outcome": outcome,
+                "index": b.index + i, "interface": iface.name, "queue": int(queues[i]), "outcome": outcome,
                 "reason": reason,
                 "program": prog if j >= 0 else "", "length": len(_bytes(i, b, res, pos, replaced)),
                 "target": target, "error": errors.get(i)})

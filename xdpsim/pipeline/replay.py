@@ -117,7 +117,7 @@ class Replay:
         times = self.clock.times(b.ts_ns)
         n = len(b)
         ifaces = [self.p.interface_for(int(c)) for c in np.unique(b.interface).tolist()]
-        if self.fast and len(ifaces) == 1 and ifaces[0] is not None and ifaces[0].spec.queues == 1:
+        if self.fast and len(ifaces) == 1 and ifaces[0] is not None:
             from .fastpath import jit_batch
 
             if jit_batch(self, ifaces[0], b, times):

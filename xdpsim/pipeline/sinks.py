@@ -31,6 +31,7 @@ class Sinks:
         self.out.mkdir(parents=True, exist_ok=True)
         self.per_interface = per_interface
         self._writers: dict[Path, PcapWriter] = {}
+        self._by_key: dict[tuple[str, str, str | None], PcapWriter] = {}
         self._log = None
         self._events = None
         self._trace = open(self.out / "trace.log", "w")  # noqa: SIM115 - closed in close()
@@ -41,10 +42,14 @@ class Sinks:
         return d
 
     def writer(self, interface: str, outcome: str, target: str | None) -> PcapWriter:
-        path = self._dir(interface) / sink_name(outcome, target)
-        w = self._writers.get(path)
+        key = (interface if self.per_interface else "", outcome, target)
+        w = self._by_key.get(key)  # a dict hit per packet: building paths costs more than the write
         if w is None:
-            w = self._writers[path] = PcapWriter(path)
+            path = self._dir(interface) / sink_name(outcome, target)
+            w = self._writers.get(path)
+            if w is None:
+                w = self._writers[path] = PcapWriter(path)
+            self._by_key[key] = w
         return w
 
     def write(self, interface: str, outcome: str, target: str | None, data: bytes, ts_ns: int) -> None:

@@ -1,0 +1,143 @@
+"""Whole-replay throughput: `xdpsim run` of the reference workload through programs/parser.o.
+
+    python benchmarks/bench_replay.py [-n 1000000] [--kernel-packets 100000] [--interp-packets 5000]
+
+Generates DESIGN.md's reference workload (xdpsim.io.workload, deterministic) into a temporary directory
+and replays it, capture to sinks (pcaps, stats.json, maps.json), with:
+
+- `jit`: the whole capture (the batch path: one native call per 65,536 packets);
+- `kernel`: the running kernel, one BPF_PROG_TEST_RUN per packet, on the first `--kernel-packets`
+  packets (where this process may load BPF programs; skipped with the reason elsewhere);
+- `interp`: the reference interpreter on the first `--interp-packets` packets;
+- `jit` again on the kernel's subset, so that memory at two capture sizes can be compared.
+
+Each replay runs in its own process; packets/s counts the replay loop (objects loaded and programs
+compiled before), wall seconds the whole command. Peak memory: VmHWM (peak resident set; it includes
+the memory-mapped capture's file pages, which the kernel can drop at will) and the peak of RssAnon
+(anonymous memory, sampled every 10 ms: what the replay itself holds, constant in the capture's size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PARSER = ROOT / "programs" / "parser.o"
+
+
+def _status_kb(pid: int | str, field: str) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def one(engine: str, pcap: str, out: str) -> None:
+    """Child process: one replay; prints its figures as JSON."""
+    sys.path.insert(0, str(ROOT))
+    from xdpsim.pipeline.replay import replay_to_dir
+
+    t = time.perf_counter()
+    stats = replay_to_dir(str(PARSER), pcap, Path(out), engine=engine)
+    wall = time.perf_counter() - t
+    print(json.dumps({"packets": stats["packets"], "seconds": stats["seconds"], "wall": wall,
+                      "outcomes": stats["outcomes"], "hwm_kb": _status_kb("self", "VmHWM")}))
+
+
+def measure(engine: str, pcap: Path, out: Path) -> dict:
+    """Run one replay in a child, sampling its anonymous memory."""
+    proc = subprocess.Popen([sys.executable, __file__, "--one", engine, str(pcap), str(out)],
+                            stdout=subprocess.PIPE, text=True)
+    peak_anon = 0
+    while proc.poll() is None:
+        peak_anon = max(peak_anon, _status_kb(proc.pid, "RssAnon"))
+        time.sleep(0.01)
+    text = proc.stdout.read() if proc.stdout else ""
+    if proc.returncode != 0:
+        raise SystemExit(f"{engine} replay failed (exit {proc.returncode})")
+    res = json.loads(text.strip().splitlines()[-1])
+    res["anon_kb"] = peak_anon
+    return res
+
+
+def subset(src: Path, dst: Path, n: int) -> int:
+    """The first `n` packets of `src` as a pcap (streamed)."""
+    from xdpsim.io import PcapWriter, open_capture
+
+    count = 0
+    with PcapWriter(dst) as w:
+        for p in open_capture(src):
+            if count >= n:
+                break
+            w.write(p.data, p.ts_ns, p.orig_len)
+            count += 1
+    return count
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-n", type=int, default=1_000_000, help="packets in the workload (default 1,000,000)")
+    ap.add_argument("--kernel-packets", type=int, default=100_000, help="packets replayed through the kernel")
+    ap.add_argument("--interp-packets", type=int, default=5_000, help="packets replayed by the interpreter")
+    ap.add_argument("--one", nargs=3, metavar=("ENGINE", "PCAP", "OUT"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.one:
+        one(*args.one)
+        return 0
+    sys.path.insert(0, str(ROOT))
+    from xdpsim.io.workload import generate_reference
+    from xdpsim.kernel.bpf import kernel_available
+
+    with tempfile.TemporaryDirectory(prefix="xdpsim-bench-") as tmp:
+        d = Path(tmp)
+        ref = d / "reference.pcap"
+        t = time.perf_counter()
+        generate_reference(ref, args.n)
+        print(f"workload: {args.n:,} packets, {ref.stat().st_size / 1e6:.0f} MB, generated in "
+              f"{time.perf_counter() - t:.1f} s")
+        runs: list[tuple[str, Path]] = [("jit", ref)]
+        small = d / "subset.pcap"
+        ksub = subset(ref, small, args.kernel_packets)
+        ok, why = kernel_available()
+        if ok:
+            runs.append(("kernel", small))
+        else:
+            print(f"kernel: skipped ({why})")
+        interp = d / "interp.pcap"
+        subset(ref, interp, args.interp_packets)
+        runs += [("interp", interp), ("jit", small)]
+        rows = []
+        for engine, pcap in runs:
+            res = measure(engine, pcap, d / f"out-{engine}-{pcap.stem}")
+            rows.append((engine, res))
+            pps = res["packets"] / res["seconds"]
+            print(f"  {engine:7} {res['packets']:>9,} packets: {pps:>11,.0f} packets/s "
+                  f"(wall {res['wall']:.1f} s), peak RSS {res['hwm_kb'] / 1024:.0f} MB, peak anonymous "
+                  f"{res['anon_kb'] / 1024:.0f} MB", flush=True)
+        jit = rows[0][1]["packets"] / rows[0][1]["seconds"]
+        print("\nside by side (whole replay, capture to sinks, packets/s):")
+        for engine, res in rows:
+            pps = res["packets"] / res["seconds"]
+            print(f"  {engine:7} on {res['packets']:>9,}: {pps:>11,.0f}   "
+                  f"jit(full) / this = {jit / pps:8.2f}x")
+        if ok:
+            outcomes = {e: r["outcomes"] for e, r in rows if r["packets"] == ksub}
+            same = len({json.dumps(o, sort_keys=True) for o in outcomes.values()}) == 1
+            print(f"kernel and jit outcomes on the {ksub:,}-packet subset {'agree' if same else 'DIFFER'}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    sys.exit(main())
