@@ -312,7 +312,13 @@ class JitEngine:
         xdp = prog.spec.type == ProgType.XDP if hasattr(prog.spec, "type") else False
         entries = self._entries(prog)
         proofs = (
-            prove(insns, xdp=xdp, map_value_sizes=self._value_sizes(runtime), entries=entries)
+            prove(
+                insns,
+                xdp=xdp,
+                map_value_sizes=self._value_sizes(runtime),
+                entries=entries,
+                writable_maps=self._writable(runtime),
+            )
             if self.proofs
             else {}
         )
@@ -325,6 +331,12 @@ class JitEngine:
             entries=entries,
             code_region=runtime.code_region,
         )
+
+    @staticmethod
+    def _writable(runtime: Runtime) -> frozenset[int]:
+        from ..maps.base import BPF_F_RDONLY_PROG
+
+        return frozenset(m.id for m in runtime.maps if not m.frozen and not m.flags & BPF_F_RDONLY_PROG)
 
     @staticmethod
     def _value_sizes(runtime: Runtime) -> dict[int, int]:

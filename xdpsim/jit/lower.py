@@ -498,7 +498,11 @@ class FuncLowering:
         size = ins.size
         ty = INT[size]
         addr = self.b.add(self.get(ins.dst), c64(ins.off))
-        ptr = self.host_ptr(pc, addr, size, write=True, atomic=True)
+        proof = self.mod.prog.proofs.get(pc)
+        if proof is not None and proof.kind in ("stack", "mapval"):
+            ptr = self.proven_ptr(addr, proof)
+        else:
+            ptr = self.host_ptr(pc, addr, size, write=True, atomic=True)
         src = self.b.trunc(self.get(ins.src), ty) if size == 4 else self.get(ins.src)
         op = ins.imm
         if op == isa.BPF_CMPXCHG:
@@ -585,7 +589,7 @@ class FuncLowering:
     def mem_store(self, pc: int, addr: ir.Value, size: int, value: ir.Value, proof: Proof | None) -> None:
         b = self.b
         v = b.trunc(value, INT[size]) if size < 8 else value
-        if proof is not None and proof.kind == "stack":
+        if proof is not None and proof.kind in ("stack", "mapval"):
             b.store(v, self.proven_ptr(addr, proof), align=1)
             return
         if proof is not None and proof.kind == "packet":

@@ -13,7 +13,8 @@ register values:
   before / after the NULL check), `Scalar(umax)` (an unsigned bound, None = unknown), `Unknown`.
 
 An access is proven when it lies inside the frame (stack), inside the proven packet range, or inside
-a map value (loads only: a value region may be read-only). Packet facts rest on the context being
+a map value (stores only for maps programs may write: not frozen, not BPF_F_RDONLY_PROG -- a map
+frozen after its programs were compiled keeps its compiled stores). Packet facts rest on the context being
 the XDP context (`data`/`data_end` loaded from it): the lowering guards packet proofs with a run-time
 test that the entry r1 is a context pointer, so a program run with another r1 keeps its checks.
 Anything else -- helper calls that may move the packet (all but a known list), bpf-to-bpf calls,
@@ -60,11 +61,13 @@ class Ctx:
 class MapVal:
     size: int
     off: int
+    writable: bool = False
 
 
 @dataclass(frozen=True)
 class MapOrNull:
     size: int
+    writable: bool = False
 
 
 @dataclass(frozen=True)
@@ -109,10 +112,17 @@ def _join_val(a: object, b: object) -> object:
 
 
 class _Prover:
-    def __init__(self, insns: list[Instruction], xdp: bool, map_value_sizes: dict[int, int]):
+    def __init__(
+        self,
+        insns: list[Instruction],
+        xdp: bool,
+        map_value_sizes: dict[int, int],
+        writable: frozenset[int] = frozenset(),
+    ):
         self.insns = insns
         self.xdp = xdp
         self.map_sizes = map_value_sizes
+        self.writable = writable  # maps whose value regions programs may write
         self.proofs: dict[int, Proof] = {}
         self.next_pid = 1
         self.pid_of: dict[int, int] = {}  # pc -> pid created there (stable across iterations)
@@ -135,7 +145,10 @@ class _Prover:
         ends = {s: (leaders[i + 1] if i + 1 < len(leaders) else f.end) for i, s in enumerate(leaders)}
         visits: dict[int, int] = {}
         while work:
-            start = work.pop()
+            # lowest address first: with (mostly) forward jumps every predecessor of a block is
+            # final before the block is visited, so joins see converged states
+            start = min(work)
+            work.remove(start)
             visits[start] = visits.get(start, 0) + 1
             if visits[start] > 50:  # a fact that keeps changing around a loop: give up on it
                 states[start] = _widen(states[start])
@@ -144,7 +157,7 @@ class _Prover:
                 if succ >= f.end or succ < f.start:
                     continue
                 old = states.get(succ)
-                new = out if old is None else old.join(out)
+                new = out if old is None else self.join(old, out, succ)
                 if old is None or new != old:
                     states[succ] = new
                     if succ not in work:
@@ -199,7 +212,7 @@ class _Prover:
         if ins.src == isa.CALL_HELPER and ins.imm == MAP_LOOKUP:
             m = st.regs[1]
             if isinstance(m, tuple) and m[0] == "map":
-                r0 = MapOrNull(self.map_sizes[m[1]])
+                r0 = MapOrNull(self.map_sizes[m[1]], m[1] in self.writable)
         pure = ins.src == isa.CALL_HELPER and ins.imm in PURE_HELPERS
         if not pure:
             self.forget_packet(st)
@@ -210,7 +223,7 @@ class _Prover:
 
     def forget_packet(self, st: State) -> None:
         st.ranges.clear()
-        st.regs = [UNKNOWN if isinstance(v, (Pkt, PktEnd)) else v for v in st.regs]
+        st.regs[:] = [UNKNOWN if isinstance(v, (Pkt, PktEnd)) else v for v in st.regs]
         st.slots = {k: v for k, v in st.slots.items() if not isinstance(v, (Pkt, PktEnd))}
 
     def alu(self, st: State, ins: Instruction, pc: int) -> None:
@@ -240,7 +253,7 @@ class _Prover:
                     r[d] = Pkt(dv.pid, dv.off + k)
                     return
                 if isinstance(dv, MapVal):
-                    r[d] = MapVal(dv.size, dv.off + k)
+                    r[d] = MapVal(dv.size, dv.off + k, dv.writable)
                     return
             if (
                 code == isa.BPF_ADD
@@ -266,6 +279,35 @@ class _Prover:
             return
         r[d] = _scalar_op(code, is64, dv, src, ins)
 
+    def join(self, a: State, b: State, pc: int) -> State:
+        """Join at `pc`. Two packet pointers with different offsets (data + 14 on one path, data + 18
+        on the other) become a new variable pointer data + var, var in [14, 18] -- as the kernel
+        keeps a pointer's variable offset -- keeping the bytes both paths proved after it."""
+        st = a.join(b)
+        for r in range(11):
+            x, y = a.regs[r], b.regs[r]
+            if (
+                x != y
+                and isinstance(x, Pkt)
+                and isinstance(y, Pkt)
+                and x.off >= 0
+                and y.off >= 0
+                and max(x.off, y.off) < (1 << 16)
+            ):
+                key = -(pc * 16 + r) - 1  # negative keys: join points (positive: adding insns)
+                if key not in self.pid_of:
+                    self.pid_of[key] = self.next_pid
+                    self.next_pid += 1
+                pid = self.pid_of[key]
+                # bytes proven readable after the pointer on both paths stay proven after it
+                after = min(a.ranges.get(x.pid, 0) - x.off, b.ranges.get(y.pid, 0) - y.off)
+                if after > 0:
+                    st.ranges[pid] = after
+                else:
+                    st.ranges.pop(pid, None)
+                st.regs[r] = Pkt(pid, 0)
+        return st
+
     def fresh_pkt(self, st: State, pc: int) -> Pkt:
         """data + a new bounded scalar, named by the instruction that adds it. Facts about an
         earlier value made here (a previous loop iteration) no longer hold."""
@@ -274,7 +316,7 @@ class _Prover:
             self.next_pid += 1
         pid = self.pid_of[pc]
         st.ranges.pop(pid, None)
-        st.regs = [UNKNOWN if isinstance(v, Pkt) and v.pid == pid else v for v in st.regs]
+        st.regs[:] = [UNKNOWN if isinstance(v, Pkt) and v.pid == pid else v for v in st.regs]  # in place
         st.slots = {k: v for k, v in st.slots.items() if not (isinstance(v, Pkt) and v.pid == pid)}
         return Pkt(pid, 0)
 
@@ -313,10 +355,10 @@ class _Prover:
         if not isinstance(v, MapOrNull):
             return
         if ins.code == isa.BPF_JEQ:  # == 0 taken: NULL; fallthrough: a value
-            fall.regs[ins.dst] = MapVal(v.size, 0)
+            fall.regs[ins.dst] = MapVal(v.size, 0, v.writable)
             taken.regs[ins.dst] = Scalar(0, 0)
         elif ins.code == isa.BPF_JNE:
-            taken.regs[ins.dst] = MapVal(v.size, 0)
+            taken.regs[ins.dst] = MapVal(v.size, 0, v.writable)
             fall.regs[ins.dst] = Scalar(0, 0)
 
     def load(self, st: State, ins: Instruction, pc: int, record: bool) -> None:
@@ -356,8 +398,7 @@ class _Prover:
         if isinstance(base, Stack):
             off = base.off + ins.off
             if -FRAME <= off and off + size <= 0:
-                if not atomic:
-                    self.prove(pc, Proof("stack", off), record)
+                self.prove(pc, Proof("stack", off), record)
                 # forget slots this store overlaps; remember an 8-byte spill of a register
                 for k in [k for k in st.slots if k < off + size and off < k + 8]:
                     del st.slots[k]
@@ -369,7 +410,11 @@ class _Prover:
             off = base.off + ins.off
             if off >= 0 and off + size <= st.ranges.get(base.pid, 0) and not atomic:
                 self.prove(pc, Proof("packet", off), record)
-        elif not isinstance(base, (MapVal, Ctx)):
+        elif isinstance(base, MapVal):
+            off = base.off + ins.off
+            if base.writable and off >= 0 and off + size <= base.size:
+                self.prove(pc, Proof("mapval", off), record)
+        elif not isinstance(base, Ctx):
             st.slots.clear()  # an unknown pointer may point into the stack
         if atomic and ins.imm & isa.BPF_FETCH:
             target = 0 if ins.imm == isa.BPF_CMPXCHG else ins.src
@@ -428,6 +473,8 @@ def prove(
     xdp: bool = False,
     map_value_sizes: dict[int, int] | None = None,
     entries: tuple[int, ...] = (),
+    writable_maps: frozenset[int] = frozenset(),
 ) -> dict[int, Proof]:
-    """pc -> Proof for every load/store proven in bounds (see the module docstring)."""
-    return _Prover(insns, xdp, map_value_sizes or {}).run(entries)
+    """pc -> Proof for every load/store proven in bounds (see the module docstring). Stores into map
+    values are proven only for `writable_maps` (not frozen, not BPF_F_RDONLY_PROG)."""
+    return _Prover(insns, xdp, map_value_sizes or {}, writable_maps).run(entries)
