@@ -34,8 +34,8 @@ BATCH = 256  # frames read from one endpoint before looking at the others
 LIVE_REASONS = {
     "kernel_backlog": "the kernel dropped the frame before xdpsim read it (xdpsim fell behind)",
     "pass_write_failed": "PASS frame whose write into the host tap failed",
+    "redirect_write_failed": "redirected frame (interface or cpumap) whose write failed",
     "tx_write_failed": "XDP_TX frame whose write back to the wire failed",
-    "redirect_write_failed": "redirected frame whose write to the target failed",
     "target_gone": "redirected to an interface whose device has gone",
 }
 for _reason, _why in LIVE_REASONS.items():  # live mode's own drop reasons join the pipeline's table
@@ -243,8 +243,8 @@ class LiveRunner:
                 self._recount(v.outcome, v.reason, port.name, "target_gone")
                 return
             dest = tport.wire
-        elif v.outcome == "pass":
-            dest = port.host
+        elif v.outcome == "pass" or (v.outcome == "redirect" and v.reason == "cpu"):
+            dest = port.host  # a cpumap redirect ends in the host stack too (on that CPU)
         if dest is not None:
             try:
                 dest.send(v.data)
