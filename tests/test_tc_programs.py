@@ -94,13 +94,7 @@ def compare_on(frames: list[bytes], path: str, prog: str, engine: str) -> int:
 @pytest.mark.skipif(not CORPUS.is_dir(), reason=f"sample captures not found at {CORPUS}")
 @pytest.mark.parametrize("engine", ["interp", "jit"])
 @pytest.mark.parametrize("path, prog", TC_PROGRAMS, ids=[p for _, p in TC_PROGRAMS])
-def test_tc_program_agrees_with_kernel_on_captures(kernel: str, path: str, prog: str, engine: str,
-                                                  request: pytest.FixtureRequest) -> None:
-    if (prog, engine) == ("tc_redirect", "jit"):
-        # strict: passes (and must lose this mark) once the JIT stops lowering helper 23 natively for TC
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "the JIT lowers bpf_redirect (helper 23) natively with XDP semantics for every program "
-            "type: a TC program gets XDP_REDIRECT (4) instead of TC_ACT_REDIRECT (7)")))
+def test_tc_program_agrees_with_kernel_on_captures(kernel: str, path: str, prog: str, engine: str) -> None:
     frames = corpus_frames()
     assert len(frames) >= 150
     changed = compare_on(frames, path, prog, engine)
