@@ -186,8 +186,12 @@ class _RuntimeJit:
             self.env_to_python(state)
             state.prog_id = int(self.env[abi.E_CUR_PROG])
             if hid == TAIL_CALL:  # only odd tail calls get here: the fault the interpreter raises
-                tail_call_target(self.rt, state, r2 & U64, r3 & U64)
-                raise ProgramFault("bpf_tail_call: no native target", kind="helper")
+                target = tail_call_target(self.rt, state, r2 & U64, r3 & U64)
+                raise ProgramFault(
+                    f"bpf_tail_call: program {target} has no native code (the JIT declined it: "
+                    f"{self.rt.programs[target].cache.get('jit')}); run this chain with the interpreter",
+                    kind="helper",
+                )
             hd = self.rt.helpers.get(hid & 0xFFFF_FFFF) if hid >= 0 else None
             if hd is None or hd.impl is None:
                 raise ProgramFault(f"call to unknown helper {hid}", kind="helper")

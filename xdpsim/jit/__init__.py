@@ -1,0 +1,30 @@
+"""The JIT: eBPF -> LLVM IR (llvmlite.ir builders) -> native code (MCJIT), and its native replay loop.
+
+Modules (the engine itself is `xdpsim.engines.jit.JitEngine`, the batch API `engines/jit_batch.py`):
+
+- `abi`      the native ABI: every function is `i64 f(env, r1..r5, fp)`; `env` (u64 words) carries
+             the region table, fault record, budget, tail-call count, CPU, time, packet offsets, map
+             descriptor and program entry tables and the Python trampolines' addresses.
+- `cfg`      functions (entry, bpf-to-bpf subprograms, callbacks) and basic-block leaders.
+- `lower`    instruction -> IR, one method per construct; checked memory accesses against the region
+             table with out-of-line slow paths (context conversion, Python, fault record).
+- `verify`   the static pass proving accesses safe (stack offsets, packet ranges from the program's
+             own data_end comparisons, map values after NULL checks, XDP context fields).
+- `natives`  helpers lowered natively (maps through maps/native.py, tail_call as `musttail`, adjust_*,
+             csum_diff, redirect(_map), load/store_bytes, ktime, prandom = MT19937, cpu id).
+- `compiler` optimisation (O2), object code, the disk cache, the process-wide MCJIT engine.
+- `batch`    the native replay loop (one generic function; the program's entry is an argument).
+- `fuzzcheck` the differential worker the fuzz test runs in a subprocess.
+
+Known differences from the interpreter (all outside what the kernel verifier accepts, or faults):
+- a budget fault ends the run at the start of the basic block that exhausts the budget: the fault
+  (message, instruction) is the interpreter's, but the stores of that block before the exhausting
+  instruction have not happened;
+- after a bpf-to-bpf call r1-r5 keep the caller's values (the interpreter leaves the callee's; the
+  verifier makes them unreadable), and a tail-called program starts with r6-r9 zeroed rather than
+  the caller's;
+- an atomic on a read-only region faults as a write even when it is a cmpxchg whose comparison
+  fails (the interpreter then only reads);
+- a map frozen (or made read-only) after a program was compiled keeps the program's compiled stores
+  into its values (maps frozen at load, like .rodata, are handled).
+"""
