@@ -95,8 +95,8 @@ CASES: dict[str, list[tuple[str, list[int]]]] = {
 }
 
 
-def run_both(sim, ker, frame: bytes, cb: list[int]) -> tuple[tuple, tuple]:
-    a = run_tc(sim.runtime, Interpreter(), sim.programs["tc_probe"].id, frame, cb=cb)
+def run_both(sim, ker, frame: bytes, cb: list[int], engine=None) -> tuple[tuple, tuple]:
+    a = run_tc(sim.runtime, engine or Interpreter(), sim.programs["tc_probe"].id, frame, cb=cb)
     assert a.error is None, a.error
     b = ker.run_skb("tc_probe", frame, cb=cb)
     ks = b.skb
@@ -107,15 +107,18 @@ def run_both(sim, ker, frame: bytes, cb: list[int]) -> tuple[tuple, tuple]:
     return mine, theirs
 
 
+@pytest.mark.parametrize("engine", ["interp", "jit"])
 @pytest.mark.parametrize("helper", sorted(CASES))
-def test_helper_edge_cases_agree_with_kernel(kernel: str, helper: str) -> None:
+def test_helper_edge_cases_agree_with_kernel(kernel: str, helper: str, engine: str) -> None:
+    from xdpsim.engines.jit import JitEngine
     from xdpsim.engines.kernel import KernelCollection
 
     sim = xdpsim.load(PROBE)
     pkts = frames()
+    eng = Interpreter() if engine == "interp" else JitEngine()
     with KernelCollection(sim.spec) as ker:
         for name, cb in CASES[helper]:
-            mine, theirs = run_both(sim, ker, pkts[name], cb)
+            mine, theirs = run_both(sim, ker, pkts[name], cb, eng)
             assert mine == theirs, (helper, name, cb)
 
 
