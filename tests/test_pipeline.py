@@ -296,3 +296,82 @@ def test_damaged_captures(tmp_path: Path, name: str) -> None:
     assert stats["packets"] - sum(errors.values()) == runs
     if stats["capture"].get("warnings"):
         assert all(w["offset"] > 0 and name in w["message"] for w in stats["capture"]["warnings"])
+
+
+def _long_capture(tmp_path: Path) -> tuple[Path, list[bytes]]:
+    from xdpsim.io import PcapWriter
+
+    src = frames(PCAPS / "icmp.pcap")[:3]
+    big = src[0][:14] + bytes(4000)
+    path = tmp_path / "long.pcap"
+    with PcapWriter(path) as w:
+        for i, f in enumerate([src[0], big, src[1], src[2][:13]]):
+            w.write(f, 1_700_000_000_000_000_000 + i)
+    return path, [src[0], big, src[1], src[2][:13]]
+
+
+@pytest.mark.parametrize("engine", ["interp", "jit"])
+def test_frame_too_long_and_too_short(tmp_path: Path, engine: str) -> None:
+    path, src = _long_capture(tmp_path)
+    stats = replay_to_dir(str(PROGRAMS / "parser.o"), path, tmp_path / "o", engine=engine, log=True)
+    check_invariant(stats)
+    assert [(r["outcome"], r["reason"]) for r in read_log(tmp_path / "o")] == [
+        ("pass", "xdp_pass"), ("drop", "frame_too_long"), ("pass", "xdp_pass"), ("drop", "frame_too_short")]
+    assert sink(tmp_path / "o", "drop.pcap") == [src[1], src[3]]
+    (err,) = stats["errors"]
+    assert "frame too long" in err and "4014 bytes" in err
+
+
+def test_prog_array_slot_from_map_entries(tmp_path: Path) -> None:
+    """[[map_entries]] puts parse_tcp into slot 17: UDP frames are then judged by the TCP handler."""
+    spec = _toml(tmp_path, """
+[[interface]]
+name = "eth0"
+xdp = [{ object = "@PROGRAMS@/parser.o", program = "packet_parser" }]
+[[map_entries]]
+map = "ipproto_jmp_table"
+key = "11000000"
+program = "parse_tcp"
+""")
+    src = frames(PCAPS / "mixed.pcap")
+    out = tmp_path / "out"
+    replay_to_dir(spec, PCAPS / "mixed.pcap", out, engine="jit", log=True)
+    got = [(r["outcome"], r["reason"]) for r in read_log(out)]
+    want = []
+    for f in src:
+        kind, proto, l4 = l3(f)
+        if kind == "ip" and proto == 17:
+            ok = l4 <= 128 and len(f) >= l4 + 20
+            dport = int.from_bytes(f[l4 + 2:l4 + 4], "big") if ok else None
+            want.append(("drop", "xdp_drop") if not ok or dport == 23 else ("pass", "xdp_pass"))
+        else:
+            want.append(parser_verdict(f))
+    assert got == want
+    assert want != [parser_verdict(f) for f in src]  # the slot made a difference
+    maps = json.loads((out / "maps.json").read_text())
+    _, ports = decode_parser_maps(maps)
+    assert all(proto == 6 for proto, _port in ports)  # parse_tcp counted everything as TCP
+
+
+def test_capture_interfaces_mapping(tmp_path: Path) -> None:
+    """capture_interface chooses which pcapng interface feeds which pipeline interface; frames of an
+    interface nobody takes are dropped with a reason."""
+    spec = _toml(tmp_path, """
+[[interface]]
+name = "wan"
+capture_interface = 1
+xdp = [{ object = "@PROGRAMS@/parser.o" }]
+[[interface]]
+name = "lan"
+capture_interface = 7
+""")
+    src = list(open_capture(PCAPS / "mixed.pcapng"))
+    out = tmp_path / "out"
+    stats = replay_to_dir(spec, PCAPS / "mixed.pcapng", out, engine="interp", log=True)
+    check_invariant(stats)
+    on1 = [p.data for p in src if p.interface == 1]
+    assert stats["reasons"]["drop"]["no_interface"] == sum(1 for p in src if p.interface == 0)
+    assert stats["interfaces"]["wan"] and "lan" not in stats["interfaces"]
+    assert sink(out / "unmapped", "drop.pcap") == [p.data for p in src if p.interface == 0]
+    wan = [r for r in read_log(out) if r["interface"] == "wan"]
+    assert [(r["outcome"], r["reason"]) for r in wan] == [parser_verdict(f) for f in on1]

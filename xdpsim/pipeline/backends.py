@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import KernelError, MapError, XdpsimError
+import numpy as np
+
+from ..errors import KernelError, MapError, ProgramFault, XdpsimError
 from ..hooks.xdp import XdpAction, XdpResult, run_xdp
 from ..runtime import Collection, Runtime
 from ..spec import MapType, ObjectSpec
@@ -70,6 +72,14 @@ class SimBackend:
     def load(self, path: str, spec: ObjectSpec) -> None:
         self.collections[path] = self.runtime.load(spec)
 
+    def warm_up(self, prog_id: int) -> None:
+        """Compile now (JIT), so a replay's clock measures the replay: an empty batch compiles every
+        program of the runtime."""
+        if hasattr(self.engine, "run_batch"):
+            empty = np.zeros(0, np.int64)
+            self.engine.run_batch(self.runtime, prog_id, np.zeros(1, np.uint8), empty,
+                                  empty.astype(np.uint32))
+
     def prog_id(self, path: str, name: str) -> int:
         return self.collections[path].programs[name]
 
@@ -114,6 +124,9 @@ class SimBackend:
         pass
 
 
+MAX_LINEAR = 3520  # 4096-byte frame less 256 of headroom and 320 of tailroom
+
+
 class KernelBackend:
     """Programs in the running kernel, one BPF_PROG_TEST_RUN per program run."""
 
@@ -147,9 +160,14 @@ class KernelBackend:
 
     def run(self, path: str, name: str, data: bytes, meta: bytes, *, ifindex: int, queue: int, now_ns: int,
             prog_id: int | None = None, egress_ifindex: int = 0) -> XdpResult:
+        coll = self.collections[path]
+        if len(data) > MAX_LINEAR and not coll.spec.programs[name].frags:
+            # BPF_PROG_TEST_RUN refuses it (EINVAL); the same named outcome as xdpsim's own engines
+            err = ProgramFault(f"frame too long for single-buffer XDP: {len(data)} bytes, at most "
+                               f"{MAX_LINEAR} (the program {name} is not xdp.frags)", kind="frame", program=name)
+            return XdpResult(XdpAction.XDP_ABORTED, data, error=err, program=name)
         try:
-            r = self.collections[path].run_xdp(name, data, ingress_ifindex=ifindex, rx_queue_index=queue,
-                                               meta=meta)
+            r = coll.run_xdp(name, data, ingress_ifindex=ifindex, rx_queue_index=queue, meta=meta)
         except KernelError as e:
             raise XdpsimError(f"kernel engine, program {name}: {e}") from e
         act = r.retval & 0xFFFF_FFFF

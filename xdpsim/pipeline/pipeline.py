@@ -88,6 +88,9 @@ class Pipeline:
             rt.fib = PipelineFib(spec)
         for entry in spec.map_entries:
             self.backend.apply(entry)
+        first = next((i.prog_ids[0] for i in self.interfaces if i.prog_ids), None)
+        if first is not None and isinstance(self.backend, SimBackend):
+            self.backend.warm_up(first)
 
     # ------------------------------------------------------------------ capture interfaces
 

@@ -133,7 +133,7 @@ class Replay:
         iface = p.interface_for(int(b.interface[i]))
         if iface is None:
             self.stats.count("drop", "no_interface")
-            self.sinks.write(p.interfaces[0].name, "drop", None, data, ts)
+            self.sinks.write("unmapped", "drop", None, data, ts)  # its own directory: no interface's
             if self.log:
                 self.sinks.log_packet({"index": index, "interface": None, "capture_interface":
                                        int(b.interface[i]), "outcome": "drop", "reason": "no_interface",
