@@ -164,7 +164,8 @@ class KernelBackend:
         if len(data) > MAX_LINEAR and not coll.spec.programs[name].frags:
             # BPF_PROG_TEST_RUN refuses it (EINVAL); the same named outcome as xdpsim's own engines
             err = ProgramFault(f"frame too long for single-buffer XDP: {len(data)} bytes, at most "
-                               f"{MAX_LINEAR} (the program {name} is not xdp.frags)", kind="frame", program=name)
+                               f"{MAX_LINEAR} (the program {name} is not xdp.frags)", kind="frame",
+                               program=name)
             return XdpResult(XdpAction.XDP_ABORTED, data, error=err, program=name)
         try:
             r = coll.run_xdp(name, data, ingress_ifindex=ifindex, rx_queue_index=queue, meta=meta)
