@@ -13,6 +13,7 @@ Set XDPSIM_JIT_CACHE=0 to disable the disk cache.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pickle
@@ -32,6 +33,7 @@ from .lower import ModuleLowering, NativeHelpers, ProgramInput, function_name
 CACHE_FORMAT = 3
 
 
+@functools.lru_cache(maxsize=1)
 def _xdpsim_version() -> str:
     try:
         from importlib.metadata import version
