@@ -289,3 +289,28 @@ def test_af_packet_on_existing_interface_mirrors(ns):
     assert reply[ICMP].type == 0 and reply[IP].src == "10.5.0.2" and reply[Ether].dst == mac_of(ns, "vA")
     assert stats["outcomes"]["tx"] == 1
     assert stats["live"]["devices"]["eth0"]["kind"] == "af_packet"
+
+
+def test_host_tap_removed_keeps_the_wire_running(ns):
+    """Without its host tap, an interface still answers on the wire; PASS frames become counted drops."""
+    with live(ns, str(PROGRAMS / "icmp_echo.o"), {"eth0": Binding("tap", "w0", host_tap="h0")}) as run:
+        quiet_tap(ns, "w0", "10.9.0.1/24", ("10.9.0.2", PEER_MAC))
+        ip(ns, "link", "del", "h0")
+        end = time.monotonic() + 10
+        while run.runner.ports["eth0"].host_gone is None and time.monotonic() < end:
+            time.sleep(0.01)
+        tx = packet_socket(ns, "w0")
+        for i in range(3):
+            tx.send(_udp_frame(ns, "w0", 5000, b"to nobody %d" % i))
+        tx.close()
+        s = _icmp_socket(ns)
+        _ping(s, "10.9.0.2", 0x99, 1)
+        assert _replies(s, 0x99, 1) == [1]
+        s.close()
+        run.wait_packets(4)
+        stats = run.stop()
+    assert stats["live"]["host_gone"] == {"eth0": "h0 was removed"}
+    assert stats["live"]["ended"] == {}
+    assert stats["reasons"]["drop"] == {"pass_write_failed": 3}
+    assert stats["outcomes"]["tx"] == 1
+    assert stats["packets"] == sum(stats["outcomes"].values()) == 4

@@ -54,6 +54,7 @@ class LivePort:
     dropped_seen: int = 0  # kernel drops already counted
     host_out: int = 0  # frames from the host tap forwarded to the wire
     host_out_failed: int = 0
+    host_gone: str | None = None  # why the host tap stopped working, if it did
 
 
 @dataclass
@@ -227,7 +228,9 @@ class LiveRunner:
             ts = time.time_ns()
             for v in self.chains.process_batch(port.name, frames, time.monotonic_ns(), self.stats):
                 self._deliver(port, v, ts)
-        if gone is not None:
+        if gone is not None and role == "host":
+            self._host_gone(port, _gone_reason(ep.name, gone), poller)
+        elif gone is not None:
             self._end(port, _gone_reason(ep.name, gone), poller)
         if self.count is not None and self.stats.packets >= self.count:
             self.stop(f"--count {self.count} reached")
@@ -292,20 +295,39 @@ class LiveRunner:
                     pass
 
     def _link_events(self, poller: select.poll) -> None:
-        assert self._watch is not None
+        assert self._watch is not None and self._rtnl is not None
         for ev in self._watch.events():
             for port in self.ports.values():
-                eps = [e for e in (port.wire, port.host) if e is not None]
-                for ep in eps:
-                    if (ev.ifindex and ev.ifindex != ep.ifindex) or port.ended is not None:
+                for role, ep in (("wire", port.wire), ("host", port.host)):
+                    if ep is None or (ev.ifindex and ev.ifindex != ep.ifindex) or port.ended is not None:
+                        continue
+                    if role == "host" and port.host_gone is not None:
                         continue
                     # Events can be stale (queued before the device came up): ask for the state now.
-                    assert self._rtnl is not None
                     now = self._rtnl.stats(ep.ifindex)
-                    if now is None:
-                        self._end(port, f"{ep.name} was removed", poller)
-                    elif not now.flags & IFF_UP:
-                        self._end(port, f"{ep.name} went down", poller)
+                    why = (f"{ep.name} was removed" if now is None
+                           else f"{ep.name} went down" if not now.flags & IFF_UP else None)
+                    if why is None:
+                        continue
+                    if role == "wire":
+                        self._end(port, why, poller)
+                    else:
+                        self._host_gone(port, why, poller)
+
+    def _host_gone(self, port: LivePort, why: str, poller: select.poll | None) -> None:
+        """The host tap is down or gone: the wire side keeps running; PASS frames whose write then
+        fails are counted as drops (pass_write_failed)."""
+        if port.host_gone is not None:
+            return
+        port.host_gone = why
+        msg = f"interface {port.name}: host side unavailable ({why}); PASS frames are dropped and counted"
+        self.messages.append(msg)
+        self._say(msg)
+        if port.host is not None and poller is not None:
+            try:
+                poller.unregister(port.host.fileno())
+            except (KeyError, ValueError, OSError):
+                pass
 
     def _account_kernel_drops(self, only: LivePort | None = None) -> None:
         """Frames the kernel dropped because we were behind: counted as drops, never lost silently."""
@@ -360,6 +382,7 @@ class LiveRunner:
         stats["live"] = {
             "stop": self._stop_reason,
             "ended": {p.name: p.ended for p in self.ports.values() if p.ended},
+            "host_gone": {p.name: p.host_gone for p in self.ports.values() if p.host_gone},
             "host_out": {p.name: p.host_out for p in self.ports.values() if p.host is not None},
             "host_out_failed": sum(p.host_out_failed for p in self.ports.values()),
             "write_errors": dict(self.write_errors),
