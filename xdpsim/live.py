@@ -3,8 +3,11 @@
 Each pipeline interface is bound to a "wire" endpoint (a tap: frames the kernel sends into it are what
 arrives from the wire, and TX/redirected frames are written back into it; or an AF_PACKET socket on an
 existing interface, which sees copies: observe and mirror, not filter) and optionally to a "host" tap
-(PASS frames are written into it so a real host stack receives them; what that stack sends is forwarded
-to the wire side). Without a host tap PASS frames are counted only.
+(PASS frames, and cpumap redirects, are written into it so a real host stack receives them; what that
+stack sends is forwarded to the wire side). Without a host tap PASS frames are counted only.
+
+A wire device that goes down or is deleted (rtnetlink events, or EIO/EBADFD on a read) ends that
+interface's source while the others keep running; a host tap that goes away only stops PASS delivery.
 
 Accounting: every frame read is counted once in `Stats` (`packets == sum(outcomes)`); frames the
 kernel dropped because xdpsim fell behind (a tap's `tx_dropped`, an AF_PACKET socket's queue drops)
