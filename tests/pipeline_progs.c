@@ -82,3 +82,29 @@ int clock(struct xdp_md *ctx)
 #endif
 	return XDP_PASS;
 }
+
+struct {
+	__uint(type, BPF_MAP_TYPE_CPUMAP);
+	__uint(max_entries, 4);
+	__type(key, __u32);
+	__type(value, struct bpf_cpumap_val);
+} cpus SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__uint(max_entries, 4);
+	__type(key, __u32);
+	__type(value, __u32);
+} xsks SEC(".maps");
+
+/* odd lengths to CPU 1 through the cpumap, even ones to the AF_XDP socket of their rx queue; an
+ * empty slot drops (the flags' action) */
+SEC("xdp")
+int steer(struct xdp_md *ctx)
+{
+	__u32 len = ctx->data_end - ctx->data;
+
+	if (len & 1)
+		return bpf_redirect_map(&cpus, 1, XDP_DROP);
+	return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_DROP);
+}

@@ -105,11 +105,11 @@ def test_program_over_sample_captures(obj: str, prog: str) -> None:
 
 FRAME = st.tuples(
     st.sampled_from(KINDS),
-    st.integers(0, 2**31),
+    st.integers(0, 255),  # base frames repeat (scapy is slow; frames.build caches), damage varies them
     st.one_of(st.none(), st.none(), st.none(), st.integers(0, 120)),
     st.one_of(st.just(()), st.lists(st.tuples(st.integers(0, 160), st.integers(0, 255)), max_size=3)),
 )
-BATCH = st.lists(FRAME, min_size=140, max_size=160)
+BATCH = st.lists(FRAME, min_size=100, max_size=120)
 FRAME_PROGRAMS = [(o, p) for o, p in ALL if p != "devmap_prog"]
 
 
@@ -119,7 +119,7 @@ def _frames(batch: list) -> list[PacketIn]:
 
 
 @pytest.mark.parametrize(("obj", "prog"), FRAME_PROGRAMS, ids=[f"{o[:-2]}:{p}" for o, p in FRAME_PROGRAMS])
-@settings(max_examples=5, deadline=None, derandomize=True, database=None,
+@settings(max_examples=3, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                  HealthCheck.function_scoped_fixture])
 @given(batch=BATCH)
@@ -134,7 +134,7 @@ def _program_packets(rng: random.Random, n: int) -> list[PacketIn]:
     out = []
     for i in range(n):
         if rng.random() < 0.5:
-            data = build(rng.choice(KINDS), rng.randrange(1 << 31))
+            data = build(rng.choice(KINDS), rng.randrange(256))
         else:
             data = rng.randbytes(rng.choice((MIN_LEN - 1, MIN_LEN, 80, 200)))
         out.append(PacketIn(i, data if len(data) >= 14 else data.ljust(14, b"\0")))

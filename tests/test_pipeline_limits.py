@@ -176,3 +176,37 @@ def test_clock_events_unknown_action_and_fault(tmp_path: Path, obj: Path, engine
     assert log[1]["outcome"] == "error" and "clock" in log[1]["error"]
     (err,) = stats["errors"]
     assert "insn" in err or "instruction" in err
+
+
+def test_cpumap_and_xskmap_sinks(tmp_path: Path, obj: Path) -> None:
+    """cpumap -> redirect-cpu<N>.pcap (CPU 1 of 2); xskmap -> xsk-<queue>.pcap (queue 1's socket only: queue 0's
+    slot is empty, so those frames drop)."""
+    toml = tmp_path / "s.toml"
+    toml.write_text(f"""
+[[interface]]
+name = "eth0"
+queues = 2
+xdp = [{{ object = "{obj}", program = "steer" }}]
+[[map_entries]]
+map = "cpus"
+key = "01000000"
+value = "0001000000000000"
+[[map_entries]]
+map = "xsks"
+key = "01000000"
+value = "05000000"
+""")
+    from xdpsim.pipeline.rss import RssSpreader
+
+    src = frames(PCAPS / "mixed.pcap")
+    for engine in ("interp", "jit"):
+        out = tmp_path / engine
+        stats = replay_to_dir(str(toml), PCAPS / "mixed.pcap", out, engine=engine)
+        rss = RssSpreader(2)
+        runnable = [f for f in src if len(f) >= 14]
+        odd = [f for f in runnable if len(f) % 2]
+        q1 = [f for f in runnable if not len(f) % 2 and rss.queue(f) == 1]
+        assert [p.data for p in open_capture(out / "redirect-cpu1.pcap")] == odd
+        assert [p.data for p in open_capture(out / "xsk-1.pcap")] == q1
+        assert stats["reasons"]["redirect"] == {"cpu": len(odd), "xsk": len(q1)}
+        assert stats["reasons"]["drop"]["xdp_drop"] == len(runnable) - len(odd) - len(q1)

@@ -145,3 +145,11 @@ def test_adjust_limits_as_the_kernel(tmp_path: Path) -> None:
         toml.write_text(f'[[interface]]\nname = "eth0"\nxdp = [{{ object = "{obj}", program = "adjust" }}]\n'
                         + entries)
         compare(case, str(toml), one_packet(case), engine="interp")
+
+
+def test_frame_too_long_and_too_short(tmp_path: Path) -> None:
+    from test_pipeline import _long_capture
+
+    path, _src = _long_capture(tmp_path)
+    stats = compare(tmp_path, str(PROGRAMS / "parser.o"), path)
+    assert stats["reasons"]["drop"] == {"frame_too_long": 1, "frame_too_short": 1}

@@ -107,3 +107,30 @@ def test_skb_cgroup_id_is_allowed_for_tc_by_the_kernel(kernel: str) -> None:
     res = verify(mkspec({"cgroup": _helper_prog(helper_id("skb_cgroup_id")),
                          "cookie": _helper_prog(helper_id("get_socket_cookie"))}))
     assert all(ok for ok, _ in res.values()), res
+
+
+class _OneRoute:
+    """A route table sending everything out of ifindex 2."""
+
+    def lookup(self, params: bytes, flags: int) -> tuple[int, bytes]:
+        return 0, params[:8] + (2).to_bytes(4, "little") + params[12:]
+
+
+def test_fib_lookup_tc_flavour_checks_the_skb_against_the_egress_mtu() -> None:
+    import kernel_fixtures as kf
+    from test_tc_context import spec as mkspec
+
+    from xdpsim.helpers import helper_id
+
+    call = [kf.movr(6, 1)] + [kf.st(kf.DW, 10, -64 + 8 * i, 0) for i in range(8)] + [
+        kf.movr(1, 6), kf.movr(2, 10), kf.add(2, -64), kf.mov(3, 64), kf.mov(4, 0),
+        kf.call(helper_id("fib_lookup"))]
+    obj = xdpsim.load(mkspec({"ret": [*call, kf.exit_()],
+                              "mtu": [*call, kf.ldx(kf.H, 0, 10, -58), kf.exit_()]}))
+    obj.runtime.fib = _OneRoute()
+    obj.runtime.mtu[2] = 100
+    eng = Interpreter()
+    small, big = frame(), frame() + bytes(100)
+    assert run_tc(obj.runtime, eng, obj.programs["ret"].id, small).retval == 0
+    assert run_tc(obj.runtime, eng, obj.programs["ret"].id, big).retval == 8  # BPF_FIB_LKUP_RET_FRAG_NEEDED
+    assert run_tc(obj.runtime, eng, obj.programs["mtu"].id, small).retval == 100
