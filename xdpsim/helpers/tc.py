@@ -1,4 +1,5 @@
-"""TC helpers beyond the bytes: redirect (TC flavour, sharing id 23 with XDP's), redirect_peer,
+"""TC helpers beyond the bytes: redirect and fib_lookup (TC flavours, sharing ids 23 and 69 with XDP's
+ones, which XDP runs keep), redirect_peer,
 redirect_neigh, clone_redirect, the flow hash (get_hash_recalc, set_hash, set_hash_invalid),
 get_route_realm, tunnel keys, get_socket_cookie, skb_cgroup_id.
 
@@ -19,6 +20,7 @@ import zlib
 from typing import TYPE_CHECKING
 
 from ..maps import RedirectTarget
+from . import fib as _fib
 from . import register
 from . import xdp as _xdp
 from .skb import U32, skb_of
@@ -87,6 +89,29 @@ def clone_redirect(state: RunState, r1: int, r2: int, r3: int, r4: int, r5: int)
         return -_errno.EINVAL
     skb.clones.append(Clone(ifindex, bool(r3 & BPF_F_INGRESS), skb.bytes(), skb.snapshot()))
     return 0
+
+
+BPF_FIB_LKUP_RET_FRAG_NEEDED = 8
+DEFAULT_MTU = 1500
+
+
+@register("fib_lookup", "ctx", "params", "plen", "flags")
+def fib_lookup(state: RunState, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
+    """bpf_skb_fib_lookup: the route table's answer, and when the program gave no tot_len, the
+    skb's length checked against the egress device (is_skb_forwardable: MTU + 14 + a VLAN tag);
+    mtu_result (params+6) is then that device's MTU."""
+    ret = _fib.fib_lookup(state, r1, r2, r3, r4, r5)
+    if not is_tc_run(state) or ret != _fib.BPF_FIB_LKUP_RET_SUCCESS:
+        return ret
+    params = state.mem.read(r2, _fib.BPF_FIB_LOOKUP_SIZE)
+    if int.from_bytes(params[6:8], "little"):
+        return ret  # tot_len given: the table's own MTU check applies
+    ifindex = int.from_bytes(params[8:12], "little")
+    mtu = state.runtime.mtu.get(ifindex, DEFAULT_MTU)
+    state.mem.write(r2 + 6, (mtu & 0xFFFF).to_bytes(2, "little"))
+    if len(state.packet) > mtu + 14 + 4:  # type: ignore[arg-type]
+        return BPF_FIB_LKUP_RET_FRAG_NEEDED
+    return ret
 
 
 # ---------------------------------------------------------------------------- hash
