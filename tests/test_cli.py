@@ -103,3 +103,15 @@ def test_console_script_no_progress_bar_off_a_terminal(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert r.stderr == ""  # no progress bar when stderr is not a terminal
     assert "output:" in r.stdout
+
+
+def test_kernel_engine_unavailable(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where bpf() is not permitted, --engine kernel is an error saying why (not a crash)."""
+    from xdpsim.kernel import bpf
+
+    monkeypatch.setattr(bpf, "_probe", (False, "bpf(BPF_PROG_LOAD): Operation not permitted (EPERM)"))
+    rc = main(["run", PARSER, "--pcap", MIXED, "--out", str(tmp_path), "--engine", "kernel"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "engine 'kernel' is not available here" in err and "EPERM" in err
