@@ -410,3 +410,19 @@ def test_disk_cache_second_compile_loads_object_code(tmp_path: Path, monkeypatch
     env[abi.E_TABLE] = mem.table_address
     env[abi.E_BUDGET] = 100
     assert fn(env.ctypes.data, 0, 0, 0, 0, 0, (1 << 32) | 4096) == 42
+
+
+def test_batch_hook_between_chunks_rebuilds_the_chain() -> None:
+    main = _count_and_tail_call(4 << 32, (4 << 32) | 1, 3)
+    rt, progs = _runtime(main, [COUNTER], extra={"other": "r0 = 3\nexit"}, slots={})
+    data, offsets, lengths = _concat([PACKETS[0]] * 10)
+    seen = []
+
+    def hook(i: int) -> None:
+        seen.append(i)
+        if i == 4:
+            rt.maps[1][3] = "other"  # from packet 4 on, slot 3 jumps to `other`
+
+    res = JitEngine().run_batch(rt, progs["main"], data, offsets, lengths, chunk=2, on_batch=hook)
+    assert seen == [2, 4, 6, 8]
+    assert [int(r) for r in res.retval] == [7] * 4 + [3] * 6
