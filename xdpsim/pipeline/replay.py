@@ -115,15 +115,22 @@ class Replay:
 
     def batch(self, b: Batch) -> None:
         times = self.clock.times(b.ts_ns)
-        n = len(b)
-        ifaces = [self.p.interface_for(int(c)) for c in np.unique(b.interface).tolist()]
-        if self.fast and len(ifaces) == 1 and ifaces[0] is not None:
-            from .fastpath import jit_batch
+        if not self.fast:
+            for i in range(len(b)):
+                self.packet(b, i, int(times[i]))
+            return
+        from .fastpath import jit_batch
 
-            if jit_batch(self, ifaces[0], b, times):
-                return
-        for i in range(n):
-            self.packet(b, i, int(times[i]))
+        # runs of packets from one capture interface: each run is one native batch where it can be
+        cut = np.flatnonzero(np.diff(b.interface)) + 1
+        for s, e in zip(np.concatenate(([0], cut)).tolist(), np.concatenate((cut, [len(b)])).tolist(),
+                        strict=True):
+            iface = self.p.interface_for(int(b.interface[s]))
+            run = b if (s, e) == (0, len(b)) else _slice(b, s, e)
+            if iface is not None and jit_batch(self, iface, run, times[s:e]):
+                continue
+            for i in range(e - s):
+                self.packet(run, i, int(times[s + i]))
 
     def packet(self, b: Batch, i: int, now_ns: int) -> None:
         p = self.p
@@ -169,6 +176,12 @@ class Replay:
                                    "outcome": d.outcome,
                                    "reason": d.reason, "program": d.program, "length": len(d.data),
                                    "target": d.target, "error": d.error})
+
+
+def _slice(b: Batch, s: int, e: int) -> Batch:
+    """Packets s..e of a batch (views: no bytes are copied)."""
+    return Batch(b.data, b.offsets[s:e], b.lengths[s:e], b.ts_ns[s:e], b.interface[s:e], b.index + s,
+                 b.orig_lens[s:e])
 
 
 def replay_to_dir(spec: str | PipelineSpec, pcap: str | os.PathLike[str], out: Path, *, engine: str = "jit",
