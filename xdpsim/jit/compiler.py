@@ -70,6 +70,9 @@ def cache_key(prog: ProgramInput) -> str:
         f"llvm {llvm.llvm_version_info} {llvm.get_process_triple()}\n".encode()
     )
     h.update(isa.encode(prog.insns))
+    # encode() takes an lddw's high half from the filler slot, which runtime relocation leaves as it was:
+    # the relocated 64-bit values (map handles, value addresses: region ids differ per Runtime) go in too
+    h.update(repr([(pc, i.imm64) for pc, i in enumerate(prog.insns) if i.opcode == 0x18]).encode())
     payload = (
         sorted(prog.lddw.items()),
         prog.xdp,
