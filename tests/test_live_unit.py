@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -16,7 +15,7 @@ from scapy.layers.l2 import ARP, Ether
 
 from xdpsim.io.live import LiveError
 from xdpsim.live import LiveRunner, _gone_reason, bindings_from_args
-from xdpsim.live_chain import PipelineChains, XdpChains, make_engine
+from xdpsim.live_chain import PipelineChains
 from xdpsim.pipeline.config import PipelineError, parse_pipeline, parse_spec
 from xdpsim.pipeline.stats import Stats
 
@@ -64,38 +63,6 @@ def test_gone_reasons():
     assert _gone_reason("w1", OSError(errno.EIO, "x")) == "w1 went down"
     gone = _gone_reason("w1", OSError(errno.EPERM, "Operation not permitted"))
     assert gone == "w1: Operation not permitted"
-
-
-def _frames() -> list[bytes]:
-    eth = Ether(src="02:00:00:00:00:02", dst="02:00:00:00:00:01")
-    return [bytes(eth / IP(src="10.0.0.2", dst="10.0.0.1") / ICMP()),
-            bytes(eth / IP(src="10.0.0.2", dst="10.0.0.1") / UDP(dport=53) / b"q"),
-            bytes(eth / ARP()),
-            bytes(eth)[:10],
-            bytes(eth / IP() / ICMP(type=8))[:40]]
-
-
-@pytest.mark.skipif(importlib.util.find_spec("xdpsim.pipeline.pipeline") is None,
-                    reason="the replay pipeline (xdpsim/pipeline/pipeline.py) is not there")
-@pytest.mark.parametrize("obj, programs", [
-    ("icmp_echo.o", [None]), ("chain.o", ["chain_last", "chain_count", "chain_filter"]),
-    ("firewall.o", [None]), ("redirect.o", ["redirect_ifindex"]), ("redirect.o", ["redirect_map"]),
-])
-def test_fallback_chains_agree_with_the_pipeline(tmp_path, obj, programs):
-    """XdpChains (live mode's own processing on the lower layers) decides as the replay pipeline does."""
-    refs = ", ".join(f'{{ object = "{PROGRAMS / obj}"' + (f', program = "{p}" }}' if p else " }")
-                     for p in programs)
-    text = f'[[interface]]\nname = "eth0"\nxdp = [{refs}]\n[[interface]]\nname = "eth1"\n'
-    spec = parse_pipeline(text, tmp_path)
-    mine = XdpChains(spec, make_engine("interp"))
-    theirs = PipelineChains(spec, "interp")
-    s1, s2 = Stats(), Stats()
-    for f in _frames():
-        a = mine.process("eth0", f, 0, s1)
-        b = theirs.process("eth0", f, 0, s2)
-        assert (a.outcome, a.reason, a.data) == (b.outcome, b.reason, b.data), f.hex()
-    assert s1.outcomes == s2.outcomes
-    assert mine.maps_json().keys() == theirs.maps_json().keys()
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,

@@ -1,24 +1,19 @@
-"""Per-packet XDP processing for live mode: one frame in, one verdict out.
+"""Per-packet XDP processing for live mode: frames in, verdicts out, statistics counted.
 
-Built on the lower layers (loader, Runtime, hooks.xdp.run_xdp) with the replay pipeline's semantics:
-the programs of an interface run as libxdp's dispatcher runs them (sorted by priority, then name; the
-next one runs when the action is in the previous one's chain-call actions; running off the end is
-XDP_PASS), and the outcome/reason names are those of `pipeline.stats`. Kept apart from the live runner
-so that it can be replaced by the pipeline's own per-packet API without touching the I/O.
+`PipelineChains` puts the replay pipeline's per-packet API (`pipeline.pipeline.Pipeline.process`:
+libxdp-style chains, verdict routing, devmap programs) behind the two calls the live runner makes, and
+adds a batch path: frames read together from one device run in one native `run_batch` call when the
+interface's chain is a single program on one queue under the JIT, with the same verdicts.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .errors import XdpsimError
-from .hooks.xdp import XdpAction, run_xdp
-from .loader import load_object
-from .pipeline.config import DEFAULT_CHAIN_CALL_ACTIONS, DEFAULT_PRIORITY, PipelineError, PipelineSpec
-from .pipeline.rss import RssSpreader
+from .hooks.xdp import XdpAction
+from .pipeline.config import PipelineSpec
 from .pipeline.stats import Stats
-from .runtime import Runtime
-from .spec import ProgType
 
 ETH_HLEN = 14
 MIN_BATCH = 4  # fewer frames than this go one by one (a native batch call has a fixed cost)
@@ -40,22 +35,6 @@ class Verdict:
     program: str = ""
 
 
-@dataclass
-class _Stage:
-    prog_id: int
-    name: str
-    priority: int
-    chain_call: frozenset[str]
-
-
-@dataclass
-class _Port:
-    name: str
-    ifindex: int
-    stages: list[_Stage] = field(default_factory=list)
-    rss: RssSpreader | None = None
-
-
 def make_engine(name: str):
     """The JIT when it builds and runs here, else the interpreter (which always does)."""
     if name == "interp":
@@ -75,172 +54,6 @@ def make_engine(name: str):
 
         print(f"xdpsim live: JIT unavailable ({e}); using the interpreter", file=sys.stderr)
         return Interpreter()
-
-
-class XdpChains:
-    """The XDP chains of a pipeline's interfaces in one Runtime (one simulated CPU per rx queue)."""
-
-    def __init__(self, spec: PipelineSpec, engine, *, seed: int = 0, budget: int | None = None):
-        self.spec = spec
-        self.engine = engine
-        self.budget = budget
-        self.runtime = Runtime(cpus=max(i.queues for i in spec.interfaces), seed=seed)
-        self.runtime.ifindexes = {i.ifindex for i in spec.interfaces}
-        for i in spec.interfaces:
-            self.runtime.mtu[i.ifindex] = i.mtu
-        self.collections = {}
-        for path in spec.objects():
-            self.collections[path] = self.runtime.load(load_object(str(path)))
-        self.ports: dict[str, _Port] = {}
-        self.by_ifindex: dict[int, str] = {}
-        for iface in spec.interfaces:
-            rss = RssSpreader(iface.queues) if iface.queues > 1 else None
-            port = _Port(iface.name, iface.ifindex, rss=rss)
-            for ref in iface.xdp:
-                port.stages.append(self._stage(ref, iface.name))
-            port.stages.sort(key=lambda s: (s.priority, s.name))
-            self.ports[iface.name] = port
-            self.by_ifindex[iface.ifindex] = iface.name
-        self._apply_map_entries()
-
-    def _stage(self, ref, where: str) -> _Stage:
-        coll = self.collections[ref.object]
-        names = list(coll.programs)
-        if ref.program is None:
-            specs = {n: self.runtime.programs[coll.programs[n]].spec for n in names}
-            xdp = [n for n, ps in specs.items() if ps.type == ProgType.XDP and "devmap" not in ps.section
-                   and "cpumap" not in ps.section]
-            if len(xdp) != 1:
-                raise PipelineError(f"interface {where}: {ref.object.name} has {len(xdp)} XDP programs "
-                                    f"({', '.join(xdp)}); name one as {ref.object.name}:PROGRAM")
-            name = xdp[0]
-        elif ref.program in coll.programs:
-            name = ref.program
-        else:
-            raise PipelineError(f"interface {where}: {ref.object.name} has no program {ref.program!r} "
-                                f"(it has {', '.join(names)})")
-        pid = coll.programs[name]
-        pspec = self.runtime.programs[pid].spec
-        prio = ref.priority if ref.priority is not None else (pspec.run_priority or DEFAULT_PRIORITY)
-        cca = ref.chain_call_actions
-        if cca is None:
-            cca = pspec.chain_call_actions or list(DEFAULT_CHAIN_CALL_ACTIONS)
-        return _Stage(pid, name, prio, frozenset(a.lower().removeprefix("xdp_") for a in cca))
-
-    def _find_map(self, ref: str):
-        if ":" in ref:
-            obj, name = ref.rsplit(":", 1)
-            for path, coll in self.collections.items():
-                if str(path) == obj and name in coll.maps:
-                    return coll.maps[name]
-            raise PipelineError(f"map_entries: no map {ref}")
-        for coll in self.collections.values():
-            if ref in coll.maps:
-                return coll.maps[ref]
-        raise PipelineError(f"map_entries: no map named {ref!r} in the pipeline's objects")
-
-    def _apply_map_entries(self) -> None:
-        for e in self.spec.map_entries:
-            m = self._find_map(e.map)
-            if e.program is not None:
-                value: object = self.runtime.prog_id(e.program)
-            elif e.cpu is not None:
-                vals = list(m[e.key]) if e.key in m else [bytes(m.spec.value_size)] * self.runtime.cpus
-                vals[e.cpu] = e.value
-                value = vals
-            else:
-                value = e.value
-            m.update(e.key, value)
-
-    def maps_json(self) -> dict:
-        out: dict[str, dict] = {}
-        for path, coll in self.collections.items():
-            for name, m in coll.maps.items():
-                key = name if name not in out else f"{path.name}:{name}"
-                out[key] = m.to_json()
-        return out
-
-    def process(self, iface: str, frame: bytes, now_ns: int, stats: Stats) -> Verdict:
-        """Run `frame`, received on interface `iface`, through its chain; counts into `stats`."""
-        port = self.ports[iface]
-        queue = port.rss.queue(frame) if port.rss is not None else 0
-        stats.queues[f"{iface}:{queue}"] += 1
-        v = self._run(port, frame, queue, now_ns, stats)
-        stats.count(v.outcome, v.reason, iface)
-        if v.outcome == "redirect":
-            stats.redirect_targets[v.target or v.reason] += 1
-        return v
-
-    def process_batch(self, iface: str, frames: list[bytes], now_ns: int, stats: Stats) -> list[Verdict]:
-        return [self.process(iface, f, now_ns, stats) for f in frames]
-
-    def _run(self, port: _Port, frame: bytes, queue: int, now_ns: int, stats: Stats) -> Verdict:
-        if len(frame) < ETH_HLEN:
-            return Verdict("drop", "frame_too_short", frame)
-        if not port.stages:
-            return Verdict("pass", "no_program", frame)
-        data, meta = frame, b""
-        redirect = None
-        r = None
-        for stage in port.stages:
-            r = run_xdp(self.runtime, self.engine, stage.prog_id, data, ifindex=port.ifindex, queue=queue,
-                        now_ns=now_ns, meta=meta, budget=self.budget)
-            stats.programs[stage.name][_ACTION_NAMES[r.action]] += 1
-            stats.tail_calls += r.tail_calls
-            stats.helper_calls.update(r.helper_counts)
-            if r.error is not None:
-                if r.error.kind == "frame":
-                    return Verdict("drop", "frame_too_long", frame, program=stage.name)
-                stats.errors[f"{r.error.kind}: {r.error}"] += 1
-                return Verdict("error", "program_fault", frame, program=r.program)
-            if r.redirect is not None:
-                redirect = r.redirect
-            if r.retval & 0xFFFFFFFF > XdpAction.XDP_REDIRECT:
-                return self._verdict(r, port, now_ns, stats)  # an unknown action ends the chain
-            data, meta = r.data, r.meta
-            if _ACTION_NAMES[r.action] in stage.chain_call:
-                continue
-            if r.action == XdpAction.XDP_REDIRECT and r.redirect is None:
-                r.redirect = redirect  # the kernel's per-CPU redirect info outlives the program that set it
-            return self._verdict(r, port, now_ns, stats)
-        # off the end of the chain: XDP_PASS (a reason of its own when the last program did not pass)
-        last_pass = r is not None and r.action == XdpAction.XDP_PASS
-        return Verdict("pass", "xdp_pass" if last_pass else "chain_end", data)
-
-    def _verdict(self, r, port: _Port, now_ns: int, stats: Stats) -> Verdict:
-        a = r.action
-        if a == XdpAction.XDP_PASS:
-            return Verdict("pass", "xdp_pass", r.data, program=r.program)
-        if a == XdpAction.XDP_TX:
-            return Verdict("tx", "xdp_tx", r.data, program=r.program)
-        if a == XdpAction.XDP_DROP:
-            return Verdict("drop", "xdp_drop", r.data, program=r.program)
-        if a == XdpAction.XDP_ABORTED:
-            reason = "unknown_action" if r.retval & 0xFFFFFFFF > XdpAction.XDP_REDIRECT else "xdp_aborted"
-            return Verdict("aborted", reason, r.data, program=r.program)
-        t = r.redirect
-        if t is None:
-            return Verdict("drop", "redirect_no_target", r.data, program=r.program)
-        if t.kind == "cpu":
-            return Verdict("redirect", "cpu", r.data, target=f"cpu{t.index}", program=r.program)
-        if t.kind == "xsk":
-            return Verdict("redirect", "xsk", r.data, target=f"xsk{t.index}", program=r.program)
-        target = self.by_ifindex.get(t.index)
-        if target is None:
-            return Verdict("drop", "redirect_failed", r.data, program=r.program)
-        data = r.data
-        if t.prog is not None:  # a devmap program runs on the egress device after the redirect
-            d = run_xdp(self.runtime, self.engine, t.prog, data, ifindex=port.ifindex, now_ns=now_ns,
-                        egress_ifindex=t.index, budget=self.budget)
-            dname = self.runtime.programs[t.prog].name
-            stats.programs[dname][_ACTION_NAMES[d.action]] += 1
-            if d.error is not None:
-                stats.errors[f"{d.error.kind}: {d.error}"] += 1
-                return Verdict("error", "program_fault", data, program=dname)
-            if d.action != XdpAction.XDP_PASS:
-                return Verdict("drop", "devmap_program", d.data, program=dname)
-            data = d.data
-        return Verdict("redirect", "interface", data, target=target, program=r.program)
 
 
 class PipelineChains:
@@ -347,14 +160,7 @@ class PipelineChains:
 
 
 def make_processor(spec: PipelineSpec, engine: str, *, seed: int = 0, budget: int | None = None):
-    """The pipeline's per-packet processing when that module is present, else XdpChains (same
-    semantics, built on the lower layers). The JIT falls back to the interpreter if it cannot run."""
-    eng = make_engine(engine)
-    name = getattr(eng, "name", engine)
-    try:
-        import importlib
-
-        importlib.import_module(".pipeline.pipeline", __package__)
-    except ImportError:
-        return XdpChains(spec, eng, seed=seed, budget=budget), name
+    """The pipeline's per-packet processing for live mode, and the engine's name. The JIT falls back to
+    the interpreter (with a message) where it cannot be built."""
+    name = getattr(make_engine(engine), "name", engine)
     return PipelineChains(spec, name, seed=seed, budget=budget), name
