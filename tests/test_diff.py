@@ -196,3 +196,54 @@ def test_tc_bpf_redirect_returns_tc_act_redirect_in_every_engine() -> None:
             pytest.skip(f"engine {engine} broken: {e}")
         assert out.error is None and out.action == 7, (engine, out)
         assert out.redirect is not None and out.redirect.startswith("dev")
+
+
+def test_jit_code_is_not_shared_between_runtimes_with_other_relocations() -> None:
+    """Found by `xdpsim diff` on a pipeline: redirect.o loaded after parser.o has its .bss in another region
+    than redirect.o alone; the JIT's compile cache key ignored the relocated lddw values (the filler slot
+    keeps the old high half), so the second Runtime ran code that wrote to the first one's region."""
+    from xdpsim.engines.jit import JitEngine
+    from xdpsim.hooks.xdp import run_xdp
+    from xdpsim.runtime import Runtime
+
+    eng = JitEngine()
+    for objs in (("redirect.o",), ("parser.o", "redirect.o")):
+        rt = Runtime()
+        for o in objs:
+            coll = rt.load(load_object(PROGRAMS / o))
+        r = run_xdp(rt, eng, coll.programs["redirect_ifindex"], build("udp", 5))
+        assert r.error is None, (objs, r.error)
+        assert (r.action, r.redirect.kind, r.redirect.index) == (4, "dev", 2), objs
+        assert coll.maps[".bss"][0] == (1).to_bytes(8, "little"), objs
+
+
+PIPELINE = """
+[[interface]]
+name = "eth0"
+ifindex = 2
+xdp = [{{ object = "{p}/chain.o", program = "chain_count" }},
+       {{ object = "{p}/chain.o", program = "chain_filter" }},
+       {{ object = "{p}/chain.o", program = "chain_last" }},
+       {{ object = "{p}/parser.o", program = "packet_parser", priority = 60 }}]
+
+[[interface]]
+name = "eth1"
+ifindex = 3
+xdp = [{{ object = "{p}/redirect.o", program = "redirect_ifindex" }}]
+"""
+
+
+def write_pipeline(tmp_path: Path) -> str:
+    path = tmp_path / "pipe.toml"
+    path.write_text(PIPELINE.format(p=PROGRAMS))
+    return str(path)
+
+
+def test_pipeline_diff_interp_jit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pcapng = str(ROOT / "pcaps" / "mixed.pcapng")
+    rc = main(["diff", write_pipeline(tmp_path), "--pcap", pcapng, "--engines", "interp,jit", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    if "jit" in data["skipped_engines"]:
+        pytest.skip(data["skipped_engines"]["jit"])
+    assert rc == 0, data
+    assert data["compared"] == 120 and data["program"] == "(pipeline)"

@@ -158,3 +158,16 @@ def test_generated_programs_interp_kernel(seed: int) -> None:
         spec = random_program(rng, body=32)
         report = diff_program(spec, "gen", _program_packets(rng, 30), engines=("interp", "kernel"))
         _check(report, generated=True)
+
+
+def test_pipeline_chain_and_redirect(tmp_path: Path) -> None:
+    """A pipeline (a libxdp-style chain of four programs from two objects, a redirect on a second
+    interface) over the two-interface pcapng, in all three engines."""
+    from test_diff import write_pipeline
+
+    from xdpsim.difftest.pipeline import diff_pipeline
+
+    pcapng = str(ROOT / "pcaps" / "mixed.pcapng")
+    report = diff_pipeline(write_pipeline(tmp_path), pcapng, engines=list(ENGINES))
+    _check(report)
+    assert report.compared == 120

@@ -94,7 +94,9 @@ def cmd_diff(args: argparse.Namespace) -> int:
         from .pipeline import diff_pipeline
 
         report = diff_pipeline(args.spec, args.pcap, engines=engines, seed=args.seed, limit=args.limit)
-        print(json.dumps(report.to_json(), indent=2) if args.json else report.format())
+        print(json.dumps(report.to_json(), indent=2) if args.json else format_report(report))
+        if len(report.engines) < 2:
+            return 2
         return 0 if report.ok else 1
     from ..loader import load_object
 
