@@ -7,7 +7,8 @@ and replays it, capture to sinks (pcaps, stats.json, maps.json), with:
 
 - `jit`: the whole capture (the batch path: one native call per 65,536 packets);
 - `kernel`: the running kernel, one BPF_PROG_TEST_RUN per packet, on the first `--kernel-packets`
-  packets (where this process may load BPF programs; skipped with the reason elsewhere);
+  packets (where this process may load BPF programs; skipped with the reason elsewhere), and
+  `kernel-raw`: the same test runs in a bare loop (no routing, no sinks: the kernel side's floor);
 - `interp`: the reference interpreter on the first `--interp-packets` packets;
 - `jit` again on the kernel's subset, so that memory at two capture sizes can be compared.
 
@@ -49,10 +50,32 @@ def one(engine: str, pcap: str, out: str) -> None:
     from xdpsim.pipeline.replay import replay_to_dir
 
     t = time.perf_counter()
+    if engine == "kernel-raw":
+        print(json.dumps(kernel_raw(pcap) | {"hwm_kb": _status_kb("self", "VmHWM")}))
+        return
     stats = replay_to_dir(str(PARSER), pcap, Path(out), engine=engine)
     wall = time.perf_counter() - t
     print(json.dumps({"packets": stats["packets"], "seconds": stats["seconds"], "wall": wall,
                       "outcomes": stats["outcomes"], "hwm_kb": _status_kb("self", "VmHWM")}))
+
+
+def kernel_raw(pcap: str) -> dict:
+    """The floor of the kernel's side: BPF_PROG_TEST_RUN per packet in a bare loop (no routing, no
+    sinks, frames in memory), for comparison with the full kernel-engine replay."""
+    from collections import Counter
+
+    from xdpsim.engines.kernel import KernelCollection
+    from xdpsim.io import open_capture
+    from xdpsim.loader import load_object
+
+    frames = [p.data for p in open_capture(pcap) if len(p.data) >= 14]
+    names = {0: "aborted", 1: "drop", 2: "pass", 3: "tx", 4: "redirect"}
+    with KernelCollection(load_object(PARSER)) as coll:
+        t = time.perf_counter()
+        acts = Counter(coll.run_xdp("packet_parser", f).retval for f in frames)
+        seconds = time.perf_counter() - t
+    return {"packets": len(frames), "seconds": seconds, "wall": seconds,
+            "outcomes": {names.get(a, str(a)): n for a, n in acts.items()}}
 
 
 def measure(engine: str, pcap: Path, out: Path) -> dict:
@@ -111,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         ksub = subset(ref, small, args.kernel_packets)
         ok, why = kernel_available()
         if ok:
-            runs.append(("kernel", small))
+            runs += [("kernel", small), ("kernel-raw", small)]
         else:
             print(f"kernel: skipped ({why})")
         interp = d / "interp.pcap"
@@ -122,17 +145,17 @@ def main(argv: list[str] | None = None) -> int:
             res = measure(engine, pcap, d / f"out-{engine}-{pcap.stem}")
             rows.append((engine, res))
             pps = res["packets"] / res["seconds"]
-            print(f"  {engine:7} {res['packets']:>9,} packets: {pps:>11,.0f} packets/s "
+            print(f"  {engine:10} {res['packets']:>9,} packets: {pps:>11,.0f} packets/s "
                   f"(wall {res['wall']:.1f} s), peak RSS {res['hwm_kb'] / 1024:.0f} MB, peak anonymous "
                   f"{res['anon_kb'] / 1024:.0f} MB", flush=True)
         jit = rows[0][1]["packets"] / rows[0][1]["seconds"]
         print("\nside by side (whole replay, capture to sinks, packets/s):")
         for engine, res in rows:
             pps = res["packets"] / res["seconds"]
-            print(f"  {engine:7} on {res['packets']:>9,}: {pps:>11,.0f}   "
+            print(f"  {engine:10} on {res['packets']:>9,}: {pps:>11,.0f}   "
                   f"jit(full) / this = {jit / pps:8.2f}x")
         if ok:
-            outcomes = {e: r["outcomes"] for e, r in rows if r["packets"] == ksub}
+            outcomes = {e: r["outcomes"] for e, r in rows if r["packets"] == ksub and e != "kernel-raw"}
             same = len({json.dumps(o, sort_keys=True) for o in outcomes.values()}) == 1
             print(f"kernel and jit outcomes on the {ksub:,}-packet subset {'agree' if same else 'DIFFER'}")
     return 0
