@@ -174,3 +174,24 @@ def test_pipeline_file_spec(tmp_path):
     (tmp_path / "p.toml").write_text('[[interface]]\nname = "eth0"\nxdp = [{ object = "parser.o" }]\n')
     record(str(tmp_path / "p.toml"), PCAP, tmp_path / "p.jsonl", engine="interp")
     assert compare(load_golden(tmp_path / "p.jsonl")[1], load_golden(EXAMPLE / "golden.jsonl")[1]) == []
+
+
+def test_xdp_chain_of_a_pipeline_file(tmp_path, capsys):
+    """programs/chain.o's three programs through libxdp's dispatcher: recorded on the interpreter
+    ("auto" for chains), checked on the JIT; the deciding program is the last that ran."""
+    shutil.copy(ROOT / "programs" / "chain.o", tmp_path / "chain.o")
+    toml = tmp_path / "p.toml"
+    progs = ", ".join(f'{{ object = "chain.o", program = "{n}" }}' for n in ("chain_count", "chain_filter",
+                                                                             "chain_last"))
+    toml.write_text(f'[[interface]]\nname = "eth0"\nxdp = [{progs}]\n')
+    mixed = ROOT / "pcaps" / "mixed.pcap"
+    header = record(str(toml), mixed, tmp_path / "g.jsonl", maps=True)
+    assert header["engine"] == "interp"
+    recs = load_golden(tmp_path / "g.jsonl")[1]
+    assert {r["program"] for r in recs} == {"chain_last"}  # chain_filter's DROP continues the chain
+    # .bss {frames, short_frames}: packet 0 is 49 bytes, so both counters go up
+    assert recs[0]["maps"] == {".bss": {"00000000": ["0" * 32, "0100000000000000" * 2]}}
+    assert assert_matches_golden(str(toml), mixed, tmp_path / "g.jsonl", engine="jit") == 442
+    assert main(["trace", str(toml), "--pcap", str(mixed), "--packet", "0", "--engine", "interp"]) == 0
+    out = capsys.readouterr().out
+    assert "chain_count" in out and "chain_filter" in out and "result: XDP_PASS from chain_last" in out

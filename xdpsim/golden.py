@@ -146,10 +146,10 @@ def outcomes(spec: str, pcap: str | os.PathLike[str], *, engine: str, maps: bool
     maps carried from one to the next as in a replay). `coverage`: a CoverageData to count into (the
     runs then go to the interpreter)."""
     from .io import open_capture
-    from .testing.runner import SpecRunner
+    from .testing.runner import make_runner
 
-    runner = SpecRunner(spec, engine=engine)
-    shadow = SpecRunner(spec, engine="interp") if engine == "kernel" else None
+    runner = make_runner(spec, engine=engine)
+    shadow = make_runner(spec, engine="interp") if engine == "kernel" else None
     tracer = coverage.tracer(runner.obj.runtime) if coverage is not None and engine != "kernel" else None
     try:
         for pkt in open_capture(pcap):
@@ -190,10 +190,15 @@ def outcomes(spec: str, pcap: str | os.PathLike[str], *, engine: str, maps: bool
             shadow.close()
 
 
-def resolve_record_engine(engine: str) -> str:
-    """"auto": the kernel where this process can load and run BPF, else the interpreter."""
+def resolve_record_engine(engine: str, spec: str | None = None) -> str:
+    """"auto": the kernel where this process can load and run BPF, else the interpreter (XDP chains of
+    pipeline files: the interpreter, which runs libxdp's dispatcher here)."""
     if engine != "auto":
         return engine
+    from .testing.runner import is_chain
+
+    if spec is not None and is_chain(spec):
+        return "interp"
     try:
         from .kernel.bpf import kernel_available
 
@@ -205,7 +210,7 @@ def resolve_record_engine(engine: str) -> str:
 def record(spec: str, pcap: str | os.PathLike[str], golden: str | os.PathLike[str], *,
            engine: str = "auto", maps: bool = False) -> dict[str, Any]:
     """Write the golden file; returns its header."""
-    engine = resolve_record_engine(engine)
+    engine = resolve_record_engine(engine, os.fspath(spec))
     recs = list(outcomes(spec, pcap, engine=engine, maps=maps))
     header = {"xdpsim_golden": GOLDEN_VERSION, "spec": os.path.basename(str(spec)),
               "pcap": os.path.basename(os.fspath(pcap)), "pcap_sha256": file_sha256(pcap), "engine": engine,

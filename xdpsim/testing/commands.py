@@ -51,11 +51,11 @@ def cmd_trace(args: argparse.Namespace) -> int:
     from ..io import open_capture
     from ..tracing import Recorder, format_trace
     from .packets import summary
-    from .runner import SpecRunner, default_engine
+    from .runner import default_engine, make_runner
 
     if args.packet < 0:
         raise XdpsimError(f"--packet {args.packet}: packet indices start at 0")
-    runner = SpecRunner(args.spec, engine=args.engine or default_engine())
+    runner = make_runner(args.spec, engine=args.engine or default_engine())
     try:
         target, count = None, 0
         for pkt in open_capture(args.pcap):
@@ -90,9 +90,9 @@ def cmd_trace(args: argparse.Namespace) -> int:
 def cmd_cover(args: argparse.Namespace) -> int:
     from ..cover import CoverageData, build_report, text_summary, write_html, write_lcov
     from ..io import open_capture
-    from .runner import SpecRunner
+    from .runner import make_runner
 
-    runner = SpecRunner(args.spec, engine="interp")
+    runner = make_runner(args.spec, engine="interp")
     cov = CoverageData()
     tracer = cov.tracer(runner.obj.runtime)
     n = 0

@@ -2,8 +2,10 @@
 traces, coverage and the plugin need to know about each run: the deciding program (after tail calls,
 the last one in the chain), the exit instruction, the C line it belongs to.
 
-Pipeline files (.toml) with one XDP program on one interface are run the same way (the program and
-the map_entries of the file applied); chains of several programs need the pipeline's chain runner.
+Pipeline files (.toml) with one interface run through the pipeline's libxdp dispatcher
+(pipeline.dispatcher.run_chain: priorities, chain-call actions, XDP_PASS off the end) with the file's
+map_entries applied (`ChainRunner`); the deciding program is the last one that ran (after its tail
+calls). Pipelines of several interfaces belong to `xdpsim run`.
 """
 
 from __future__ import annotations
@@ -63,8 +65,8 @@ def entry_program(obj: Object, name: str | None) -> str:
     return cands[0]
 
 
-def source_of(obj: Object, program: str, pc: int) -> str | None:
-    spec = obj.spec.programs.get(program)
+def source_of(spec: Any, pc: int) -> str | None:
+    """"file.c:LINE: text" of instruction `pc` of a ProgramSpec (BTF line info), None without it."""
     li = spec.source_line(pc) if spec is not None and spec.line_info else None
     if li is None:
         return None
@@ -126,22 +128,133 @@ class SpecRunner:
             res = self.obj.programs[self.program].run(data, engine="kernel", ifindex=ifindex, queue=queue)
             return Run(res)
         w = self._engine(name)
+        w.state = None  # a frame refused before the program runs leaves no state
         rt = self.obj.runtime
         r = run_xdp(rt, w, self.obj.programs[self.program].id, data, ifindex=ifindex, queue=queue,
                     now_ns=now_ns, tracer=tracer)
         res = RunResult(r.action, r.data, r.meta, r.redirect, r.error, r.trace, r.program, r.retval, name,
                         r.helper_counts, r.tail_calls, r.insns, r.notes)
-        st = w.state
-        if r.error is not None and r.error.pc is not None:
-            pc = r.error.pc
-        elif st is not None and st.insns:
-            pc = st.exit_pc
-        else:
-            return Run(res)
-        return Run(res, pc, source_of(self.obj, r.program, pc))
+        return finish_run(res, r, w.state, rt)
 
     def close(self) -> None:
         self.obj.close()
+
+
+def finish_run(res: RunResult, r: Any, st: RunState | None, rt: Runtime) -> Run:
+    """A Run from one XDP run: where it ended (the fault's pc, else the exit of the deciding program)."""
+    if r.error is not None and r.error.pc is not None:
+        pc = r.error.pc
+    elif st is not None and st.insns:
+        pc = st.exit_pc
+    else:
+        return Run(res)
+    if st is not None:
+        prog = rt.programs[st.prog_id]
+    else:
+        prog = next((p for p in rt.programs if p.name == r.program), None)
+    return Run(res, pc, source_of(prog.spec if prog is not None else None, pc))
+
+
+def is_chain(spec: str | os.PathLike[str]) -> bool:
+    """A pipeline file whose interface runs several XDP programs."""
+    spec = os.fspath(spec)
+    if not spec.endswith(".toml"):
+        return False
+    from ..pipeline.config import parse_spec
+
+    return any(len(i.xdp) > 1 for i in parse_spec(spec).interfaces)
+
+
+def make_runner(spec: str | os.PathLike[str], engine: str = "interp", *, seed: int = 0) -> Any:
+    """A SpecRunner for `prog.o[:NAME]` and one-program pipeline files, a ChainRunner for chains."""
+    if is_chain(spec):
+        return ChainRunner(os.fspath(spec), engine, seed=seed)
+    return SpecRunner(spec, engine=engine, seed=seed)
+
+
+class ChainRunner:
+    """A pipeline file's XDP chain on one interface, on the interpreter or the JIT (one Runtime, so
+    the two can be mixed packet by packet). `obj` gives `runtime` and `maps` (name, or file.o:name
+    where several objects share a name) as SpecRunner's object does."""
+
+    def __init__(self, spec: str, engine: str = "interp", *, seed: int = 0):
+        from types import SimpleNamespace
+
+        from ..loader import load_object
+        from ..pipeline.backends import SimBackend, map_key_names
+        from ..pipeline.config import parse_spec
+        from ..pipeline.dispatcher import build_chain, choose_program
+
+        if engine not in ("interp", "jit"):
+            raise XdpsimError(f"{spec}: an XDP chain runs on the interpreter or the JIT here, not {engine!r} "
+                              "(`xdpsim run --engine kernel` replays chains in the kernel)")
+        pipe = parse_spec(spec)
+        if len(pipe.interfaces) != 1:
+            raise XdpsimError(f"{spec}: record/trace/cover take pipelines of one interface "
+                              f"({len(pipe.interfaces)} here)")
+        self.spec, self.engine = spec, engine
+        self.iface = pipe.interfaces[0]
+        self.backend = SimBackend("interp", cpus=self.iface.queues, seed=seed, budget=None)
+        specs: dict[str, Any] = {}
+        refs = []
+        for ref in self.iface.xdp:
+            path = str(ref.object)
+            if path not in specs:
+                specs[path] = load_object(path)
+                self.backend.load(path, specs[path])
+            refs.append((ref, specs[path], choose_program(specs[path], ref.program)))
+        for entry in pipe.map_entries:
+            self.backend.apply(entry)
+        self.chain = build_chain(refs)
+        self.program = self.chain[0].program
+        rt = self.backend.runtime
+        names = map_key_names({p: c.maps for p, c in self.backend.collections.items()})
+        maps = {names[(p, n)]: m for p, c in self.backend.collections.items() for n, m in c.maps.items()}
+        self.obj = SimpleNamespace(runtime=rt, maps=maps, close=lambda: None)
+        self._watch: dict[str, _Watch] = {}
+
+    def _engine(self, name: str) -> _Watch:
+        w = self._watch.get(name)
+        if w is None:
+            if name == "interp":
+                from ..engines.interp import Interpreter
+
+                inner: Any = Interpreter()
+            else:
+                from ..engines.jit import JitEngine
+
+                inner = JitEngine()
+            w = self._watch[name] = _Watch(inner)
+        return w
+
+    def run(self, data: bytes, *, now_ns: int = 0, ifindex: int | None = None, queue: int = 0,
+            engine: str | None = None, tracer: Tracer | None = None) -> Run:
+        from ..api import RunResult
+        from ..hooks.xdp import run_xdp
+        from ..pipeline.dispatcher import run_chain
+
+        w = self._engine(engine or self.engine)
+        w.state = None
+        rt = self.backend.runtime
+        idx = self.iface.ifindex if ifindex is None else ifindex
+        states: list[Any] = []
+
+        def one(entry: Any, frame: bytes, meta: bytes) -> Any:
+            pid = self.backend.prog_id(entry.object, entry.program)
+            r = run_xdp(rt, w, pid, frame, ifindex=idx, queue=queue, now_ns=now_ns, meta=meta, tracer=tracer)
+            states.append(w.state)
+            return r
+
+        cr = run_chain(self.chain, one, bytes(data))
+        r = cr.result
+        notes = list(r.notes) + ([f"off the end of the chain ({' -> '.join(cr.ran)}): XDP_PASS"]
+                                 if cr.off_the_end else [])
+        res = RunResult(r.action, r.data, r.meta, r.redirect, r.error, r.trace, r.program, r.retval, w.name,
+                        r.helper_counts, r.tail_calls, r.insns, notes)
+        return finish_run(res, r, states[-1] if states else None, rt)
+
+    def close(self) -> None:
+        self.backend.close()
 
 
 def default_engine() -> str:
