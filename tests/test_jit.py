@@ -426,3 +426,14 @@ def test_batch_hook_between_chunks_rebuilds_the_chain() -> None:
     res = JitEngine().run_batch(rt, progs["main"], data, offsets, lengths, chunk=2, on_batch=hook)
     assert seen == [2, 4, 6, 8]
     assert [int(r) for r in res.retval] == [7] * 4 + [3] * 6
+
+
+def test_engines_without_native_helpers_or_proofs_agree() -> None:
+    obj = xdpsim.load(ROOT / "programs" / "parser.o", engine="jit")
+    pid = obj.programs["packet_parser"].id
+    outs = []
+    for eng in (JitEngine(), JitEngine(native_helpers=False), JitEngine(proofs=False)):
+        outs.append([run_xdp(obj.runtime, eng, pid, p).retval for p in PACKETS])
+        assert obj.runtime.programs[pid].cache[eng.cache_name] is not None
+    assert outs[0] == outs[1] == outs[2]
+    assert len({k for k in obj.runtime.programs[pid].cache if k.startswith("jit:")}) == 3

@@ -189,7 +189,8 @@ class _RuntimeJit:
                 target = tail_call_target(self.rt, state, r2 & U64, r3 & U64)
                 raise ProgramFault(
                     f"bpf_tail_call: program {target} has no native code (the JIT declined it: "
-                    f"{self.rt.programs[target].cache.get('jit')}); run this chain with the interpreter",
+                    f"{self.rt.programs[target].cache.get(self.engine.cache_name)}); run this chain with the "
+                    "interpreter",
                     kind="helper",
                 )
             hd = self.rt.helpers.get(hid & 0xFFFF_FFFF) if hid >= 0 else None
@@ -296,15 +297,22 @@ class _RuntimeJit:
 
 
 class JitEngine:
-    """eBPF programs compiled to native code. `native_helpers=False` sends every helper to Python."""
+    """eBPF programs compiled to native code. `native_helpers=False` sends every helper but tail_call
+    (always a native jump) to Python; `proofs=False` keeps every run-time memory check."""
 
     name = "jit"
 
     def __init__(self, native_helpers: bool = True, proofs: bool = True):
         self.native_helpers = native_helpers
         self.proofs = proofs
+
         self._natives = Natives()
         self._per_runtime: weakref.WeakKeyDictionary[Any, _RuntimeJit] = weakref.WeakKeyDictionary()
+
+    @property
+    def cache_name(self) -> str:
+        """LoadedProgram.cache key: engines with other settings compile their own code."""
+        return f"jit:{int(self.native_helpers)}{int(self.proofs)}"
 
     # ---------------------------------------------------------------- compilation
 
@@ -330,7 +338,7 @@ class JitEngine:
             insns=insns,
             xdp=xdp,
             proofs=proofs,
-            native_helpers=NATIVE_HELPER_IDS if self.native_helpers else frozenset(),
+            native_helpers=NATIVE_HELPER_IDS if self.native_helpers else frozenset({TAIL_CALL}),
             conformance=runtime.conformance,
             entries=entries,
             code_region=runtime.code_region,
@@ -365,18 +373,18 @@ class JitEngine:
         return tuple(sorted(e for e in out if 0 < e < n))
 
     def compile(self, runtime: Runtime, prog: Any) -> _CompiledProgram | None:
-        cached = prog.cache.get("jit")
+        cached = prog.cache.get(self.cache_name)
         if isinstance(cached, _CompiledProgram):
             return cached
         try:
             pin = self.program_input(runtime, prog)
             c = compiler().compile(pin, self._natives)
         except JitUnsupported as e:
-            prog.cache["jit"] = e
+            prog.cache[self.cache_name] = e
             return None
         funcs = compiler().function_addresses(c, pin)
         cp = _CompiledProgram(c.address, c.seconds, c.source, funcs)
-        prog.cache["jit"] = cp
+        prog.cache[self.cache_name] = cp
         return cp
 
     def _rj(self, runtime: Runtime) -> _RuntimeJit:
