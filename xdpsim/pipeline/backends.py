@@ -68,6 +68,7 @@ class SimBackend:
 
             self.engine = JitEngine()
         self.collections: dict[str, Collection] = {}
+        self._event_maps: list[tuple[str, Any]] | None = None
 
     def load(self, path: str, spec: ObjectSpec) -> None:
         self.collections[path] = self.runtime.load(spec)
@@ -111,13 +112,15 @@ class SimBackend:
 
     def events(self) -> list[dict[str, Any]]:
         """Ring buffer and perf event records produced since the last call (consumed)."""
+        if self._event_maps is None:  # once: the maps do not change after loading
+            self._event_maps = [(n, m) for c in self.collections.values() for n, m in c.maps.items()
+                                if m.type in (MapType.RINGBUF, MapType.PERF_EVENT_ARRAY)]
         out: list[dict[str, Any]] = []
-        for coll in self.collections.values():
-            for name, m in coll.maps.items():
-                if m.type == MapType.RINGBUF:
-                    out.extend({"map": name, "data": r.hex()} for r in m.records())
-                elif m.type == MapType.PERF_EVENT_ARRAY:
-                    out.extend({"map": name, "cpu": c, "data": d.hex()} for c, d in m.records())
+        for name, m in self._event_maps:
+            if m.type == MapType.RINGBUF:
+                out.extend({"map": name, "data": r.hex()} for r in m.records())
+            else:
+                out.extend({"map": name, "cpu": c, "data": d.hex()} for c, d in m.records())
         return out
 
     def close(self) -> None:
