@@ -82,8 +82,38 @@ def _stx(size: int, dst: int, src: int, off: int) -> Instruction:
     return Instruction(0x60 | SIZES[size] | BPF_STX, dst, src, off, 0)
 
 
-def random_program(rng: random.Random, body: int = 24, name: str = "gen") -> ObjectSpec:
-    insns: list[Instruction] = [
+# helper ids: bpf_xdp_adjust_head, bpf_xdp_adjust_meta, bpf_xdp_adjust_tail
+ADJUST_HELPERS = (44, 54, 65)
+DELTAS = (0, 1, 2, 4, -4, -8, 14, -14, 32, -32, 64, -64, 100, -100, 216, -216, 220, -220, 256, -256, 300,
+          -300, 3000, -3000, 0x7FFF_FFFF, -0x8000_0000)
+
+
+def _geometry(rng: random.Random) -> list[Instruction]:
+    """Calls of the adjust helpers with random deltas before anything reads the packet; each return
+    value is kept on the stack (r10-8, -16, -24: zero when not called) for the pool to fold in."""
+    out = [Instruction(0xBF, 6, 1, 0, 0)]  # r6 = ctx
+    for slot in range(3):
+        out.append(Instruction(0x7A, 10, 0, -8 * (slot + 1), 0))  # *(u64 *)(r10 - 8k) = 0
+    for _ in range(rng.randint(1, 3)):
+        slot = rng.randrange(3)
+        delta = rng.choice(DELTAS) if rng.random() < 0.8 else rng.randint(-400, 400)
+        out += [
+            Instruction(0xBF, 1, 6, 0, 0),  # r1 = ctx
+            Instruction(0xB7, 2, 0, 0, delta),  # r2 = delta
+            Instruction(0x85, 0, 0, 0, rng.choice(ADJUST_HELPERS)),
+            _stx(8, 10, 0, -8 * (slot + 1)),  # *(u64 *)(r10 - 8k) = r0
+        ]
+    return out + [Instruction(0xBF, 1, 6, 0, 0)]  # r1 = ctx for what follows
+
+
+def random_program(rng: random.Random, body: int = 24, name: str = "gen", geometry: bool | None = None
+                   ) -> ObjectSpec:
+    """`geometry` (default: at random, one program in three) starts with bpf_xdp_adjust_head/meta/tail
+    calls of random deltas, so the packet's start, end and metadata move before the arithmetic."""
+    if geometry is None:
+        geometry = rng.random() < 0.35
+    insns: list[Instruction] = _geometry(rng) if geometry else []
+    insns += [
         _ldx(4, 6, 1, 0),  # r6 = ctx->data
         _ldx(4, 7, 1, 4),  # r7 = ctx->data_end
         Instruction(0xBF, 8, 6, 0, 0),  # r8 = r6
@@ -97,6 +127,10 @@ def random_program(rng: random.Random, body: int = 24, name: str = "gen") -> Obj
         size = rng.choice((1, 2, 4, 8))
         signed = size != 8 and rng.random() < 0.3
         insns.append(_ldx(size, reg, 6, rng.randrange(0, MIN_LEN - size + 1), signed))
+    if geometry:
+        for slot, reg in enumerate(rng.sample(POOL, 3)):  # fold in the adjust helpers' results
+            insns += [_ldx(8, 2 if reg != 2 else 3, 10, -8 * (slot + 1)),
+                      Instruction(0xAF, reg, 2 if reg != 2 else 3, 0, 0)]
     n = rng.randint(body // 2, body)
     for i in range(n):
         if rng.random() < 0.2:
