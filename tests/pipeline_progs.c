@@ -108,3 +108,10 @@ int steer(struct xdp_md *ctx)
 		return bpf_redirect_map(&cpus, 1, XDP_DROP);
 	return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_DROP);
 }
+
+/* multi-buffer: frames over 3520 bytes arrive with fragments; they go back out (TX), others pass */
+SEC("xdp.frags")
+int frags(struct xdp_md *ctx)
+{
+	return bpf_xdp_get_buff_len(ctx) > 3520 ? XDP_TX : XDP_PASS;
+}

@@ -179,8 +179,8 @@ def test_clock_events_unknown_action_and_fault(tmp_path: Path, obj: Path, engine
 
 
 def test_cpumap_and_xskmap_sinks(tmp_path: Path, obj: Path) -> None:
-    """cpumap -> redirect-cpu<N>.pcap (CPU 1 of 2); xskmap -> xsk-<queue>.pcap (queue 1's socket only: queue 0's
-    slot is empty, so those frames drop)."""
+    """cpumap -> redirect-cpu<N>.pcap (CPU 1 of 2); xskmap -> xsk-<queue>.pcap (queue 1's socket only:
+    queue 0's slot is empty, so those frames drop)."""
     toml = tmp_path / "s.toml"
     toml.write_text(f"""
 [[interface]]
@@ -210,3 +210,19 @@ value = "05000000"
         assert [p.data for p in open_capture(out / "xsk-1.pcap")] == q1
         assert stats["reasons"]["redirect"] == {"cpu": len(odd), "xsk": len(q1)}
         assert stats["reasons"]["drop"]["xdp_drop"] == len(runnable) - len(odd) - len(q1)
+
+
+@pytest.mark.parametrize("engine", ["interp", "jit"])
+def test_frags_program_gets_long_frames(tmp_path: Path, obj: Path, engine: str) -> None:
+    """An xdp.frags program runs frames longer than a single buffer (as fragments) and they come out
+    whole; a single-buffer program would have dropped them as frame_too_long."""
+    big = FRAME[:14] + bytes(range(256)) * 20
+    cap = tmp_path / "big.pcap"
+    with PcapWriter(cap) as w:
+        for i, f in enumerate([FRAME, big, FRAME]):
+            w.write(f, 1_700_000_000_000_000_000 + i)
+    toml = tmp_path / "f.toml"
+    toml.write_text(f'[[interface]]\nname = "eth0"\nxdp = [{{ object = "{obj}", program = "frags" }}]\n')
+    stats = replay_to_dir(str(toml), cap, tmp_path / "o", engine=engine)
+    assert stats["reasons"] == {"pass": {"xdp_pass": 2}, "tx": {"xdp_tx": 1}}
+    assert [p.data for p in open_capture(tmp_path / "o" / "tx.pcap")] == [big]

@@ -120,31 +120,51 @@ value = "02000000"
     assert stats["outcomes"]["redirect"] > 0
 
 
-def test_adjust_limits_as_the_kernel(tmp_path: Path) -> None:
-    """bpf_xdp_adjust_head/tail/meta at and past their limits (tests/pipeline_progs.c): same verdicts and
-    bytes as the kernel's."""
+@pytest.fixture(scope="module")
+def kobj(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/pipeline_progs.c built without the program the verifier refuses."""
     import shutil
-    import struct
     import subprocess
 
-    from test_pipeline_limits import CASES, SOURCE, one_packet
+    from test_pipeline_limits import SOURCE
 
     clang = shutil.which("clang-19") or shutil.which("clang")
     if clang is None:
         pytest.skip("clang-19 is not installed: cannot build the test programs")
-    obj = tmp_path / "p.o"
+    obj = tmp_path_factory.mktemp("kprogs") / "p.o"
     arch = subprocess.run(["uname", "-m"], capture_output=True, text=True).stdout.strip()
     subprocess.run([clang, "-O2", "-g", "-target", "bpf", f"-I/usr/include/{arch}-linux-gnu", "-DKERNEL_SAFE",
                     "-c", str(SOURCE), "-o", str(obj)], check=True)
+    return obj
+
+
+def test_adjust_limits_as_the_kernel(tmp_path: Path, kobj: Path) -> None:
+    """bpf_xdp_adjust_head/tail/meta at and past their limits (tests/pipeline_progs.c): same verdicts and
+    bytes as the kernel's."""
+    import struct
+
+    from test_pipeline_limits import CASES, one_packet
+
     for n, (deltas, _length) in enumerate(CASES):
         case = tmp_path / f"case{n}"
         case.mkdir()
         entries = "".join(f'[[map_entries]]\nmap = "deltas"\nkey = "{k:02x}000000"\n'
                           f'value = "{struct.pack("<i", v).hex()}"\n' for k, v in enumerate(deltas))
         toml = case / "p.toml"
-        toml.write_text(f'[[interface]]\nname = "eth0"\nxdp = [{{ object = "{obj}", program = "adjust" }}]\n'
+        toml.write_text(f'[[interface]]\nname = "eth0"\nxdp = [{{ object = "{kobj}", program = "adjust" }}]\n'
                         + entries)
         compare(case, str(toml), one_packet(case), engine="interp")
+
+
+def test_frags_as_the_kernel(tmp_path: Path, kobj: Path) -> None:
+    """Frames over 3520 bytes to an xdp.frags program: the kernel's multi-buffer test run agrees."""
+    from test_pipeline import _long_capture
+
+    path, _src = _long_capture(tmp_path)
+    toml = tmp_path / "f.toml"
+    toml.write_text(f'[[interface]]\nname = "eth0"\nxdp = [{{ object = "{kobj}", program = "frags" }}]\n')
+    stats = compare(tmp_path, str(toml), path)
+    assert stats["outcomes"]["tx"] == 1
 
 
 def test_frame_too_long_and_too_short(tmp_path: Path) -> None:
