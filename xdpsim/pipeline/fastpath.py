@@ -113,6 +113,8 @@ def jit_batch(replay: Replay, iface: Interface, b: Batch, times: np.ndarray) -> 
             st.programs[prog]["decided"] += c
             st.programs[prog][outcome] += c
     st.programs[prog]["runs"] += len(ok)
+    st.note("JIT batch path: successful tail calls are not counted and the entry program is credited "
+            "with every verdict (the native loop does not report which program returned)")
     for q, c in enumerate(np.bincount(queues, minlength=1).tolist()):
         if c:
             st.queues[f"{iface.name}:{q}"] += c

@@ -74,6 +74,11 @@ class Stats:
     clamped_timestamps: int = 0
     engine: str = ""
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # what these statistics do not cover, and why
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
 
     def count(self, outcome: str, reason: str, interface: str | None = None, n: int = 1) -> None:
         assert reason in REASONS[outcome], (outcome, reason)
@@ -107,4 +112,5 @@ class Stats:
             "engine": self.engine,
             "seconds": round(self.seconds, 6),
             "packets_per_second": round(self.packets / self.seconds) if self.seconds > 0 else None,
+            "notes": self.notes,
         }
