@@ -86,8 +86,8 @@ def write_html(report: CoverageReport, directory: str | os.PathLike[str],
                  f"<td>{p.branches - p.branches_hit}</td>"
                  f"<td>{percent(p.lines_hit + p.branches_hit, p.lines + p.branches):.0f}%</td></tr>"
                  for p in report.programs]
-    header = ("<tr><th class=\"name\">{}</th><th>lines</th><th>missing</th><th>branches</th>"
-              "<th>partial</th><th>coverage</th></tr>")
+    header = ("<tr><th class=\"name\">{}</th><th>lines</th><th>missing</th><th>branch directions</th>"
+              "<th>never taken</th><th>coverage</th></tr>")
     body = (f"<h1>{html.escape(title)}</h1>"
             f"<p class=\"pc\">total: lines {hit}/{lines} ({percent(hit, lines):.1f}%), "
             f"branches {bhit}/{br} ({percent(bhit, br):.1f}%)</p>"
