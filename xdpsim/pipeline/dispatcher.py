@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..hooks.xdp import XdpAction
 from ..spec import MapType, ObjectSpec, ProgType
 from .config import DEFAULT_CHAIN_CALL_ACTIONS, DEFAULT_PRIORITY, XDP_ACTION_NAMES, PipelineError, ProgramRef
 
@@ -109,8 +110,6 @@ class ChainRun:
 def run_chain(chain: list[ChainEntry], run_one: Callable[[ChainEntry, bytes, bytes], XdpResult],
               data: bytes, meta: bytes = b"") -> ChainRun:
     """Run the chain on one frame; each program sees the frame and metadata as the previous left them."""
-    from ..hooks.xdp import XdpAction
-
     ran: list[str] = []
     redirect = None
     result = None

@@ -34,10 +34,19 @@ class Interface:
     chain: list[ChainEntry]
     rss: RssSpreader
     prog_ids: list[int | None] = field(default_factory=list)
+    ids: dict[ChainEntry, int | None] = field(default_factory=dict)  # chain entry -> runtime prog id
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def queue_keys(self) -> list[str]:
+        """stats.json's names of this interface's queues ("eth0:0", ...), made once."""
+        keys = self.__dict__.get("_queue_keys")
+        if keys is None:
+            keys = self.__dict__["_queue_keys"] = [f"{self.name}:{q}" for q in range(self.spec.queues)]
+        return keys
 
     @property
     def ifindex(self) -> int:
@@ -79,6 +88,7 @@ class Pipeline:
             iface = Interface(ispec, chain, RssSpreader(ispec.queues))
             if isinstance(self.backend, SimBackend):
                 iface.prog_ids = [self.backend.prog_id(e.object, e.program) for e in chain]
+                iface.ids = dict(zip(chain, iface.prog_ids, strict=True))
             self.interfaces.append(iface)
         self.by_ifindex = {i.ifindex: i for i in self.interfaces}
         if isinstance(self.backend, SimBackend):
@@ -111,7 +121,7 @@ class Pipeline:
     # ------------------------------------------------------------------ one frame
 
     def _run(self, iface: Interface, queue: int, now_ns: int):  # noqa: ANN202 - a closure factory
-        ids = dict(zip(iface.chain, iface.prog_ids, strict=False))
+        ids = iface.ids
 
         def run_one(entry: ChainEntry, data: bytes, meta: bytes) -> XdpResult:
             return self.backend.run(entry.object, entry.program, data, meta, ifindex=iface.ifindex,

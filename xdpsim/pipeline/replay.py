@@ -150,7 +150,7 @@ class Replay:
         d = p.process(iface, data, now_ns, queue)
         st = self.stats
         st.count(d.outcome, d.reason, iface.name)
-        st.queues[f"{iface.name}:{queue}"] += 1
+        st.queues[iface.queue_keys[queue]] += 1
         r = d.result
         if r is not None:
             st.tail_calls += r.tail_calls
