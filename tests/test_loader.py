@@ -629,6 +629,8 @@ def same_as_libbpf(path: Path) -> None:
             progs.append(p)
             if path.stem == "icmp_echo":  # libbpf 1.x does not know the legacy section name
                 lib.bpf_program__set_type(p, int(ProgType.XDP))
+            if path.stem == "tc_classify":  # libbpf before 1.3 does not know tcx/ sections
+                lib.bpf_program__set_type(p, int(ProgType.SCHED_CLS))
         assert lib.bpf_object__load(o) == 0
         fds, theirs_maps, m = [], [], None
         while m := lib.bpf_object__next_map(o, m):
