@@ -5,8 +5,8 @@
 
 Every engine starts from fresh state (its own maps, the same seed) and sees the packets in order;
 after each chunk of packets the outcomes are compared packet by packet (the first field that differs
-is reported: error, action, data, meta, redirect, printk), after the run the maps. What the kernel
-cannot be asked is not compared, and the report says why (`not_compared`, `maps_not_compared`,
+is reported: error, action, data, meta, TC skb fields, redirect, printk), after the run the maps. What
+the kernel cannot be asked is not compared, and the report says why (`not_compared`, `maps_not_compared`,
 `notes`): the redirect target (a test run that is not live only returns XDP_REDIRECT), values
 from clocks and the kernel's random generator, frames a test run refuses or treats unlike a device.
 """
@@ -122,13 +122,14 @@ def first_difference(outs: dict[str, Outcome], *, kernel_ok: bool) -> tuple[str,
         ("action", {e: o.action for e, o in every.items()}),
         ("data", {e: o.data for e, o in every.items()}),
         ("meta", {e: o.meta for e, o in every.items()}),
+        ("skb", {e: o.skb for e, o in every.items()}),
         ("redirect", {e: o.redirect for e, o in sims.items()}),
         ("printk", {e: o.trace for e, o in sims.items()}),
     ]
     for name, vals in checks:
         if name == "fault" and "kernel" not in vals:
             continue
-        if any(o.error is not None for o in every.values()) and name in ("action", "data", "meta"):
+        if any(o.error is not None for o in every.values()) and name in ("action", "data", "meta", "skb"):
             continue  # a fault's outcome is the fault; the bytes left behind are not a result
         if len({repr(v) for v in vals.values()}) > 1:
             if name == "fault":  # show the fault text rather than True/False

@@ -53,6 +53,18 @@ class Outcome:
     error: str | None = None
     trace: list[str] = field(default_factory=list)
     helpers: frozenset[str] = frozenset()
+    skb: dict[str, Any] | None = None  # TC: the __sk_buff fields a test run reports back (SKB_COMPARED)
+
+
+#: __sk_buff fields BPF_PROG_TEST_RUN copies back after a TC run that xdpsim models the same way
+SKB_COMPARED = ("mark", "priority", "cb", "tstamp")
+
+
+def _sim_skb(st: Any) -> dict[str, Any]:
+    cb = bytes(st.cb)
+    d = {"mark": st.mark & U32, "priority": st.priority & U32, "tstamp": st.tstamp,
+         "cb": [int.from_bytes(cb[i:i + 4], "little") for i in range(0, 20, 4)]}
+    return {k: d[k] for k in SKB_COMPARED}
 
 
 class EngineUnavailable(XdpsimError):
@@ -121,6 +133,8 @@ class SimRunner:
             r = run_tc(self.runtime, self.engine, self.prog_id, pkt.data, now_ns=pkt.ts_ns, cpu=self.cpu,
                        tracer=tracer)
             action = s32(r.retval) if r.error is None else int(r.action)
+            return Outcome(action, bytes(r.data), bytes(r.meta), _target(r.redirect), _fault_text(r.error),
+                           list(r.trace), frozenset(r.helper_counts), _sim_skb(r.skb))
         return Outcome(action, bytes(r.data), bytes(r.meta), _target(r.redirect), _fault_text(r.error),
                        list(r.trace), frozenset(r.helper_counts))
 
@@ -213,7 +227,13 @@ class KernelRunner:
                 action = action - (1 << 32) if action & 0x8000_0000 else action
         except KernelError as e:
             return Outcome(-1, b"", error=f"kernel: {e}")
-        return Outcome(action, bytes(r.data_out), bytes(r.meta))
+        skb = None
+        if self.type != ProgType.XDP:
+            from ..engines.kernel import decode_sk_buff
+
+            fields = decode_sk_buff(r.ctx_out or b"")
+            skb = {k: fields.get(k) for k in SKB_COMPARED}
+        return Outcome(action, bytes(r.data_out), bytes(r.meta), skb=skb)
 
     def close(self) -> None:
         self.collection.close()
