@@ -195,3 +195,27 @@ def test_xdp_chain_of_a_pipeline_file(tmp_path, capsys):
     assert main(["trace", str(toml), "--pcap", str(mixed), "--packet", "0", "--engine", "interp"]) == 0
     out = capsys.readouterr().out
     assert "chain_count" in out and "chain_filter" in out and "result: XDP_PASS from chain_last" in out
+
+
+def test_kernel_recording_names_the_tail_call_target(tmp_path):
+    """parser.o tail-calls into parse_tcp / parse_udp: the kernel cannot say which program returned,
+    the interpreter (agreeing on action and bytes) names it."""
+    ok, why = kernel_ok()
+    if not ok:
+        pytest.skip(f"kernel engine unavailable: {why}")
+    from xdpsim.io import PcapWriter, open_capture
+
+    small = tmp_path / "small.pcap"
+    with open(small, "wb") as f:
+        w = PcapWriter(f)
+        for pkt in open_capture(ROOT / "pcaps" / "mixed.pcap"):
+            if pkt.index % 37 == 0:
+                w.write(pkt.data, pkt.ts_ns)
+    parser = str(ROOT / "programs" / "parser.o")
+    header = record(parser, small, tmp_path / "k.jsonl", engine="kernel", maps=True)
+    recs = load_golden(tmp_path / "k.jsonl")[1]
+    assert header["engine"] == "kernel" and len(recs) == 12
+    assert {"parse_tcp", "parse_udp"} <= {r["program"] for r in recs}
+    assert all("note" not in r for r in recs)
+    for engine in ("interp", "jit"):
+        assert assert_matches_golden(parser, small, tmp_path / "k.jsonl", engine=engine) == 12

@@ -184,12 +184,10 @@ class TestObject:
         tracer: Any = rec
         if cov is not None:
             tracer = _tee(rec, cov) if rec is not None else cov
-        self.runner.program, saved = program, self.runner.program
         try:
             run = self.runner.run(data, now_ns=now_ns, ifindex=ifindex, queue=queue, engine=eng,
-                                  tracer=tracer)
+                                  tracer=tracer, program=program)
         finally:
-            self.runner.program = saved
             if cov is not None:
                 cov.end_run()
         res = TestResult(run, data, index, self, program)
@@ -205,10 +203,9 @@ class TestObject:
         from .runner import SpecRunner
 
         fresh = SpecRunner(self.path, engine="interp")
-        fresh.program = res.entry or self.runner.program
         try:
             rec = Recorder(fresh.obj.runtime, keep=TAIL * 4)
-            run = fresh.run(res.packet, tracer=rec)
+            run = fresh.run(res.packet, tracer=rec, program=res.entry or None)
             return rec.finish(run.result.error), (
                 f" (replayed on the interpreter from the object's initial maps; {res.run.result.engine} "
                 "runs are not traced)")

@@ -119,18 +119,19 @@ class SpecRunner:
         return w
 
     def run(self, data: bytes, *, now_ns: int = 0, ifindex: int = 1, queue: int = 0,
-            engine: str | None = None, tracer: Tracer | None = None) -> Run:
+            engine: str | None = None, tracer: Tracer | None = None, program: str | None = None) -> Run:
+        """Run the entry program (or `program`) on one frame."""
         from ..api import RunResult
         from ..hooks.xdp import run_xdp
 
         name = engine or self.engine
+        prog = self.obj.programs[program or self.program]
         if name == "kernel":
-            res = self.obj.programs[self.program].run(data, engine="kernel", ifindex=ifindex, queue=queue)
-            return Run(res)
+            return Run(prog.run(data, engine="kernel", ifindex=ifindex, queue=queue))
         w = self._engine(name)
         w.state = None  # a frame refused before the program runs leaves no state
         rt = self.obj.runtime
-        r = run_xdp(rt, w, self.obj.programs[self.program].id, data, ifindex=ifindex, queue=queue,
+        r = run_xdp(rt, w, prog.id, data, ifindex=ifindex, queue=queue,
                     now_ns=now_ns, tracer=tracer)
         res = RunResult(r.action, r.data, r.meta, r.redirect, r.error, r.trace, r.program, r.retval, name,
                         r.helper_counts, r.tail_calls, r.insns, r.notes)

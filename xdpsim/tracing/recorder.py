@@ -120,7 +120,7 @@ class Recorder:
 
             prog = self.rt.programs[prog_id]
             src = self._sources[prog_id] = line_table(prog.spec)
-            self._disasm[prog_id] = disassemble(prog.spec.insns)
+            self._disasm[prog_id] = disassemble(prog.spec.insns, names=map_names(self.rt, prog))
         return src, self._disasm[prog_id]
 
     # -------------------------------------------------------------- the tracer protocol
@@ -273,4 +273,18 @@ def line_table(spec: Any) -> list[Any]:
         end = recs[i + 1].insn_off if i + 1 < len(recs) else n
         for pc in range(li.insn_off, min(end, n)):
             out[pc] = li
+    return out
+
+
+def map_names(runtime: Runtime, prog: Any) -> dict[int, str]:
+    """The object's map index -> name for a loaded program's `ld_pseudo` instructions, read back from
+    the relocated instructions (a map handle, or a pointer into the map's value region)."""
+    out: dict[int, str] = {}
+    for spec_ins, ins in zip(prog.spec.insns, prog.insns, strict=False):
+        if spec_ins.opcode != isa.LDDW or spec_ins.src not in (1, 2, 5, 6):
+            continue
+        value = ins.imm64
+        m = runtime.map_from_handle(value) if spec_ins.src in (1, 5) else runtime.map_of_region(value >> 32)
+        if m is not None:
+            out[spec_ins.imm] = m.spec.name
     return out
