@@ -121,3 +121,33 @@ def test_trace_command_verbose_on_the_jit_replay(capsys):
 def test_trace_command_bad_index(capsys):
     assert main(["trace", PARSER, "--pcap", MIXED, "--packet", "100000"]) == 2
     assert "has no packet 100000 (it holds 442)" in capsys.readouterr().err
+
+
+def _entry_programs() -> list[str]:
+    from xdpsim.loader import load_object
+    from xdpsim.spec import ProgType
+
+    out = []
+    for obj in sorted((ROOT / "programs").glob("*.o")):
+        spec = load_object(obj)
+        targets = {p for m in spec.maps for p in m.init_slots.values()}
+        out += [f"{obj}:{n}" for n, p in spec.programs.items() if p.type == ProgType.XDP and n not in targets]
+    return out
+
+
+@pytest.mark.parametrize("spec", _entry_programs(), ids=lambda s: s.rsplit("/", 1)[-1])
+def test_every_bundled_program_traces(spec):
+    """bpf-to-bpf calls, bpf_loop callbacks, adjust_head/meta/tail, redirects, CO-RE, globals: one
+    step per executed instruction, and the verbose text renders."""
+    from xdpsim.testing.runner import SpecRunner
+    from xdpsim.tracing import Recorder
+
+    runner = SpecRunner(spec, engine="interp")
+    for i, pkt in enumerate(open_capture(MIXED)):
+        if i % 60:
+            continue
+        rec = Recorder(runner.obj.runtime)
+        run = runner.run(pkt.data, tracer=rec)
+        steps = rec.finish(run.result.error)
+        assert len(steps) == run.result.insns
+        assert format_trace(steps, verbose=True, describe=runner.obj.runtime.mem.describe)
