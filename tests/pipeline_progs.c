@@ -115,3 +115,30 @@ int frags(struct xdp_md *ctx)
 {
 	return bpf_xdp_get_buff_len(ctx) > 3520 ? XDP_TX : XDP_PASS;
 }
+
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP);
+	__uint(max_entries, 4);
+	__type(key, __u32);
+	__type(value, struct bpf_devmap_val);
+} ports SEC(".maps");
+
+SEC("xdp")
+int to_port(struct xdp_md *ctx)
+{
+	return bpf_redirect_map(&ports, 0, XDP_ABORTED);
+}
+
+/* the devmap entry's program: runs at the egress device; marks frames, drops odd lengths */
+SEC("xdp/devmap")
+int egress_mark(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u8 *first = data;
+
+	if ((void *)(first + 1) > data_end || (data_end - data) & 1)
+		return XDP_DROP;
+	*first = (__u8)ctx->egress_ifindex;
+	return XDP_PASS;
+}

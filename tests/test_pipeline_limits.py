@@ -226,3 +226,42 @@ def test_frags_program_gets_long_frames(tmp_path: Path, obj: Path, engine: str) 
     stats = replay_to_dir(str(toml), cap, tmp_path / "o", engine=engine)
     assert stats["reasons"] == {"pass": {"xdp_pass": 2}, "tx": {"xdp_tx": 1}}
     assert [p.data for p in open_capture(tmp_path / "o" / "tx.pcap")] == [big]
+
+
+@pytest.mark.parametrize("engine", ["interp", "jit"])
+def test_devmap_entry_program(tmp_path: Path, obj: Path, engine: str) -> None:
+    """A devmap entry with its own xdp/devmap program (value + program in [[map_entries]]): the program
+    runs on the redirected frame with egress_ifindex set, and its DROP drops the frame."""
+    toml = tmp_path / "d.toml"
+    toml.write_text(f"""
+[[interface]]
+name = "eth0"
+xdp = [{{ object = "{obj}", program = "to_port" }}]
+[[interface]]
+name = "eth1"
+ifindex = 7
+[[map_entries]]
+map = "ports"
+key = "00000000"
+value = "07000000"
+program = "egress_mark"
+""")
+    src = [f for f in frames(PCAPS / "mixed.pcap") if len(f) >= 14]
+    out = tmp_path / "o"
+    stats = replay_to_dir(str(toml), PCAPS / "mixed.pcap", out, engine=engine)
+    even = [f for f in src if not len(f) % 2]
+    got = [p.data for p in open_capture(out / "eth0" / "redirect-eth1.pcap")]
+    assert got == [b"\x07" + f[1:] for f in even]
+    assert stats["reasons"]["drop"]["devmap_program"] == len(src) - len(even)
+    assert stats["redirect_targets"] == {"eth1": len(even)}
+
+
+def test_devmap_program_needs_a_devmap(tmp_path: Path, obj: Path) -> None:
+    from xdpsim.pipeline.config import PipelineError
+
+    toml = tmp_path / "d.toml"
+    toml.write_text(f'[[interface]]\nname = "eth0"\nxdp = [{{ object = "{obj}", program = "to_port" }}]\n'
+                    '[[map_entries]]\nmap = "deltas"\nkey = "00000000"\nvalue = "07000000"\n'
+                    'program = "egress_mark"\n')
+    with pytest.raises(PipelineError, match="devmap, devmap_hash and cpumap"):
+        replay_to_dir(str(toml), PCAPS / "icmp.pcap", tmp_path / "o", engine="interp")

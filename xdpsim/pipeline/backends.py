@@ -39,6 +39,27 @@ def _find_map(entry: MapEntry, names: dict[str, dict[str, Any]]) -> tuple[str, s
     return owners[0], entry.map
 
 
+_PROG_VALUE_TYPES = (MapType.DEVMAP, MapType.DEVMAP_HASH, MapType.CPUMAP)
+
+
+def _program_id(local: dict[str, int], entry: MapEntry, fallback: Any) -> int:
+    if entry.program in local:
+        return local[entry.program]
+    try:
+        return fallback(entry.program)
+    except KeyError as e:
+        raise PipelineError(f"map_entries: {entry.map}: no program named {entry.program!r}") from e
+
+
+def _with_program(entry: MapEntry, m: Any, prog: int) -> bytes:
+    """A devmap/cpumap value: ifindex (or queue size) from `value`, then the program (id, or kernel fd)."""
+    if m.type not in _PROG_VALUE_TYPES or m.value_size < 8:
+        raise PipelineError(f"map_entries: {entry.map}: `value` and `program` together are for devmap, "
+                            "devmap_hash and cpumap entries with 8-byte values (struct bpf_devmap_val)")
+    assert entry.value is not None
+    return entry.value[:4].ljust(4, b"\0") + prog.to_bytes(4, "little")
+
+
 def map_key_names(per_object: dict[str, dict[str, Any]]) -> dict[tuple[str, str], str]:
     """maps.json names: the map's name, or `file.o:name` when several objects have that name."""
     counts: dict[str, int] = {}
@@ -94,7 +115,10 @@ class SimBackend:
         path, name = _find_map(entry, {p: c.maps for p, c in self.collections.items()})
         m = self.collections[path].maps[name]
         try:
-            if entry.program is not None:
+            if entry.program is not None and entry.value is not None:
+                prog = _program_id(self.collections[path].programs, entry, self.runtime.prog_id)
+                m.update(entry.key, _with_program(entry, m, prog))
+            elif entry.program is not None:
                 m.update(entry.key, entry.program)
             elif entry.cpu is not None:
                 cpus = self.runtime.cpus
@@ -186,9 +210,17 @@ class KernelBackend:
     def apply(self, entry: MapEntry) -> None:
         path, name = _find_map(entry, {p: c.maps for p, c in self.collections.items()})
         coll = self.collections[path]
+        # inside the collection's namespace: devmap updates resolve ifindexes there
+        with coll.entered():
+            self._apply(coll, name, entry)
+
+    def _apply(self, coll: Any, name: str, entry: MapEntry) -> None:
         key = int.from_bytes(entry.key, "little")
         try:
-            if entry.program is not None:
+            if entry.program is not None and entry.value is not None:
+                fd = coll.program(entry.program).fd.fd
+                coll.maps[name].update(entry.key, _with_program(entry, coll.maps[name], fd))
+            elif entry.program is not None:
                 coll.set_prog_slot(name, key, entry.program)
             elif entry.cpu is not None:
                 m = coll.maps[name]

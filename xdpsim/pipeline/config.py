@@ -11,6 +11,7 @@ capture_interface = 0          # which pcapng interface id feeds it (default: it
 map = "blocklist"              # a map of an object above, or "fw.o:blocklist"
 key = "0a000001"
 value = "01000000"             # or: program = "parse_tcp" for a prog array slot
+                               # devmap/cpumap: value = ifindex (qsize) and program = its xdp/devmap program
 
 [[route]]                      # for bpf_fib_lookup
 prefix = "10.1.0.0/16"
@@ -218,8 +219,9 @@ def parse_pipeline(
         where = f"{source}: map_entries #{pos + 1}"
         if "map" not in raw or "key" not in raw:
             raise PipelineError(f"{where}: needs `map` and `key`")
-        if ("value" in raw) == ("program" in raw):
-            raise PipelineError(f"{where}: needs exactly one of `value` or `program`")
+        if "value" not in raw and "program" not in raw:
+            raise PipelineError(f"{where}: needs `value` or `program` (both: a devmap/cpumap entry's "
+                                "ifindex or queue size and its program)")
         m = raw["map"]
         if ":" in m:
             obj, name = m.rsplit(":", 1)
