@@ -155,3 +155,24 @@ def test_packets_from_and_sampling():
     ]
     assert sample_indices(10, None) == list(range(10)) and sample_indices(3, 10) == [0, 1, 2]
     assert sample_indices(100, 3) == [0, 33, 66]
+
+
+def test_kernel_engine_results_explain_themselves():
+    from xdpsim.kernel.bpf import kernel_available
+    from xdpsim.testing.packets import read_capture
+    from xdpsim.testing.results import TestObject
+
+    ok, why = kernel_available()
+    if not ok:
+        pytest.skip(f"kernel engine unavailable: {why}")
+    obj = TestObject(EXAMPLE / "parser.o", "kernel")
+    try:
+        telnet = read_capture(EXAMPLE / "capture.pcap")[4]
+        res = obj.run(telnet)
+        assert res.action == 1 and res.engine == "kernel" and res.exit_pc is None
+        text = "\n".join(res.explain())
+        assert "packet #4: Ether / IP / TCP 10.0.0.1:40002 > 10.0.0.2:telnet S" in text
+        assert "parser.c:72: if (tcp->dest == bpf_htons(TELNET_PORT))" in text  # from the interpreter replay
+        assert "replayed on the interpreter" in text
+    finally:
+        obj.runner.close()
