@@ -48,4 +48,6 @@ def print_summary(stats: dict, out: Path, console: Console | None = None) -> Non
                      f"({stats.get('engine')})")
     for line in extra:
         console.print(line)
+    for note in stats.get("notes", []):
+        console.print(f"note: {note}", style="dim")
     console.print(f"output: {out}/")
