@@ -82,6 +82,8 @@ def test_skip_reasons() -> None:
     ipv4_short = bytes(12) + b"\x08\x00" + bytes(10)
     assert "network header" in skip_reason(tc, "packet_parser", PacketIn(0, ipv4_short))
     assert skip_reason(tc, "packet_parser", PacketIn(0, bytes(12) + b"\x08\x06" + bytes(10))) is None
+    assert "one page" in skip_reason(tc, "packet_parser", PacketIn(0, bytes(3713)))
+    assert skip_reason(tc, "packet_parser", PacketIn(0, bytes(3712))) is None
 
 
 def test_split_spec() -> None:

@@ -18,6 +18,7 @@ from ..spec import ObjectSpec, ProgType
 U32 = 0xFFFF_FFFF
 ETH_HLEN = 14
 MAX_LINEAR = 3520  # 4096 - 256 headroom - 320 tailroom: the longest single-buffer XDP frame
+MAX_SKB_TEST = 3712  # 4096 - NET_SKB_PAD (64) - skb_shared_info (320): the longest skb a TC test run takes
 
 #: helpers whose results the kernel cannot be made to reproduce in a test run (BPF_PROG_TEST_RUN has no
 #: clock or seed input): a run that called one is compared between interp and jit only.
@@ -87,6 +88,9 @@ def skip_reason(spec: ObjectSpec, prog: str, pkt: PacketIn) -> str | None:
                 f"{ETH_HLEN}-byte Ethernet header (EINVAL)")
     p = spec.programs[prog]
     if p.type != ProgType.XDP:
+        if len(pkt.data) > MAX_SKB_TEST:
+            return (f"frame of {len(pkt.data)} bytes: BPF_PROG_TEST_RUN builds an skb in one page, at most "
+                    f"{MAX_SKB_TEST} bytes (EINVAL); a real skb holds the rest in fragments")
         need = _SKB_L3_MIN.get(pkt.data[12:14], 0)
         if len(pkt.data) < need:
             return (f"frame of {len(pkt.data)} bytes: BPF_PROG_TEST_RUN refuses an skb whose ethertype "
