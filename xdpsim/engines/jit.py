@@ -68,7 +68,10 @@ def _s64(v: int) -> int:
 class _CompiledProgram:
     """One program's native code: entry address and its function entries (callbacks, callx)."""
 
-    def __init__(self, address: int, seconds: float, source: str, funcs: dict[int, int]):
+    def __init__(
+        self, address: int, seconds: float, source: str, funcs: dict[int, int], stack_bytes: int = 512
+    ):
+        self.stack_bytes = stack_bytes  # bytes below r10 the program can touch (verify.analyse)
         self.address = address
         self.seconds = seconds
         self.source = source
@@ -317,24 +320,23 @@ class JitEngine:
     # ---------------------------------------------------------------- compilation
 
     def program_input(self, runtime: Runtime, prog: Any) -> ProgramInput:
-        from ..jit.verify import prove
+        from ..jit.verify import analyse
         from ..spec import ProgType
 
         insns = prog.insns
         xdp = prog.spec.type == ProgType.XDP if hasattr(prog.spec, "type") else False
         entries = self._entries(prog)
-        proofs = (
-            prove(
-                insns,
-                xdp=xdp,
-                map_value_sizes=self._value_sizes(runtime),
-                entries=entries,
-                writable_maps=self._writable(runtime),
-            )
-            if self.proofs
-            else {}
+        proofs, stack_bytes = analyse(
+            insns,
+            xdp=xdp,
+            map_value_sizes=self._value_sizes(runtime),
+            entries=entries,
+            writable_maps=self._writable(runtime),
         )
+        if not self.proofs:
+            proofs = {}
         return ProgramInput(
+            stack_bytes=stack_bytes,
             insns=insns,
             xdp=xdp,
             proofs=proofs,
@@ -383,7 +385,7 @@ class JitEngine:
             prog.cache[self.cache_name] = e
             return None
         funcs = compiler().function_addresses(c, pin)
-        cp = _CompiledProgram(c.address, c.seconds, c.source, funcs)
+        cp = _CompiledProgram(c.address, c.seconds, c.source, funcs, pin.stack_bytes)
         prog.cache[self.cache_name] = cp
         return cp
 

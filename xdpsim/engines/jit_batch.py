@@ -164,7 +164,8 @@ def run_batch(
     a[nb.A_PROG] = prog_id
     a[nb.A_BUDGET] = budget
     # bpf-to-bpf calls or callbacks may use every frame; otherwise only frame 0 needs zeroing
-    a[nb.A_STACK_ZERO] = STACK_SIZE if has_sub else 512
+    # (otherwise the deepest reach of any program that may run: tail calls go anywhere)
+    a[nb.A_STACK_ZERO] = STACK_SIZE if has_sub else max(c.stack_bytes if c else 512 for c in rj.compiled)
     a[nb.A_FRAME] = pkt.frame.ctypes.data
     a[nb.A_HEADROOM] = pkt.headroom
     a[nb.A_MAX_LEN] = pkt.max_len

@@ -10,7 +10,8 @@ program name in that object}`. Without an object the program runs alone with two
 With an object, the named program's instructions are replaced by the case's (mutated) ones.
 
 Compared: r0 or the fault message, the packet bytes and metadata, the redirect, the tail-call count and
-every map's contents. When the fault is a budget fault only the message is compared (the JIT stops at
+every map's contents; then the packet twice more (the JIT through its batch loop, so leftovers of
+one packet in the frame or on the stack would show). When the fault is a budget fault only the message is compared (the JIT stops at
 the start of the block that exhausts the budget: see engines/jit.py).
 """
 
@@ -68,13 +69,43 @@ def run_case(case: dict, engine_name: str) -> dict[str, Any]:
     out["redirect"] = repr(r.redirect)
     out["tail_calls"] = r.tail_calls
     out["maps"] = {k: m.to_json() for k, m in coll.maps.items()}
+    out["again"] = _twice(rt, engine, coll.programs[name], bytes.fromhex(case["packet"]), engine_name)
+    return out
+
+
+def _twice(rt: Any, engine: Any, prog_id: int, packet: bytes, engine_name: str) -> list:
+    """The packet twice more, through the batch loop on the JIT (what a packet leaves behind in the
+    frame or on the stack must not be seen by the next one), one run_xdp each on the interpreter."""
+    import numpy as np
+
+    from ..hooks.xdp import run_xdp
+
+    if engine_name == "jit":
+        data = np.frombuffer(packet * 2, np.uint8)
+        offsets = np.array([0, len(packet)], np.int64)
+        lengths = np.array([len(packet)] * 2, np.uint32)
+        res = engine.run_batch(
+            rt, prog_id, data, offsets, lengths, np.array([12345] * 2, np.uint64), budget=20000
+        )
+        return [
+            (
+                int(res.retval[i]) if i not in res.errors else 0,
+                res.packet(i),
+                str(res.errors[i]) if i in res.errors else None,
+            )
+            for i in range(2)
+        ]
+    out = []
+    for _ in range(2):
+        r = run_xdp(rt, engine, prog_id, packet, budget=20000, now_ns=12345)
+        out.append((r.retval, r.data, str(r.error) if r.error else None))
     return out
 
 
 def agree(a: dict, b: dict) -> bool:
     if a.get("budget") and b.get("budget"):
         return a["error"] == b["error"]
-    return a == b
+    return json.loads(json.dumps(a, default=repr)) == json.loads(json.dumps(b, default=repr))
 
 
 def main() -> int:
@@ -82,7 +113,7 @@ def main() -> int:
     for i, case in enumerate(cases):
         a = run_case(case, "interp")
         b = run_case(case, "jit")
-        print(json.dumps({"i": i, "ok": agree(a, b), "interp": a, "jit": b}), flush=True)
+        print(json.dumps({"i": i, "ok": agree(a, b), "interp": a, "jit": b}, default=repr), flush=True)
     return 0
 
 

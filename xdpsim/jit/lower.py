@@ -65,6 +65,8 @@ class ProgramInput:
     budget_per_block: bool = True
     conformance: bool = False  # callx takes a helper id (the bpf_conformance suite's convention)
     entries: tuple[int, ...] = ()  # function entries besides 0 and call targets (callbacks)
+    # bytes below r10 the program can reach (verify.analyse; the batch loop zeroes that much)
+    stack_bytes: int = 512
     code_region: int = 5  # Runtime.code_region: function pointers are (5 << 32) | (prog << 20) | insn
 
 

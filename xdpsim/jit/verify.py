@@ -34,6 +34,24 @@ FRAME = 512
 # helpers that leave the packet (pointers and bytes) and the stack alone
 PURE_HELPERS = frozenset({1, 2, 3, 5, 7, 8, 12, 14, 23, 28, 51})
 MAP_LOOKUP = 1
+# arguments of common helpers (the others: all five registers count as possible pointers)
+HELPER_ARGS = {
+    1: 2,
+    2: 4,
+    3: 2,
+    5: 0,
+    7: 0,
+    8: 0,
+    12: 3,
+    23: 2,
+    28: 5,
+    44: 2,
+    51: 3,
+    54: 2,
+    65: 2,
+    189: 4,
+    190: 4,
+}
 
 
 @dataclass(frozen=True)
@@ -123,6 +141,11 @@ class _Prover:
         self.xdp = xdp
         self.map_sizes = map_value_sizes
         self.writable = writable  # maps whose value regions programs may write
+        # the lowest frame offset any access or helper buffer can reach (batch replay zeroes only
+        # that much stack per packet); `stack_unknown` when some access might reach anywhere
+        self.stack_floor = 0
+        self.stack_unknown = False
+        self.recording = False
         self.proofs: dict[int, Proof] = {}
         self.next_pid = 1
         self.pid_of: dict[int, int] = {}  # pc -> pid created there (stable across iterations)
@@ -181,7 +204,7 @@ class _Prover:
                 if code == isa.BPF_EXIT:
                     return []
                 if code == isa.BPF_CALL:
-                    self.call(st, ins)
+                    self.call(st, ins, record)
                     pc += 1
                     continue
                 if code == isa.BPF_JA:
@@ -207,7 +230,11 @@ class _Prover:
             return ("map", v & 0xFFFF_FFFF)
         return Scalar(v, v)
 
-    def call(self, st: State, ins: Instruction) -> None:
+    def call(self, st: State, ins: Instruction, record: bool = False) -> None:
+        nargs = HELPER_ARGS.get(ins.imm, 5) if ins.src == isa.CALL_HELPER else 5
+        for r in range(1, nargs + 1):  # buffers a helper reads or writes start at its arguments
+            v = st.regs[r]
+            self.note_stack(v, getattr(v, "off", 0), record)
         r0: object = UNKNOWN
         if ins.src == isa.CALL_HELPER and ins.imm == MAP_LOOKUP:
             m = st.regs[1]
@@ -364,6 +391,7 @@ class _Prover:
     def load(self, st: State, ins: Instruction, pc: int, record: bool) -> None:
         base = st.regs[ins.src]
         size = ins.size
+        self.note_stack(base, getattr(base, "off", 0) + ins.off, record)
         result: object = Scalar((1 << (8 * size)) - 1) if ins.mode == isa.BPF_MEM else UNKNOWN
         if isinstance(base, Stack):
             off = base.off + ins.off
@@ -394,6 +422,7 @@ class _Prover:
     def store(self, st: State, ins: Instruction, pc: int, record: bool) -> None:
         base = st.regs[ins.dst]
         size = ins.size
+        self.note_stack(base, getattr(base, "off", 0) + ins.off, record)
         atomic = ins.cls == isa.BPF_STX and ins.mode == isa.BPF_ATOMIC
         if isinstance(base, Stack):
             off = base.off + ins.off
@@ -419,6 +448,25 @@ class _Prover:
         if atomic and ins.imm & isa.BPF_FETCH:
             target = 0 if ins.imm == isa.BPF_CMPXCHG else ins.src
             st.regs[target] = UNKNOWN
+
+    def note_stack(self, base: object, off: int | None, record: bool) -> None:
+        """Account for an access through `base` (+ off) or a helper argument, for stack_bytes."""
+        if not record:
+            return
+        if isinstance(base, Stack):
+            if off is not None and -FRAME <= off < 0:
+                self.stack_floor = min(self.stack_floor, off)
+            return
+        if isinstance(base, (Pkt, MapVal)) and off is not None and abs(off) < (1 << 31):
+            return  # data/value region +- 2 GiB: never the stack region (id 1)
+        if isinstance(base, (Ctx, PktEnd, MapOrNull, tuple)):
+            return
+        if isinstance(base, Scalar) and base.umax is not None and base.umax < (1 << 32):
+            return  # below 1 << 32: region 0, not a stack address
+        if isinstance(base, Scalar) and base.const is not None and off is not None and abs(off) < (1 << 31):
+            if ((base.const + off) & 0xFFFF_FFFF_FFFF_FFFF) >> 32 != 1:
+                return  # a constant address (lddw of a map value or handle) outside the stack
+        self.stack_unknown = True
 
     def prove(self, pc: int, proof: Proof, record: bool) -> None:
         if record:
@@ -459,6 +507,10 @@ def _scalar_op(code: int, is64: bool, a: object, b: object, ins: Instruction) ->
     if code == isa.BPF_LSH and b.const is not None and a.umax is not None:
         v = a.umax << (b.const & (63 if is64 else 31))
         return Scalar(v) if v <= limit else Scalar(None if is64 else limit)
+    if code == isa.BPF_ARSH and b.const is not None and a.umax is not None:
+        k = b.const & (63 if is64 else 31)
+        if a.umax < (limit >> 1):  # sign bit clear: an arithmetic shift is a logical one
+            return Scalar(a.umax >> k)
     if code == isa.BPF_ADD and a.umax is not None and b.umax is not None and a.umax + b.umax <= limit:
         return Scalar(a.umax + b.umax)
     if code == isa.BPF_MUL and a.umax is not None and b.umax is not None and a.umax * b.umax <= limit:
@@ -477,4 +529,20 @@ def prove(
 ) -> dict[int, Proof]:
     """pc -> Proof for every load/store proven in bounds (see the module docstring). Stores into map
     values are proven only for `writable_maps` (not frozen, not BPF_F_RDONLY_PROG)."""
-    return _Prover(insns, xdp, map_value_sizes or {}, writable_maps).run(entries)
+    return analyse(insns, xdp, map_value_sizes, entries, writable_maps)[0]
+
+
+def analyse(
+    insns: list[Instruction],
+    xdp: bool = False,
+    map_value_sizes: dict[int, int] | None = None,
+    entries: tuple[int, ...] = (),
+    writable_maps: frozenset[int] = frozenset(),
+) -> tuple[dict[int, Proof], int]:
+    """(proofs, stack bytes): the proofs of `prove`, and how many bytes below the frame pointer the
+    program can touch at all (512 when an access might reach anywhere)."""
+    p = _Prover(insns, xdp, map_value_sizes or {}, writable_maps)
+    proofs = p.run(entries)
+    if p.stack_unknown:
+        return proofs, FRAME
+    return proofs, (-p.stack_floor + 7) & ~7
