@@ -11,8 +11,9 @@ With an object, the named program's instructions are replaced by the case's (mut
 
 Compared: r0 or the fault message, the packet bytes and metadata, the redirect, the tail-call count and
 every map's contents; then the packet twice more (the JIT through its batch loop, so leftovers of
-one packet in the frame or on the stack would show). When the fault is a budget fault only the message is compared (the JIT stops at
-the start of the block that exhausts the budget: see engines/jit.py).
+one packet in the frame or on the stack would show). When the fault is a budget fault only the
+message is compared (the JIT stops at the start of the block that exhausts the budget: see
+xdpsim/jit/__init__.py).
 """
 
 from __future__ import annotations
