@@ -171,3 +171,38 @@ def test_pipeline_chain_and_redirect(tmp_path: Path) -> None:
     report = diff_pipeline(write_pipeline(tmp_path), pcapng, engines=list(ENGINES))
     _check(report)
     assert report.compared == 120
+
+
+SHARED_TCPDUMP = ROOT.parent / "shared" / "pcaps" / "tcpdump"
+CORPUS_PROGRAMS = [("parser.o", "packet_parser"), ("parser_tc.o", "packet_parser"),
+                   ("firewall.o", "firewall"), ("rewrite.o", "swap_tx"), ("tc_nat.o", "tc_nat")]
+_CORPUS: list[list[PacketIn]] = []
+
+
+def _corpus(per_file: int = 5) -> list[PacketIn]:
+    """The first packets of every tcpdump test capture (`../shared/pcaps/tcpdump/`), damaged ones included:
+    real traffic of every kind, link types converted to Ethernet by xdpsim.io."""
+    if not SHARED_TCPDUMP.is_dir():
+        pytest.skip(f"shared tcpdump captures not found at {SHARED_TCPDUMP}")
+    if not _CORPUS:
+        from xdpsim.errors import XdpsimError
+
+        packets: list[PacketIn] = []
+        for path in sorted(SHARED_TCPDUMP.iterdir()):
+            try:
+                for n, p in enumerate(capture_packets(str(path))()):
+                    if n >= per_file:
+                        break
+                    packets.append(PacketIn(len(packets), p.data, p.ts_ns))
+            except (XdpsimError, OSError, ValueError):
+                continue  # a capture xdpsim.io refuses (its own tests cover why)
+        _CORPUS.append(packets)
+    return _CORPUS[0]
+
+
+@pytest.mark.parametrize(("obj", "prog"), CORPUS_PROGRAMS, ids=[f"{o[:-2]}:{p}" for o, p in CORPUS_PROGRAMS])
+def test_tcpdump_corpus(obj: str, prog: str) -> None:
+    packets = _corpus()
+    report = diff_program(_spec(obj), prog, packets, engines=ENGINES)
+    _check(report)
+    assert report.compared > 0.9 * len(packets)
