@@ -52,3 +52,10 @@ def test_skb_needs_the_network_header(kernel: str, ethertype: bytes, need: int) 
         frame = b"\xff" * 12 + ethertype + b"\x45" + bytes(need - 1)
         assert _runs(lambda: k.run_skb("packet_parser", frame))
         assert not _runs(lambda: k.run_skb("packet_parser", frame[:-1]))
+
+
+def test_xdp_metadata_limits(kernel: str) -> None:
+    """ctx_in metadata: multiples of 4 up to 216 bytes (what bpf_xdp_adjust_meta allows on 6.18)."""
+    with KernelCollection(load_object(PROGRAMS / "parser.o")) as k:
+        for n, ok in ((4, True), (216, True), (220, False), (6, False)):
+            assert _runs(lambda n=n: k.run_xdp("packet_parser", ARP + bytes(46), meta=bytes(n))) is ok, n

@@ -693,8 +693,9 @@ class KernelCollection:
         """BPF_PROG_TEST_RUN of an XDP program with a `struct xdp_md` context.
 
         `ingress_ifindex` 0 lets the kernel use the namespace's loopback (the program reads 1);
-        `meta` is put before the packet as XDP metadata (a multiple of 4, at most 32... as the
-        kernel's xdp_metalen_invalid allows). Packets over 3520 bytes go on in fragments.
+        `meta` is put before the packet as XDP metadata: a multiple of 4 bytes, at most 216 on 6.18
+        (the headroom less struct xdp_frame; else EINVAL, tests/test_kernel_testrun_limits.py). Packets
+        over 3520 bytes go on in fragments, even for a program that is not xdp.frags.
         """
         prog = self.program(prog_name)
         ctx = XDP_MD.pack(len(meta), len(meta) + len(data), 0, ingress_ifindex, rx_queue_index, 0)
