@@ -437,3 +437,18 @@ def test_engines_without_native_helpers_or_proofs_agree() -> None:
         assert obj.runtime.programs[pid].cache[eng.cache_name] is not None
     assert outs[0] == outs[1] == outs[2]
     assert len({k for k in obj.runtime.programs[pid].cache if k.startswith("jit:")}) == 3
+
+
+def test_callers_r1_to_r5_after_a_call_are_the_callees(engine: str) -> None:
+    from xdpsim import isa
+
+    mov = isa.BPF_ALU64 | isa.BPF_MOV | isa.BPF_K
+    insns = [isa.Instruction(mov, 1, 0, 0, 5), isa.Instruction(mov, 6, 0, 0, 7),
+             isa.Instruction(isa.CALL, 0, isa.PSEUDO_CALL, 0, 3),  # -> 6
+             isa.Instruction(isa.BPF_ALU64 | isa.BPF_MOV | isa.BPF_X, 0, 1),
+             isa.Instruction(isa.BPF_ALU64 | isa.BPF_ADD | isa.BPF_X, 0, 6), isa.Instruction(isa.EXIT),
+             isa.Instruction(mov, 1, 0, 0, 9), isa.Instruction(mov, 6, 0, 0, 100),
+             isa.Instruction(mov, 0, 0, 0, 0), isa.Instruction(isa.EXIT)]
+    rt = Runtime()
+    coll = rt.load(ObjectSpec("<t>", {"main": ProgramSpec("main", "xdp", ProgType.XDP, "xdp", insns)}, []))
+    assert _engine(engine).run(rt, coll.programs["main"], RunState(rt)) == 9 + 7  # r1 callee's, r6 kept

@@ -53,6 +53,7 @@ guaranteed (`musttail`) call through the table of entry points `env[E_PROGS]`, i
 | 38   | DIRTY_LO    | batch replay: lowest frame offset the packet window reached (adjusts lower it) |
 | 39   | DIRTY_HI    | batch replay: highest |
 | 40   | BATCH_INDEX | batch replay: index of the packet running now |
+| 41-45| RET_REGS    | r1..r5 at the last function exit: after a bpf-to-bpf call the caller's r1-r5 are the callee's, as in the interpreter |
 
 Python trampolines (addresses in env): PY_HELPER(env, pc, helper id, r1..r5, fp) -> r0,
 PY_MEM(env, pc, addr, size, kind, value) -> loaded value, PY_INSN(env, pc) -> 0 (sets a fault).
@@ -107,6 +108,7 @@ E_EXIT_PC = 37
 E_DIRTY_LO = 38
 E_DIRTY_HI = 39
 E_BATCH_INDEX = 40
+E_RET_REGS = 41  # 41..45: r1..r5 at a function's exit (a bpf-to-bpf caller sees the callee's)
 
 F_NONE = 0
 F_MEMORY = 1

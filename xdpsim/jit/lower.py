@@ -377,6 +377,9 @@ class FuncLowering:
         code = ins.code
         if code == isa.BPF_EXIT:
             self.env_store(abi.E_EXIT_PC, c64(pc))
+            if len(self.mod.funcs) > 1:  # the caller's r1-r5 after the call are ours (interpreter)
+                for r in range(1, 6):
+                    self.env_store(abi.E_RET_REGS + r - 1, self.get(r))
             self.b.ret(self.get(0))
             return
         if code == isa.BPF_CALL:
@@ -464,6 +467,8 @@ class FuncLowering:
         args = [self.env] + [self.get(r) for r in range(1, 6)] + [callee_fp]
         r0 = self.b.call(callee, args)
         self.ret_if_fault()
+        for r in range(1, 6):
+            self.put(r, self.env_load(abi.E_RET_REGS + r - 1))
         self.stack_lo(fp_off)
         # a tail call inside the callee changed the running program; it is ours again
         self.env_store(abi.E_CUR_PROG, self.cur_prog)
