@@ -1,17 +1,20 @@
 """Random XDP programs the kernel verifier accepts, for differential testing of the ISA.
 
-`random_program(rng)` gives an ObjectSpec with one program, `gen`, and one map, `out` (ARRAY of one
-64-byte value). Its shape keeps the verifier content while leaving the arithmetic free:
+`random_program(rng)` gives an ObjectSpec with one program, `gen`, and two maps: `out` (ARRAY of one
+64-byte value) and `table` (HASH, u32 -> u64, 8 entries). Its shape keeps the verifier content while
+leaving the arithmetic free:
 
+0. (one program in three) bpf_xdp_adjust_head/meta/tail with random deltas, results kept on the stack.
 1. `r6 = ctx->data`, `r7 = ctx->data_end`; frames shorter than MIN_LEN bytes return XDP_DROP.
 2. Every register of the pool (r0-r5, r7-r9) is loaded from the packet (plain and sign-extending
    loads of 1, 2, 4, 8 bytes): all scalars, all initialised.
 3. A random body: ALU and ALU64 (every op, immediate and register forms, signed div/mod, movsx,
    byte swaps) and forward conditional jumps (JMP and JMP32, every condition; a conditional jump keeps
    both successors reachable, so no instruction is dead).
-4. Stores of pool registers back into the packet (output bytes), then the map: r7..r9 survive the
-   lookup; plain stores, atomics (add/or/and/xor with and without fetch, xchg, cmpxchg) on the value,
-   and a load back into r9.
+4. Stores of pool registers back into the packet (output bytes); updates (every flag), deletes and
+   lookups in `table` (16 keys for 8 entries: full-map errors too); then on `out`'s value plain stores,
+   atomics (add/or/and/xor with and without fetch, xchg, cmpxchg) and a load back into r9. r7..r9
+   survive the calls; every helper result is folded into r9.
 5. `r0 = r9 & 3` (ABORTED, DROP, PASS or TX) and exit.
 """
 
@@ -140,11 +143,45 @@ def random_program(rng: random.Random, body: int = 24, name: str = "gen", geomet
     for _ in range(rng.randint(1, 4)):
         size = rng.choice((1, 2, 4, 8))
         insns.append(_stx(size, 6, rng.choice(POOL), rng.randrange(0, MIN_LEN - size + 1)))
+    insns += _hash_part(rng)
     insns += _map_part(rng)
     insns += [Instruction(0xBF, 0, 9, 0, 0), Instruction(0x57, 0, 0, 0, 3), Instruction(0x95, 0, 0, 0, 0)]
     prog = ProgramSpec(name=name, section="xdp", type=ProgType.XDP, attach="xdp", insns=insns, license="GPL")
     out = MapSpec("out", MapType.ARRAY, 4, 64, 1)
-    return ObjectSpec(path=f"<generated {name}>", programs={name: prog}, maps=[out], license="GPL")
+    # small on purpose: 16 possible keys for 8 entries, so updates meet a full map (E2BIG)
+    table = MapSpec("table", MapType.HASH, 4, 8, HASH_ENTRIES)
+    return ObjectSpec(path=f"<generated {name}>", programs={name: prog}, maps=[out, table], license="GPL")
+
+
+HASH_ENTRIES = 8
+
+
+def _hash_part(rng: random.Random) -> list[Instruction]:
+    """Updates (BPF_ANY, BPF_NOEXIST, BPF_EXIST), deletes and lookups in the hash map `table`, keys
+    r7 & 15 and values r8; each helper's result (0 or -errno; a lookup: found or not) goes into r9."""
+    out: list[Instruction] = []
+    for _ in range(rng.randint(0, 3)):
+        op = rng.choice(("update", "update", "delete", "lookup"))
+        out += [
+            Instruction(0xBF, 2, 7, 0, 0),  # r2 = r7
+            Instruction(0x57, 2, 0, 0, 15),  # r2 &= 15
+            _stx(4, 10, 2, -32),  # key at r10 - 32
+            _stx(8, 10, 8, -40),  # value at r10 - 40
+            *lddw(1, 1, src=1),  # r1 = map table (index 1)
+            Instruction(0xBF, 2, 10, 0, 0),
+            Instruction(0x07, 2, 0, 0, -32),
+        ]
+        if op == "update":
+            out += [Instruction(0xBF, 3, 10, 0, 0), Instruction(0x07, 3, 0, 0, -40),
+                    Instruction(0xB7, 4, 0, 0, rng.choice((0, 1, 2))), Instruction(0x85, 0, 0, 0, 2)]
+        elif op == "delete":
+            out.append(Instruction(0x85, 0, 0, 0, 3))
+        else:
+            out += [Instruction(0x85, 0, 0, 0, 1),
+                    Instruction(0x15, 0, 0, 1, 0),  # if r0 == 0 skip the read
+                    _ldx(8, 0, 0, 0)]  # r0 = the value found
+        out += [Instruction(0xAF, 9, 0, 0, 0), Instruction(0x07, 8, 0, 0, 1)]  # r9 ^= r0; r8 += 1
+    return out
 
 
 def _map_part(rng: random.Random) -> list[Instruction]:
