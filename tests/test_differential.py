@@ -61,8 +61,8 @@ def _programs() -> list[tuple[str, str]]:
 ALL = _programs()
 
 
-def _check(report: DiffReport, labels: dict[int, str] | None = None, *, generated: bool = False) -> None:
-    record(report, generated=generated)
+def _check(report: DiffReport, labels: dict[int, str] | None = None, *, kind: str = "captures") -> None:
+    record(report, kind)
     for engine, why in report.skipped_engines.items():
         if engine == "jit":
             warnings.warn(f"{report.spec}:{report.program}: jit column skipped: {why}", stacklevel=2)
@@ -109,7 +109,7 @@ FRAME = st.tuples(
     st.one_of(st.none(), st.none(), st.none(), st.integers(0, 120)),
     st.one_of(st.just(()), st.lists(st.tuples(st.integers(0, 160), st.integers(0, 255)), max_size=3)),
 )
-BATCH = st.lists(FRAME, min_size=100, max_size=120)
+BATCH = st.lists(FRAME, min_size=120, max_size=140)
 FRAME_PROGRAMS = [(o, p) for o, p in ALL if p != "devmap_prog"]
 
 
@@ -124,7 +124,7 @@ def _frames(batch: list) -> list[PacketIn]:
                                  HealthCheck.function_scoped_fixture])
 @given(batch=BATCH)
 def test_generated_frames(obj: str, prog: str, batch: list) -> None:
-    _check(diff_program(_spec(obj), prog, _frames(batch), engines=ENGINES))
+    _check(diff_program(_spec(obj), prog, _frames(batch), engines=ENGINES), kind="frames")
 
 
 # --- generated programs ----------------------------------------------------------------------------
@@ -146,7 +146,7 @@ def _program_packets(rng: random.Random, n: int) -> list[PacketIn]:
 @given(rng=st.randoms(use_true_random=False))
 def test_generated_programs_three_engines(rng: random.Random) -> None:
     spec = random_program(rng)
-    _check(diff_program(spec, "gen", _program_packets(rng, 40), engines=ENGINES), generated=True)
+    _check(diff_program(spec, "gen", _program_packets(rng, 40), engines=ENGINES), kind="generated")
 
 
 @pytest.mark.parametrize("seed", range(0, 60, 6))
@@ -157,7 +157,7 @@ def test_generated_programs_interp_kernel(seed: int) -> None:
         rng = random.Random(s)
         spec = random_program(rng, body=32)
         report = diff_program(spec, "gen", _program_packets(rng, 30), engines=("interp", "kernel"))
-        _check(report, generated=True)
+        _check(report, kind="generated")
 
 
 def test_pipeline_chain_and_redirect(tmp_path: Path) -> None:
@@ -169,7 +169,7 @@ def test_pipeline_chain_and_redirect(tmp_path: Path) -> None:
 
     pcapng = str(ROOT / "pcaps" / "mixed.pcapng")
     report = diff_pipeline(write_pipeline(tmp_path), pcapng, engines=list(ENGINES))
-    _check(report)
+    _check(report, kind="pipeline")
     assert report.compared == 120
 
 
@@ -204,5 +204,5 @@ def _corpus(per_file: int = 5) -> list[PacketIn]:
 def test_tcpdump_corpus(obj: str, prog: str) -> None:
     packets = _corpus()
     report = diff_program(_spec(obj), prog, packets, engines=ENGINES)
-    _check(report)
+    _check(report, kind="corpus")
     assert report.compared > 0.9 * len(packets)
