@@ -13,8 +13,9 @@ leaving the arithmetic free:
    both successors reachable, so no instruction is dead).
 4. Stores of pool registers back into the packet (output bytes); updates (every flag), deletes and
    lookups in `table` (16 keys for 8 entries: full-map errors too); then on `out`'s value plain stores,
-   atomics (add/or/and/xor with and without fetch, xchg, cmpxchg) and a load back into r9. r7..r9
-   survive the calls; every helper result is folded into r9.
+   atomics (add/or/and/xor with and without fetch, xchg, cmpxchg) and a load back into r9; the bytes
+   helpers, bpf_csum_diff, bpf_get_smp_processor_id. r7..r9 survive the calls; every helper result is
+   folded into r9.
 5. `r0 = r9 & 3` (ABORTED, DROP, PASS or TX) and exit.
 """
 
@@ -115,7 +116,10 @@ def random_program(rng: random.Random, body: int = 24, name: str = "gen", geomet
     calls of random deltas, so the packet's start, end and metadata move before the arithmetic."""
     if geometry is None:
         geometry = rng.random() < 0.35
-    insns: list[Instruction] = _geometry(rng) if geometry else []
+    # the context (for the bytes helpers) and a zeroed 32-byte buffer on the stack (their argument)
+    insns: list[Instruction] = [_stx(8, 10, 1, CTX_SLOT)]
+    insns += [Instruction(0x7A, 10, 0, BUF_SLOT + 8 * i, 0) for i in range(4)]
+    insns += _geometry(rng) if geometry else []
     insns += [
         _ldx(4, 6, 1, 0),  # r6 = ctx->data
         _ldx(4, 7, 1, 4),  # r7 = ctx->data_end
@@ -144,6 +148,7 @@ def random_program(rng: random.Random, body: int = 24, name: str = "gen", geomet
         size = rng.choice((1, 2, 4, 8))
         insns.append(_stx(size, 6, rng.choice(POOL), rng.randrange(0, MIN_LEN - size + 1)))
     insns += _hash_part(rng)
+    insns += _helper_part(rng)
     insns += _map_part(rng)
     insns += [Instruction(0xBF, 0, 9, 0, 0), Instruction(0x57, 0, 0, 0, 3), Instruction(0x95, 0, 0, 0, 0)]
     prog = ProgramSpec(name=name, section="xdp", type=ProgType.XDP, attach="xdp", insns=insns, license="GPL")
@@ -154,6 +159,30 @@ def random_program(rng: random.Random, body: int = 24, name: str = "gen", geomet
 
 
 HASH_ENTRIES = 8
+CTX_SLOT, BUF_SLOT = -48, -96  # r10-48: the saved context; r10-96..-64: a 32-byte buffer
+H_CSUM_DIFF, H_SMP_ID, H_LOAD_BYTES, H_STORE_BYTES = 28, 8, 189, 190
+
+
+def _helper_part(rng: random.Random) -> list[Instruction]:
+    """bpf_xdp_load_bytes / bpf_xdp_store_bytes at offsets from r7/r8 (& 127: some past the end, -EFAULT),
+    bpf_csum_diff over the stack buffer, bpf_get_smp_processor_id; each result folded into r9."""
+    out: list[Instruction] = []
+    buf = [Instruction(0xBF, 3, 10, 0, 0), Instruction(0x07, 3, 0, 0, BUF_SLOT)]  # r3 = buffer
+    for _ in range(rng.randint(0, 3)):
+        op = rng.choice(("load", "store", "csum", "cpu"))
+        if op in ("load", "store"):
+            out += [_ldx(8, 1, 10, CTX_SLOT), Instruction(0xBF, 2, 7 if op == "load" else 8, 0, 0),
+                    Instruction(0x57, 2, 0, 0, 127), *buf, Instruction(0xB7, 4, 0, 0, rng.randint(1, 32)),
+                    Instruction(0x85, 0, 0, 0, H_LOAD_BYTES if op == "load" else H_STORE_BYTES)]
+        elif op == "csum":
+            out += [Instruction(0xBF, 1, 10, 0, 0), Instruction(0x07, 1, 0, 0, BUF_SLOT),
+                    Instruction(0xB7, 2, 0, 0, 4 * rng.randint(0, 4)),
+                    *buf, Instruction(0x07, 3, 0, 0, 16), Instruction(0xB7, 4, 0, 0, 4 * rng.randint(0, 4)),
+                    Instruction(0xBF, 5, 9, 0, 0), Instruction(0x85, 0, 0, 0, H_CSUM_DIFF)]
+        else:
+            out.append(Instruction(0x85, 0, 0, 0, H_SMP_ID))
+        out.append(Instruction(0xAF, 9, 0, 0, 0))  # r9 ^= r0
+    return out
 
 
 def _hash_part(rng: random.Random) -> list[Instruction]:
