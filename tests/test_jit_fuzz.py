@@ -190,8 +190,19 @@ def random_case(draw: st.DrawFn) -> dict:
     body: list[I] = list(PROLOGUE)
     for _ in range(draw(st.integers(1, 12))):
         body += draw(snippet())
-    body += [I(0xBF, 0, draw(st.integers(0, 5))), I(0x95)]
+    calls = draw(st.booleans())
+    if calls:  # a bpf-to-bpf call into a subprogram placed after the entry function
+        body += [I(isa.CALL, 0, isa.PSEUDO_CALL, 0, 0)]
+    body += [I(0xBF, 0, draw(st.integers(0, 9))), I(0x95)]
     insns = _fix_jumps(body)
+    if calls:
+        call_pc = len(insns) - 3
+        insns[call_pc] = I(isa.CALL, 0, isa.PSEUDO_CALL, 0, len(insns) - call_pc - 1)
+        sub: list[I] = []
+        for _ in range(draw(st.integers(1, 4))):
+            sub += draw(snippet())
+        sub += [I(0xBF, 0, draw(st.integers(0, 9))), I(0x95)]
+        insns += _fix_jumps(sub)
     return {"program": isa.encode(insns).hex(), "packet": draw(packets()).hex(), "object": None}
 
 

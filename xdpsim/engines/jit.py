@@ -142,6 +142,7 @@ class _RuntimeJit:
         env[abi.E_RXQ] = state.queue & 0xFFFF_FFFF
         env[abi.E_FRAGS] = len(state.frags)
         env[abi.E_REDIR_KIND] = abi.REDIR_NONE
+        env[abi.E_ENTRY_REGS : abi.E_ENTRY_REGS + len(abi.ENTRY_REGS)] = 0  # r0, r6-r9 start at 0
         self.packet_to_env(state)
 
     def packet_to_env(self, state: RunState) -> None:
@@ -487,6 +488,10 @@ class JitEngine:
         if where is None or cp is None or where[1] not in cp.funcs:
             raise bad_call_target_fault(func_addr)
         depth = rj._depth + 1
+        # a callback starts with r0, r6-r9 zero (the interpreter's engine.call); the caller's are
+        # restored by the native code around the helper call that got us here
+        saved_regs = rj.env[abi.E_ENTRY_REGS : abi.E_ENTRY_REGS + len(abi.ENTRY_REGS)].copy()
+        rj.env[abi.E_ENTRY_REGS : abi.E_ENTRY_REGS + len(abi.ENTRY_REGS)] = 0
         if depth >= MAX_CALL_FRAMES:
             raise call_depth_fault(depth - 1)
         mem = runtime.mem
@@ -501,6 +506,7 @@ class JitEngine:
             )
         finally:
             rj._depth = saved_depth
+            rj.env[abi.E_ENTRY_REGS : abi.E_ENTRY_REGS + len(abi.ENTRY_REGS)] = saved_regs
             mem.set_window(STACK, *saved)
         if rj.env[abi.E_FAULT]:
             err = rj.error

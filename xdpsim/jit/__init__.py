@@ -20,8 +20,6 @@ Known differences from the interpreter (all outside what the kernel verifier acc
 - a budget fault ends the run at the start of the basic block that exhausts the budget: the fault
   (message, instruction) is the interpreter's, but the stores of that block before the exhausting
   instruction have not happened;
-- a tail-called program starts with r6-r9 zeroed rather than the caller's (the verifier makes them
-  unreadable there);
 - an atomic on a read-only region faults as a write even when it is a cmpxchg whose comparison
   fails (the interpreter then only reads);
 - a map frozen (or made read-only) after a program was compiled keeps the program's compiled stores

@@ -53,10 +53,14 @@ guaranteed (`musttail`) call through the table of entry points `env[E_PROGS]`, i
 | 38   | DIRTY_LO    | batch replay: lowest frame offset the packet window reached (adjusts lower it) |
 | 39   | DIRTY_HI    | batch replay: highest |
 | 40   | BATCH_INDEX | batch replay: index of the packet running now |
-| 41-45| RET_REGS    | r1..r5 at the last function exit: after a bpf-to-bpf call the caller's r1-r5 are the callee's, as in the interpreter |
+| 41-45| RET_REGS    | r1..r5 at the last function exit (a bpf-to-bpf caller sees the callee's) |
+| 46-50| ENTRY_REGS  | r0, r6-r9 when a function starts: the caller's (0 when a run starts) |
 
 Python trampolines (addresses in env): PY_HELPER(env, pc, helper id, r1..r5, fp) -> r0,
 PY_MEM(env, pc, addr, size, kind, value) -> loaded value, PY_INSN(env, pc) -> 0 (sets a fault).
+
+Calls and tail calls keep every register, as in the interpreter: RET_REGS and ENTRY_REGS carry the
+ones the native signature does not.
 
 Fault codes: F_MEMORY (a checked access failed natively: FAULT_ADDR/SIZE/WRITE say which; Python
 rebuilds the exact ProgramFault with AddressSpace.check), F_BUDGET, F_DEPTH (call depth),
@@ -65,7 +69,7 @@ F_PYTHON (a Python callback raised: the engine keeps the exception and re-raises
 
 from __future__ import annotations
 
-ENV_WORDS = 48
+ENV_WORDS = 64
 
 E_TABLE = 0
 E_FAULT = 1
@@ -109,6 +113,8 @@ E_DIRTY_LO = 38
 E_DIRTY_HI = 39
 E_BATCH_INDEX = 40
 E_RET_REGS = 41  # 41..45: r1..r5 at a function's exit (a bpf-to-bpf caller sees the callee's)
+E_ENTRY_REGS = 46  # 46..50: r0, r6..r9 at a function's entry (a callee / tail-call target sees the caller's)
+ENTRY_REGS = (0, 6, 7, 8, 9)
 
 F_NONE = 0
 F_MEMORY = 1
@@ -132,3 +138,6 @@ MAX_TAIL_CALLS = 33
 MAX_FRAMES = 8
 FRAME_BYTES = 512
 STACK_BYTES = 4096
+
+# every word, the ENTRY_REGS block included, must fit the env array
+assert max(v for k, v in list(globals().items()) if k.startswith("E_")) + len(ENTRY_REGS) <= ENV_WORDS

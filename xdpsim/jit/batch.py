@@ -155,6 +155,8 @@ def build_module() -> ir.Module:
     env_set(abi.E_TAIL_CALLS, c64(0))
     env_set(abi.E_REDIR_KIND, c64(abi.REDIR_NONE))
     env_set(abi.E_CUR_PROG, arg(A_PROG))
+    for k in range(len(abi.ENTRY_REGS)):  # a run starts with r0, r6-r9 zero
+        env_set(abi.E_ENTRY_REGS + k, c64(0))
     env_set(abi.E_BATCH_INDEX, i)
     # region windows: packet [data_meta, data_end), stack frame 0
     b.store(b.trunc(headroom, I32), b.gep(table, [c64(PACKET * 24 + 8)], source_etype=I8), align=4)

@@ -147,8 +147,13 @@ class FuncLowering:
         self.entry = entry
         self.b = ir.IRBuilder(entry)
         self.regs = [self.b.alloca(I64, name=f"r{i}") for i in range(11)]
+        # r0 and r6-r9 start as the caller's (calls and tail calls keep every register, as in the
+        # interpreter; 0 at the start of a run): the call site left them in env
         for i in range(11):
-            self.b.store(c64(0), self.regs[i])
+            if i in abi.ENTRY_REGS:
+                self.b.store(self.env_load(abi.E_ENTRY_REGS + abi.ENTRY_REGS.index(i)), self.regs[i])
+            else:
+                self.b.store(c64(0), self.regs[i])
         for i in range(5):
             self.b.store(args[i], self.regs[i + 1])
         self.fp = args[5]
@@ -448,6 +453,11 @@ class FuncLowering:
     def lower_subcall(self, pc: int, ins: Instruction) -> None:
         self.put(0, self.emit_subcall(pc, self.mod.ir_funcs[pc + ins.imm + 1]))
 
+    def pass_entry_regs(self) -> None:
+        """Leave r0 and r6-r9 in env for the function about to start (see abi.E_ENTRY_REGS)."""
+        for k, r in enumerate(abi.ENTRY_REGS):
+            self.env_store(abi.E_ENTRY_REGS + k, self.get(r))
+
     def stack_lo(self, fp_off: ir.Value) -> None:
         """Open the stack window down to the frame below `fp_off` (the interpreter's stack_low)."""
         table = self.b.inttoptr(self.env_load(abi.E_TABLE), PTR)
@@ -465,6 +475,7 @@ class FuncLowering:
         callee_fp = self.b.sub(self.fp, c64(abi.FRAME_BYTES))
         self.stack_lo(self.b.and_(callee_fp, c64(U32)))
         args = [self.env] + [self.get(r) for r in range(1, 6)] + [callee_fp]
+        self.pass_entry_regs()
         r0 = self.b.call(callee, args)
         self.ret_if_fault()
         for r in range(1, 6):

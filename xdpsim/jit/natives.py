@@ -328,6 +328,7 @@ class Natives(NativeHelpers):
         fl.env_store(abi.E_CUR_PROG, pid)
         target = b.inttoptr(entry, FN_TYPE.as_pointer())
         args = [fl.env] + [fl.get(r) for r in range(1, 6)] + [fl.fp]
+        fl.pass_entry_regs()
         r = b.call(target, args, tail="musttail")
         b.ret(r)
         b.position_at_end(fall)  # fall through: r0 unchanged
