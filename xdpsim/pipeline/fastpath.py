@@ -71,10 +71,17 @@ def jit_batch(replay: Replay, iface: Interface, b: Batch, times: np.ndarray) -> 
     errors: dict[int, str] = {}
     sink[lengths < ETH_HLEN] = key("drop", "frame_too_short")
     action = np.asarray(res.action)
+    fault = np.asarray(res.fault) != 0
+    unknown = ~fault & ((np.asarray(res.retval) & 0xFFFF_FFFF) > XdpAction.XDP_REDIRECT)
+    # an action in the program's own chain_call_actions runs off the end of the chain: XDP_PASS
+    # (dispatcher.run_chain); a fault or an unknown action ends the chain as it is
+    chained = ~fault & ~unknown & ((iface.chain[0].actions_mask >> action.astype(np.int64)) & 1 != 0)
+    action = np.where(chained, np.uint8(XdpAction.XDP_PASS), action)
+    sink[ok[chained & (np.asarray(res.action) != XdpAction.XDP_PASS)]] = key("pass", "chain_end")
+    chained_other = chained & (np.asarray(res.action) != XdpAction.XDP_PASS)
     for act, (outcome, reason) in _VECTOR.items():
-        sink[ok[action == act]] = key(outcome, reason)
-    aborted = (action == XdpAction.XDP_ABORTED) & (np.asarray(res.fault) == 0)
-    unknown = aborted & ((np.asarray(res.retval) & 0xFFFF_FFFF) > XdpAction.XDP_REDIRECT)
+        sink[ok[(action == act) & ~chained_other]] = key(outcome, reason)
+    aborted = (action == XdpAction.XDP_ABORTED) & ~fault
     sink[ok[aborted & ~unknown]] = key("aborted", "xdp_aborted")
     sink[ok[unknown]] = key("aborted", "unknown_action")
     for j in np.flatnonzero(np.asarray(res.fault)).tolist():
@@ -86,7 +93,7 @@ def jit_batch(replay: Replay, iface: Interface, b: Batch, times: np.ndarray) -> 
             sink[i] = key("error", "program_fault")
         errors[i] = str(err) if err is not None else "program fault"
     targets: dict[int, str] = {}
-    for j in np.flatnonzero((action == XdpAction.XDP_REDIRECT) & (np.asarray(res.fault) == 0)).tolist():
+    for j in np.flatnonzero((action == XdpAction.XDP_REDIRECT) & ~fault).tolist():
         i = int(ok[j])
         data = res.packet(j)
         d = p.redirect(iface, Decision("redirect", "", data, program=prog), res.redirect_target(j),

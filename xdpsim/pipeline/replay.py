@@ -186,13 +186,14 @@ def _slice(b: Batch, s: int, e: int) -> Batch:
 
 def replay_to_dir(spec: str | PipelineSpec, pcap: str | os.PathLike[str], out: Path, *, engine: str = "jit",
                   queues: int | None = None, log: bool = False, seed: int = 0, budget: int | None = None,
-                  progress: bool = False) -> dict:
-    """Replay `pcap` through SPEC (object or pipeline file) into directory `out`; returns stats.json."""
+                  progress: bool = False, fast: bool = True) -> dict:
+    """Replay `pcap` through SPEC (object or pipeline file) into directory `out`; returns stats.json.
+    `fast=False` keeps the JIT on the per-packet path (the reference the batch path is tested against)."""
     pspec = parse_spec(spec, queues=queues) if isinstance(spec, str) else spec
     out = Path(out)
     with Pipeline(pspec, engine=engine, seed=seed, budget=budget) as pipeline:
         sinks = Sinks(out, per_interface=len(pipeline.interfaces) > 1)
-        replay = Replay(pipeline, sinks, log=log)
+        replay = Replay(pipeline, sinks, log=log, fast=fast)
         error: CaptureError | None = None
         bar = _progress(pcap) if progress else nullcontext(None)
         try:
