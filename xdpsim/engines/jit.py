@@ -60,6 +60,17 @@ _UNSET: Any = object()  # RunState.redirect before a Python helper: did the help
 _FROZEN = 1 << 32  # map_types flag: frozen maps take the Python path (-EPERM on update)
 
 
+def _blocks(pin: ProgramInput) -> list[tuple[int, int]]:
+    """(start, end) of every basic block the lowering counts (cfg.build's leaders per function)."""
+    from ..jit.cfg import build
+
+    out = []
+    for f in build(pin.insns, pin.entries):
+        ends = f.leaders[1:] + [f.end]
+        out.extend(zip(f.leaders, ends, strict=True))
+    return out
+
+
 def _s64(v: int) -> int:
     v &= U64
     return v - (1 << 64) if v >> 63 else v
@@ -69,8 +80,10 @@ class _CompiledProgram:
     """One program's native code: entry address and its function entries (callbacks, callx)."""
 
     def __init__(
-        self, address: int, seconds: float, source: str, funcs: dict[int, int], stack_bytes: int = 512
+        self, address: int, seconds: float, source: str, funcs: dict[int, int], stack_bytes: int = 512,
+        blocks: list[tuple[int, int]] | None = None,
     ):
+        self.blocks = blocks or []  # coverage: (start, end) of every basic block (cfg.build)
         self.stack_bytes = stack_bytes  # bytes below r10 the program can touch (verify.analyse)
         self.address = address
         self.seconds = seconds
@@ -94,6 +107,9 @@ class _RuntimeJit:
         self.py_redirect: Any = None
         self.error: BaseException | None = None
         self.helper_counts = np.zeros(256, dtype=np.uint64)
+        # coverage counters per program id (abi.E_COVER), allocated with the program's code
+        self.counters: list[np.ndarray | None] = []
+        self.cover_table = np.zeros(1, dtype=np.uint64)
         self.prandom = PrandomSync(runtime)
         # trampolines: kept alive as long as this object (native code holds their addresses)
         self._py_helper = PY_HELPER_CTYPE(self._helper)
@@ -128,6 +144,12 @@ class _RuntimeJit:
             self.progs = np.array([c.address if c else 0 for c in self.compiled] or [0], dtype=np.uint64)
             self.env[abi.E_PROGS] = self.progs.ctypes.data
             self.env[abi.E_NPROGS] = n
+            if self.engine.coverage:
+                while len(self.counters) < n:
+                    prog = rt.programs[len(self.counters)]
+                    self.counters.append(np.zeros(2 * len(prog.insns), dtype=np.uint64))
+                self.cover_table = np.array([c.ctypes.data for c in self.counters] or [0], dtype=np.uint64)
+                self.env[abi.E_COVER] = self.cover_table.ctypes.data
 
     # ---------------------------------------------------------------- state sync
 
@@ -302,13 +324,16 @@ class _RuntimeJit:
 
 class JitEngine:
     """eBPF programs compiled to native code. `native_helpers=False` sends every helper but tail_call
-    (always a native jump) to Python; `proofs=False` keeps every run-time memory check."""
+    (always a native jump) to Python; `proofs=False` keeps every run-time memory check;
+    `coverage=True` compiles counters in (block runs, taken conditional jumps): read them with
+    `coverage_counts`."""
 
     name = "jit"
 
-    def __init__(self, native_helpers: bool = True, proofs: bool = True):
+    def __init__(self, native_helpers: bool = True, proofs: bool = True, coverage: bool = False):
         self.native_helpers = native_helpers
         self.proofs = proofs
+        self.coverage = coverage
 
         self._natives = Natives()
         self._per_runtime: weakref.WeakKeyDictionary[Any, _RuntimeJit] = weakref.WeakKeyDictionary()
@@ -316,7 +341,7 @@ class JitEngine:
     @property
     def cache_name(self) -> str:
         """LoadedProgram.cache key: engines with other settings compile their own code."""
-        return f"jit:{int(self.native_helpers)}{int(self.proofs)}"
+        return f"jit:{int(self.native_helpers)}{int(self.proofs)}{int(self.coverage)}"
 
     # ---------------------------------------------------------------- compilation
 
@@ -345,6 +370,7 @@ class JitEngine:
             conformance=runtime.conformance,
             entries=entries,
             code_region=runtime.code_region,
+            coverage=self.coverage,
         )
 
     @staticmethod
@@ -386,9 +412,39 @@ class JitEngine:
             prog.cache[self.cache_name] = e
             return None
         funcs = compiler().function_addresses(c, pin)
-        cp = _CompiledProgram(c.address, c.seconds, c.source, funcs, pin.stack_bytes)
+        blocks = _blocks(pin) if self.coverage else None
+        cp = _CompiledProgram(c.address, c.seconds, c.source, funcs, pin.stack_bytes, blocks)
         prog.cache[self.cache_name] = cp
         return cp
+
+    def coverage_counts(
+        self, runtime: Runtime, prog_id: int, reset: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(hits, taken) of program `prog_id` since the start (or the last reset): u64 arrays with one
+        entry per instruction slot, as cover.CoverageData.add_counts takes them. hits[pc]: runs of
+        instruction pc (its block's runs; 0 for an lddw's second slot); taken[pc]: times the
+        conditional jump at pc went to its target. A block left by a memory fault counts whole."""
+        if not self.coverage:
+            raise ValueError("coverage_counts: this JitEngine was made without coverage=True")
+        rj = self._rj(runtime)
+        cp = rj.compiled[prog_id]
+        if cp is None:
+            raise ValueError(f"coverage_counts: program {prog_id} has no native code (the JIT declined it: "
+                             f"{runtime.programs[prog_id].cache.get(self.cache_name)})")
+        counters = rj.counters[prog_id]
+        assert counters is not None
+        n = len(counters) // 2
+        hits = np.zeros(n, dtype=np.uint64)
+        insns = runtime.programs[prog_id].insns
+        for start, end in cp.blocks:
+            hits[start:end] = counters[start]
+        for pc in range(n - 1):  # the second slot of an lddw is not an instruction of its own
+            if insns[pc].is_lddw:
+                hits[pc + 1] = 0
+        taken = counters[n:].copy()
+        if reset:
+            counters[:] = 0
+        return hits, taken
 
     def _rj(self, runtime: Runtime) -> _RuntimeJit:
         rj = self._per_runtime.get(runtime)

@@ -55,6 +55,10 @@ guaranteed (`musttail`) call through the table of entry points `env[E_PROGS]`, i
 | 40   | BATCH_INDEX | batch replay: index of the packet running now |
 | 41-45| RET_REGS    | r1..r5 at the last function exit (a bpf-to-bpf caller sees the callee's) |
 | 46-50| ENTRY_REGS  | r0, r6-r9 when a function starts: the caller's (0 when a run starts) |
+| 51   | COVER       | with coverage: host address of u64[nprogs], per program id its counters' address |
+
+Coverage counters of a program of n instruction slots (code compiled with coverage=True): u64[2n],
+[pc] the runs of the basic block starting at pc, [n + pc] the times the conditional jump at pc was taken.
 
 Python trampolines (addresses in env): PY_HELPER(env, pc, helper id, r1..r5, fp) -> r0,
 PY_MEM(env, pc, addr, size, kind, value) -> loaded value, PY_INSN(env, pc) -> 0 (sets a fault).
@@ -115,6 +119,7 @@ E_BATCH_INDEX = 40
 E_RET_REGS = 41  # 41..45: r1..r5 at a function's exit (a bpf-to-bpf caller sees the callee's)
 E_ENTRY_REGS = 46  # 46..50: r0, r6..r9 at a function's entry (a callee / tail-call target sees the caller's)
 ENTRY_REGS = (0, 6, 7, 8, 9)
+E_COVER = 51
 
 F_NONE = 0
 F_MEMORY = 1

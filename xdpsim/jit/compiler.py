@@ -82,6 +82,7 @@ def cache_key(prog: ProgramInput) -> str:
         prog.conformance,
         prog.code_region,
         prog.entries,
+        prog.coverage,
     )
     h.update(pickle.dumps(payload, protocol=4))
     return h.hexdigest()[:32]

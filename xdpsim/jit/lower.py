@@ -68,6 +68,8 @@ class ProgramInput:
     # bytes below r10 the program can reach (verify.analyse; the batch loop zeroes that much)
     stack_bytes: int = 512
     code_region: int = 5  # Runtime.code_region: function pointers are (5 << 32) | (prog << 20) | insn
+    # count block runs and taken conditional jumps into the program's counters (abi.E_COVER)
+    coverage: bool = False
 
 
 class ModuleLowering:
@@ -159,6 +161,12 @@ class FuncLowering:
         self.fp = args[5]
         self.b.store(self.fp, self.regs[10])
         self.cur_prog = self.b.load(self._env_ptr(abi.E_CUR_PROG), typ=I64)
+        self.cov: ir.Value | None = None
+        if mod.prog.coverage:  # this program's counters: env[COVER][cur_prog] (fixed for the run)
+            covtab = self.b.inttoptr(self.env_load(abi.E_COVER), PTR)
+            self.cov = self.b.inttoptr(
+                self.b.load(self.b.gep(covtab, [self.cur_prog], source_etype=I64), typ=I64), PTR
+            )
         # Packet and context proofs (verify.py) hold when the entry r1 is the context pointer and the
         # hook opened the whole xdp_md window: tested once here, the proven paths branch on it.
         b = self.b
@@ -252,10 +260,21 @@ class FuncLowering:
             self.b.call(self._py_insn_fn(), [self.env, c64(self.func.end)])
             self.b.ret(c64(0))
 
+    def count(self, slot: int, inc: ir.Value) -> None:
+        """Coverage: counters[slot] += inc (abi.E_COVER)."""
+        assert self.cov is not None
+        p = self.b.gep(self.cov, [c64(slot)], source_etype=I64)
+        self.b.store(self.b.add(self.b.load(p, typ=I64), inc), p)
+
     def block_entry(self, pc: int) -> None:
-        """Charge the block's instructions to the budget: a runaway loop ends with F_BUDGET."""
-        if not self.mod.prog.budget_per_block:
-            return
+        """Charge the block's instructions to the budget: a runaway loop ends with F_BUDGET. With
+        coverage, count the block's run (after the budget: a block the budget stops is not counted)."""
+        if self.mod.prog.budget_per_block:
+            self.charge_budget(pc)
+        if self.cov is not None:
+            self.count(pc, c64(1))
+
+    def charge_budget(self, pc: int) -> None:
         n = self._block_len(pc)
         before = self.env_load(abi.E_BUDGET)
         left = self.b.sub(before, c64(n))
@@ -406,6 +425,8 @@ class FuncLowering:
         else:
             signed, op = JMP_OPS[code]
             cond = (self.b.icmp_signed if signed else self.b.icmp_unsigned)(op, a, s)
+        if self.cov is not None and ins.jump_target(pc) != pc + 1:  # taken[pc] += cond, branch-free
+            self.count(len(self.insns) + pc, self.b.zext(cond, I64))
         self.b.cbranch(cond, target, self.blocks[pc + 1])
 
     def lower_call(self, pc: int, ins: Instruction) -> None:
