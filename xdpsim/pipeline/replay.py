@@ -167,6 +167,10 @@ class Replay:
         if d.error:
             st.errors[d.error] += 1
         self.sinks.write(iface.name, d.outcome, d.target, d.data, ts)
+        if d.stages or d.clones:
+            from .tc_stage import account_extra
+
+            account_extra(self, d, ts)
         events = p.backend.events()
         for e in events:
             e["packet"] = index
@@ -199,6 +203,9 @@ def replay_to_dir(spec: str | PipelineSpec, pcap: str | os.PathLike[str], out: P
         try:
             with bar as update:
                 replay.run(pcap, progress=update)
+            from .tc_stage import feed_hosts
+
+            feed_hosts(replay)  # host_pcap: packets sent by the host, through TC egress
         except CaptureError as e:
             error = e
         finally:

@@ -22,6 +22,8 @@ def sink_name(outcome: str, target: str | None = None) -> str:
         if target.startswith("xsk-"):
             return f"{target}.pcap"
         return f"redirect-{target}.pcap"
+    if outcome == "tx" and target:  # sent by the host out of `target` (TC egress passed)
+        return f"wire-{target}.pcap"
     return f"{outcome}.pcap"
 
 

@@ -18,13 +18,17 @@ REASONS = {
         "chain_end": "the last program's action was one of its chain_call_actions: off the end of the "
         "chain is XDP_PASS (libxdp's dispatcher)",
         "no_program": "the interface has no XDP program",
+        "tc_pass": "reached the host after TC ingress (tcx PASS/NEXT, TC_ACT_OK, UNSPEC, ...)",
     },
-    "tx": {"xdp_tx": "XDP_TX: sent back out of the interface it came in on"},
+    "tx": {"xdp_tx": "XDP_TX: sent back out of the interface it came in on",
+           "host_tx": "sent by the host (host_pcap), passed TC egress: on the wire (wire-<iface>.pcap)"},
     "redirect": {
         "interface": "redirected out of an interface of the pipeline (bpf_redirect, devmap, devmap_hash)",
         "cpu": "redirected to a CPU through a cpumap",
         "xsk": "redirected to an AF_XDP socket through an xskmap",
         "target_unknown": "kernel engine: XDP_REDIRECT, but BPF_PROG_TEST_RUN does not say where to",
+        "tc_redirect": "TC redirect to an interface's egress, passed its TC egress: out of that interface",
+        "tc_clone": "a bpf_clone_redirect copy that passed its target's TC egress: out of that interface",
     },
     "drop": {
         "xdp_drop": "an XDP program returned XDP_DROP",
@@ -38,6 +42,13 @@ REASONS = {
         "frame_too_long": "a frame longer than a single-buffer XDP frame (3520 bytes) for a program "
         "without xdp.frags, or longer than 17 fragments for one with",
         "no_interface": "a pcapng interface that no pipeline interface takes (capture_interface)",
+        "tc_shot": "a TC program returned TC_ACT_SHOT (tcx: TCX_DROP)",
+        "tc_stolen": "a TC filter returned TC_ACT_STOLEN or TC_ACT_TRAP: consumed",
+        "tc_redirect_failed": "TC redirect to an ifindex that is not an interface of the pipeline",
+        "tc_redirect_no_target": "TC_ACT_REDIRECT without a successful bpf_redirect*() call",
+        "tc_redirect_peer": "bpf_redirect_peer: the pipeline has no veth/netkit peers (the kernel drops it)",
+        "tc_redirect_neigh": "bpf_redirect_neigh: neighbour resolution is not modelled by the pipeline",
+        "redirect_loop": "TC redirects nested deeper than the kernel's limit of 8 (a redirect loop)",
     },
     "aborted": {
         "xdp_aborted": "an XDP program returned XDP_ABORTED",
@@ -75,6 +86,8 @@ class Stats:
     engine: str = ""
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)  # what these statistics do not cover, and why
+    clones: int = 0  # bpf_clone_redirect copies, each also counted as a packet (tc_stage.py)
+    stages: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))  # xdp, tc_* verdicts
 
     def note(self, text: str) -> None:
         if text not in self.notes:
@@ -113,4 +126,6 @@ class Stats:
             "seconds": round(self.seconds, 6),
             "packets_per_second": round(self.packets / self.seconds) if self.seconds > 0 else None,
             "notes": self.notes,
+            "clones": self.clones,
+            "stages": {s: dict(c) for s, c in self.stages.items()},
         }
