@@ -14,7 +14,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import KernelError, MapError, ProgramFault, XdpsimError
+from ..helpers.skbuff import SkbState
+from ..hooks.tc import TcAction, TcResult, run_tc, s32
 from ..hooks.xdp import XdpAction, XdpResult, run_xdp
+from ..maps import RedirectTarget
 from ..runtime import Collection, Runtime
 from ..spec import MapType, ObjectSpec
 from .config import InterfaceSpec, MapEntry, PipelineError
@@ -111,6 +114,13 @@ class SimBackend:
         return run_xdp(self.runtime, self.engine, pid, data, ifindex=ifindex, queue=queue, now_ns=now_ns,
                        meta=meta, budget=self.budget, egress_ifindex=egress_ifindex)
 
+    def run_tc(self, path: str, name: str, data: bytes, meta: bytes, skb: SkbState, *, now_ns: int,
+               cpu: int = 0, prog_id: int | None = None, dev_addr: bytes = bytes(6)) -> TcResult:
+        """One TC program on a packet carrying `skb` (its metadata from the stages before)."""
+        pid = self.prog_id(path, name) if prog_id is None else prog_id
+        return run_tc(self.runtime, self.engine, pid, data, skb=skb, meta=meta, now_ns=now_ns,
+                      budget=self.budget, cpu=cpu, dev_addr=dev_addr, broadcast=b"\xff" * 6)
+
     def apply(self, entry: MapEntry) -> None:
         path, name = _find_map(entry, {p: c.maps for p, c in self.collections.items()})
         m = self.collections[path].maps[name]
@@ -206,6 +216,35 @@ class KernelBackend:
         else:
             action = XdpAction(act)
         return XdpResult(action, r.data_out, r.meta, program=name, retval=r.retval, notes=notes)
+
+    def run_tc(self, path: str, name: str, data: bytes, meta: bytes, skb: SkbState, *, now_ns: int,
+               cpu: int = 0, prog_id: int | None = None, dev_addr: bytes = bytes(6)) -> TcResult:
+        """One BPF_PROG_TEST_RUN (SCHED_CLS). ctx_in carries what the kernel accepts (mark, priority,
+        the ifindexes, cb, tstamp, wire_len); ctx_out gives back mark, priority, cb, tstamp. Not seen:
+        tc_classid, tc_index, VLAN offload, hash, the redirect target (a TC_ACT_REDIRECT goes on as
+        target kind "unknown"), clones (clone_redirect really transmits), XDP metadata (TC's data_meta
+        is empty under the test run)."""
+        from ..engines.kernel import decode_sk_buff
+
+        coll = self.collections[path]
+        cb = [int.from_bytes(skb.cb[i : i + 4], "little") for i in range(0, 20, 4)]
+        try:
+            r = coll.run_skb(name, data, mark=skb.mark, priority=skb.priority, cb=cb,
+                             ingress_ifindex=skb.ingress_ifindex, ifindex=skb.ifindex, tstamp=skb.tstamp)
+        except KernelError as e:
+            # e.g. IPv4 frames under 34 bytes or frames over 3712: the test run refuses them (EINVAL)
+            err = ProgramFault(f"kernel engine, program {name}: BPF_PROG_TEST_RUN refused the packet: {e}",
+                               kind="frame", program=name)
+            return TcResult(TcAction.TC_ACT_SHOT, data, meta, skb, error=err, program=name)
+        st = skb.copy()
+        out = decode_sk_buff(r.ctx_out or b"")
+        if out:
+            st.mark, st.priority, st.tstamp = out["mark"], out["priority"], out["tstamp"]
+            st.cb = bytearray(b"".join(int(v).to_bytes(4, "little") for v in out["cb"]))
+        code = s32(r.retval)
+        action: TcAction | int = TcAction(code) if code in TcAction._value2member_map_ else code
+        redirect = RedirectTarget("unknown", 0) if action == TcAction.TC_ACT_REDIRECT else None
+        return TcResult(action, r.data_out, b"", st, redirect=redirect, program=name, retval=r.retval)
 
     def apply(self, entry: MapEntry) -> None:
         path, name = _find_map(entry, {p: c.maps for p, c in self.collections.items()})

@@ -6,6 +6,11 @@ name = "eth0"                  # ifindex 1, 2, ... in order unless `ifindex` is 
 queues = 4                     # rx queues (one simulated CPU each); default 1 or --queues
 xdp = [{ object = "fw.o", program = "fw_main", priority = 10, chain_call_actions = ["pass"] }]
 capture_interface = 0          # which pcapng interface id feeds it (default: its position)
+tcx_ingress = [{ object = "tc.o", program = "guard" }]        # tcx programs, in this order, before clsact
+tc_ingress = [{ object = "tc.o", program = "classify", priority = 1, handle = 1, protocol = "ip" }]
+tc_egress = ["tc.o:mark_egress"]   # clsact filters; priority/handle: the kernel's automatic ones
+tcx_egress = []
+host_pcap = "sent.pcap"        # packets the host sends out of this interface (through TC egress)
 
 [[map_entries]]                # initial map contents, raw bytes in hex
 map = "blocklist"              # a map of an object above, or "fw.o:blocklist"
@@ -52,6 +57,24 @@ class ProgramRef:
     chain_call_actions: list[str] | None = None  # None: from XDP_RUN_CONFIG, else ["pass"]
 
 
+#: protocol names of a TC filter (`tc filter add ... protocol NAME`), host order
+TC_PROTOCOLS = {"all": 0x0003, "ip": 0x0800, "ipv4": 0x0800, "ipv6": 0x86DD, "arp": 0x0806,
+                "802.1q": 0x8100, "802.1ad": 0x88A8}
+TC_KEYS = ("tcx_ingress", "tc_ingress", "tcx_egress", "tc_egress")
+
+
+@dataclass
+class TcRef:
+    """One TC program of an interface: a clsact filter (priority, handle, protocol; None: the kernel's
+    automatic priority and handle) or, under a tcx_* key, a tcx program (run in the listed order)."""
+
+    object: Path
+    program: str | None  # None: the object's only TC entry program
+    priority: int | None = None
+    handle: int | None = None
+    protocol: int = 0x0003  # ETH_P_ALL
+
+
 @dataclass
 class InterfaceSpec:
     name: str
@@ -63,6 +86,14 @@ class InterfaceSpec:
     device: str | None = None  # live mode (AF_PACKET)
     mac: str | None = None
     mtu: int = 1500
+    tcx_ingress: list[TcRef] = field(default_factory=list)
+    tc_ingress: list[TcRef] = field(default_factory=list)
+    tcx_egress: list[TcRef] = field(default_factory=list)
+    tc_egress: list[TcRef] = field(default_factory=list)
+    host_pcap: Path | None = None  # a capture "sent by the host" out of this interface
+
+    def tc_refs(self) -> list[TcRef]:
+        return [r for key in TC_KEYS for r in getattr(self, key)]
 
 
 @dataclass
@@ -105,7 +136,7 @@ class PipelineSpec:
     def objects(self) -> list[Path]:
         seen: list[Path] = []
         for iface in self.interfaces:
-            for ref in iface.xdp:
+            for ref in [*iface.xdp, *iface.tc_refs()]:
                 if ref.object not in seen:
                     seen.append(ref.object)
         return seen
@@ -160,6 +191,59 @@ def _program_ref(entry: object, base: Path, where: str) -> ProgramRef:
     )
 
 
+def _protocol(value: object, where: str) -> int:
+    if isinstance(value, int) and 0 <= value <= 0xFFFF:
+        return value
+    if isinstance(value, str):
+        name = value.lower()
+        if name in TC_PROTOCOLS:
+            return TC_PROTOCOLS[name]
+        try:
+            n = int(name, 0)
+        except ValueError:
+            n = -1
+        if 0 <= n <= 0xFFFF:
+            return n
+    raise PipelineError(f"{where}: protocol {value!r}: an ethertype (0..0xffff) or one of "
+                        f"{', '.join(TC_PROTOCOLS)}")
+
+
+def _tc_ref(entry: object, base: Path, where: str, tcx: bool) -> TcRef:
+    if isinstance(entry, str):
+        entry = {"object": entry}
+    if not isinstance(entry, dict) or "object" not in entry:
+        raise PipelineError(f"{where}: each TC entry needs `object` (and usually `program`)")
+    allowed = {"object", "program"} if tcx else {"object", "program", "priority", "handle", "protocol"}
+    unknown = set(entry) - allowed
+    if unknown:
+        extra = " (tcx programs run in the listed order: no priority, handle or protocol)" if tcx else ""
+        raise PipelineError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}{extra}")
+    obj = entry["object"]
+    program = None
+    if ":" in obj and "program" not in entry:
+        obj, program = obj.rsplit(":", 1)
+    for key, hi in (("priority", 0xFFFF), ("handle", 0xFFFF_FFFF)):
+        v = entry.get(key)
+        if v is not None and (not isinstance(v, int) or not 1 <= v <= hi):
+            raise PipelineError(f"{where}: {key} must be an integer 1..{hi}")
+    return TcRef(object=(base / obj).resolve(), program=entry.get("program", program),
+                 priority=entry.get("priority"), handle=entry.get("handle"),
+                 protocol=_protocol(entry.get("protocol", "all"), where))
+
+
+def _tc_lists(raw: dict, base: Path, where: str) -> dict[str, list[TcRef]]:
+    out = {}
+    for key in TC_KEYS:
+        value = raw.get(key, [])
+        if isinstance(value, dict | str):
+            value = [value]
+        if not isinstance(value, list):
+            raise PipelineError(f"{where}: {key} must be a list of programs")
+        tcx = key.startswith("tcx")
+        out[key] = [_tc_ref(e, base, f"{where} {key}[{i}]", tcx) for i, e in enumerate(value)]
+    return out
+
+
 def parse_pipeline(
     text: str, base: Path, source: str = "<pipeline>", queues: int | None = None
 ) -> PipelineSpec:
@@ -180,13 +264,13 @@ def parse_pipeline(
         if "name" not in raw:
             raise PipelineError(f"{where}: needs a name")
         known = {"name", "ifindex", "queues", "xdp", "capture_interface", "tap", "device", "mac", "mtu",
-                 "tc_ingress", "tc_egress", "tcx_ingress", "tcx_egress"}
+                 *TC_KEYS, "host_pcap"}
         unknown = set(raw) - known
         if unknown:
             raise PipelineError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-        for tc_key in ("tc_ingress", "tc_egress", "tcx_ingress", "tcx_egress"):
-            if raw.get(tc_key):
-                raise PipelineError(f"{where}: {tc_key} needs TC support, which this version lacks")
+        host_pcap = raw.get("host_pcap")
+        if host_pcap is not None and not isinstance(host_pcap, str):
+            raise PipelineError(f"{where}: host_pcap must be a file name")
         ifindex = raw.get("ifindex")
         if ifindex is None:
             ifindex = 1
@@ -209,6 +293,8 @@ def parse_pipeline(
                 device=raw.get("device"),
                 mac=raw.get("mac"),
                 mtu=int(raw.get("mtu", 1500)),
+                host_pcap=(base / host_pcap).resolve() if host_pcap else None,
+                **_tc_lists(raw, base, where),
             )
         )
     names = [i.name for i in interfaces]

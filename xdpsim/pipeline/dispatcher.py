@@ -132,3 +132,31 @@ def run_chain(chain: list[ChainEntry], run_one: Callable[[ChainEntry, bytes, byt
     result.action = XdpAction.XDP_PASS
     result.redirect = None
     return ChainRun(result, ran, off_the_end=off)
+
+
+def choose_tc_program(spec: ObjectSpec, name: str | None, key: str,
+                      extra_targets: set[str] | None = None) -> str:
+    """The TC program of a `tc_*`/`tcx_*` entry: `name`, or the object's only TC (SCHED_CLS/ACT) entry
+    program; among several, the only one whose section names the hook (`tcx/ingress` for tcx_ingress,
+    `tc/egress` or `tc` ... for tc_egress)."""
+    tc_types = (ProgType.SCHED_CLS, ProgType.SCHED_ACT)
+    if name is not None:
+        if name not in spec.programs:
+            raise PipelineError(f"{spec.path}: no program named {name!r} "
+                                f"(programs: {', '.join(spec.programs)})")
+        if spec.programs[name].type not in tc_types:
+            raise PipelineError(f"{spec.path}: program {name} under {key} is not a TC program "
+                                f"({ProgType(spec.programs[name].type).name})")
+        return name
+    targets = tail_call_targets(spec) | (extra_targets or set())
+    candidates = [n for n, p in spec.programs.items() if p.type in tc_types and n not in targets]
+    if len(candidates) > 1:
+        hook = key.replace("_", "/")  # tcx/ingress, tc/egress
+        named = [n for n in candidates if (spec.programs[n].section or "").startswith(hook)]
+        candidates = named or candidates
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise PipelineError(f"{spec.path}: no TC entry program for {key}")
+    raise PipelineError(f"{spec.path}: {len(candidates)} TC entry programs for {key}, say which one as "
+                        f"{spec.path}:NAME (candidates: {', '.join(candidates)})")

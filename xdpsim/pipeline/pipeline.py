@@ -1,10 +1,13 @@
-"""The Pipeline: interfaces with their XDP chains, loaded into one backend, deciding each frame's fate.
+"""The Pipeline: interfaces with their XDP chains and TC hooks, loaded into one backend, deciding each
+frame's fate.
 
 `Pipeline(spec, engine="jit", seed=0, budget=None)` loads every object of a PipelineSpec (once, even
 when several interfaces use it), picks each chain's programs (dispatcher.py), applies `[[map_entries]]`,
 gives the runtime the pipeline's ifindexes, MTUs and FIB (`[[route]]`, `[[neighbour]]`), and then
 `process(iface, frame, now_ns, queue) -> Decision` runs one frame through an interface's chain and routes
-the verdict (routing.py). The replay loop (replay.py) feeds it packets and writes what it decides.
+the verdict (routing.py); a frame XDP passes goes on through the interface's TC ingress (tc_stage.py).
+`send(iface, frame, now_ns) -> Decision` is the host side: TC egress, then the wire. The replay loop
+(replay.py) feeds it packets and writes what it decides.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from .dispatcher import ChainEntry, build_chain, choose_program, run_chain
 from .fib import PipelineFib
 from .routing import Decision, decide
 from .rss import RssSpreader
+from .tc_stage import TcFlow, TcHooks, build_hooks
 
 if TYPE_CHECKING:
     from ..maps import RedirectTarget
@@ -33,8 +37,11 @@ class Interface:
     spec: InterfaceSpec
     chain: list[ChainEntry]
     rss: RssSpreader
+    # the XDP chain's runtime ids for the JIT's native batch path (fastpath.py); left empty when the
+    # pipeline has TC hooks, whose packets must take the per-packet path
     prog_ids: list[int | None] = field(default_factory=list)
     ids: dict[ChainEntry, int | None] = field(default_factory=dict)  # chain entry -> runtime prog id
+    tc: TcHooks = field(default_factory=TcHooks)
 
     @property
     def name(self) -> str:
@@ -78,6 +85,9 @@ class Pipeline:
             self.backend.load(path, objspec)
         # programs that [[map_entries]] put into prog arrays are tail-call targets, not entry points
         targets = {e.program for e in spec.map_entries if e.program is not None}
+        sim = isinstance(self.backend, SimBackend)
+        tc_prog_id = self.backend.prog_id if sim else (lambda path, name: None)  # type: ignore[union-attr]
+        self.has_tc = any(i.tc_refs() for i in spec.interfaces)
         self.interfaces: list[Interface] = []
         for ispec in spec.interfaces:
             refs = []
@@ -86,9 +96,11 @@ class Pipeline:
                 refs.append((r, obj, choose_program(obj, r.program, targets)))
             chain = build_chain(refs)
             iface = Interface(ispec, chain, RssSpreader(ispec.queues))
+            iface.tc = build_hooks(ispec, self.objects, tc_prog_id, targets)
             if isinstance(self.backend, SimBackend):
-                iface.prog_ids = [self.backend.prog_id(e.object, e.program) for e in chain]
-                iface.ids = dict(zip(chain, iface.prog_ids, strict=True))
+                ids = [self.backend.prog_id(e.object, e.program) for e in chain]
+                iface.ids = dict(zip(chain, ids, strict=True))
+                iface.prog_ids = [] if self.has_tc else ids
             self.interfaces.append(iface)
         self.by_ifindex = {i.ifindex: i for i in self.interfaces}
         if isinstance(self.backend, SimBackend):
@@ -98,7 +110,8 @@ class Pipeline:
             rt.fib = PipelineFib(spec)
         for entry in spec.map_entries:
             self.backend.apply(entry)
-        first = next((i.prog_ids[0] for i in self.interfaces if i.prog_ids), None)
+        self.tc = TcFlow(self)
+        first = next((pid for i in self.interfaces for pid in i.ids.values()), None)
         if first is not None and isinstance(self.backend, SimBackend):
             self.backend.warm_up(first)
 
@@ -130,16 +143,24 @@ class Pipeline:
         return run_one
 
     def process(self, iface: Interface, data: bytes, now_ns: int, queue: int = 0) -> Decision:
+        """A frame from the wire: XDP, then (PASS) TC ingress."""
         if len(data) < ETH_HLEN:
             return Decision("drop", "frame_too_short", data)
         if not iface.chain:
-            return Decision("pass", "no_program", data)
-        run = run_chain(iface.chain, self._run(iface, queue, now_ns), data)
-        d = decide(run.result, off_the_end=run.off_the_end)
-        if d.outcome == "redirect":
-            d = self.redirect(iface, d, run.result.redirect, queue, now_ns)
-        d.ran = run.ran
+            d = Decision("pass", "no_program", data)
+        else:
+            run = run_chain(iface.chain, self._run(iface, queue, now_ns), data)
+            d = decide(run.result, off_the_end=run.off_the_end)
+            if d.outcome == "redirect":
+                d = self.redirect(iface, d, run.result.redirect, queue, now_ns)
+            d.ran = run.ran
+        if self.has_tc:
+            d = self.tc.after_xdp(iface, d, now_ns, queue)
         return d
+
+    def send(self, iface: Interface, data: bytes, now_ns: int) -> Decision:
+        """A frame the host sends out of `iface`: TC egress, then the wire (or where it redirects)."""
+        return self.tc.send(iface, data, now_ns)
 
     def redirect(self, iface: Interface, d: Decision, target: RedirectTarget | None, queue: int,
                  now_ns: int) -> Decision:

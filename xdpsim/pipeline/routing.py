@@ -30,6 +30,9 @@ class Decision:
     error: str | None = None
     result: XdpResult | None = None
     ran: list[str] = field(default_factory=list)  # the chain's programs that ran, in order
+    stages: list[tuple[str, str]] = field(default_factory=list)  # (xdp | tc_ingress | tc_egress, verdict)
+    clones: list[Decision] = field(default_factory=list)  # bpf_clone_redirect copies: packets of their own
+    interface: str | None = None  # a clone's: the interface where it ended
 
 
 def decide(result: XdpResult, *, off_the_end: bool = False) -> Decision:
