@@ -249,3 +249,22 @@ def test_pipeline_diff_interp_jit(tmp_path: Path, capsys: pytest.CaptureFixture[
         pytest.skip(data["skipped_engines"]["jit"])
     assert rc == 0, data
     assert data["compared"] == 120 and data["program"] == "(pipeline)"
+
+
+def test_csum_diff_from_only_zero_is_the_kernels() -> None:
+    """Found by the generated programs against the kernel: bpf_csum_diff(from = ff ff ff ff, 4, NULL, 0,
+    seed 0) is 0 on x86-64 (csum_partial sums 64-bit words: ~0xffffffff), 0xffff with 16-bit words."""
+    from xdpsim.helpers.csum import csum_diff, csum_partial64
+
+    assert csum_diff(b"\xff" * 4, b"", 0) == 0
+    assert csum_diff(b"\xff" * 12, b"", 0xFFFF_FFFF) == 0
+    assert csum_partial64(b"\xff" * 4, 0xFFFF_FFFF) == 0xFFFF_FFFF
+    assert csum_partial64(b"", 0) == 0 and csum_partial64(b"\x01\x00\x00\x00", 0) == 1
+    # and the JIT's native csum_diff says the same as the interpreter
+    rng = random.Random(7)
+    for _ in range(4):
+        spec = random_program(rng)
+        packets = [PacketIn(i, b"\xff" * 100 if i % 2 else rng.randbytes(100)) for i in range(20)]
+        r = diff_program(spec, "gen", packets, engines=SIMS)
+        _sims_ran(r)
+        assert r.ok, format_report(r)

@@ -7,7 +7,8 @@
     return csum_from32to16(ret)
 
 Sizes must be multiples of 4 and together at most 512 bytes (the per-CPU scratch buffer), else -EINVAL.
-csum_partial adds the buffer as little-endian 16-bit words (the host's loads) with end-around carry.
+csum_partial adds the buffer as little-endian 16-bit words (the host's loads) with end-around carry;
+bpf_csum_diff uses csum_partial64, x86-64's exact 32-bit value (the `~` of the from-only case shows it).
 """
 
 from __future__ import annotations
@@ -41,6 +42,23 @@ def csum_partial(data: bytes, seed: int) -> int:
     return csum_add(total, seed)
 
 
+M64 = (1 << 64) - 1
+
+
+def csum_partial64(data: bytes, seed: int) -> int:
+    """csum_partial exactly as x86-64 computes it (arch/x86/lib/csum-partial_64.c): the seed plus the
+    buffer as little-endian 64-bit words (the tail zero-padded) with end-around carry, folded to 32 bits
+    by csum_finalize_sum. Its 16-bit fold equals csum_partial's; the 32-bit value differs, and
+    bpf_csum_diff's `~csum_partial(from, size, ~seed)` shows it: 0 where 16-bit words give 0xffff
+    (found by xdpsim diff against the kernel)."""
+    padded = bytes(data) + bytes(-len(data) % 8)
+    total = (seed & U32) + sum(int.from_bytes(padded[i : i + 8], "little") for i in range(0, len(padded), 8))
+    while total >> 64:
+        total = (total & M64) + (total >> 64)
+    rotated = (total >> 32) | ((total & U32) << 32)
+    return ((total + rotated) & M64) >> 32
+
+
 def csum_from32to16(x: int) -> int:
     x &= U32
     x = (x & 0xFFFF) + (x >> 16)
@@ -51,11 +69,11 @@ def csum_from32to16(x: int) -> int:
 def csum_diff(frm: bytes, to: bytes, seed: int) -> int:
     ret = seed & U32
     if frm and to:
-        ret = csum_add(csum_partial(to, ret), ~csum_partial(frm, 0) & U32)
+        ret = csum_add(csum_partial64(to, ret), ~csum_partial64(frm, 0) & U32)
     elif to:
-        ret = csum_partial(to, ret)
+        ret = csum_partial64(to, ret)
     elif frm:
-        ret = ~csum_partial(frm, ~ret & U32) & U32
+        ret = ~csum_partial64(frm, ~ret & U32) & U32
     return csum_from32to16(ret)
 
 

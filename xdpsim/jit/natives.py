@@ -706,34 +706,46 @@ class Natives(NativeHelpers):
         return b.and_(b.add(s, b.lshr(s, c64(32))), c64(U32))
 
     def _csum_partial(self, module: ir.Module) -> ir.Function:
-        """u64 csum_partial(ptr, len (a multiple of 4), seed): helpers/csum.py's 32-bit partial sum."""
-        name = "xdpsim_csum_partial"
+        """u64 csum_partial(ptr, len (a multiple of 4), seed): helpers/csum.py's csum_partial64 (x86-64's:
+        64-bit little-endian words, the 4-byte tail zero-extended, end-around carry, 32-bit fold)."""
+        name = "xdpsim_csum_partial64"
         if name in module.globals:
             return module.globals[name]
         f = ir.Function(module, ir.FunctionType(I64, [PTR, I64, I64]), name)
         f.linkage = "internal"
         p, n, seed = f.args
-        entry, loop, out = (f.append_basic_block(x) for x in ("entry", "loop", "out"))
+        blocks = ("entry", "loop", "high", "add", "out")
+        entry, loop, high, add, out = (f.append_basic_block(x) for x in blocks)
         b = ir.IRBuilder(entry)
+        acc0 = b.and_(seed, c64(U32))
         b.cbranch(b.icmp_unsigned("==", n, c64(0)), out, loop)
         b.position_at_end(loop)
         i = b.phi(I64)
         acc = b.phi(I64)
         i.add_incoming(c64(0), entry)
-        acc.add_incoming(c64(0), entry)
-        w = b.zext(b.load(b.gep(p, [i], source_etype=I8), typ=ir.IntType(16), align=1), I64)
-        nacc = b.add(acc, w)
-        ni = b.add(i, c64(2))
-        i.add_incoming(ni, loop)
-        acc.add_incoming(nacc, loop)
+        acc.add_incoming(acc0, entry)
+        u32 = ir.IntType(32)
+        low = b.zext(b.load(b.gep(p, [i], source_etype=I8), typ=u32, align=1), I64)
+        # the high half only when 8 bytes remain: never read past the buffer (a 4-byte tail counts as 0)
+        b.cbranch(b.icmp_unsigned(">=", b.sub(n, i), c64(8)), high, add)
+        b.position_at_end(high)
+        hi = b.zext(b.load(b.gep(p, [b.add(i, c64(4))], source_etype=I8), typ=u32, align=1), I64)
+        b.branch(add)
+        b.position_at_end(add)
+        top = b.phi(I64)
+        top.add_incoming(c64(0), loop)
+        top.add_incoming(hi, high)
+        w = b.or_(low, b.shl(top, c64(32)))
+        s = b.add(acc, w)
+        nacc = b.add(s, b.zext(b.icmp_unsigned("<", s, w), I64))  # end-around carry
+        ni = b.add(i, c64(8))
+        i.add_incoming(ni, add)
+        acc.add_incoming(nacc, add)
         b.cbranch(b.icmp_unsigned("<", ni, n), loop, out)
         b.position_at_end(out)
-        total = b.phi(I64)
-        total.add_incoming(c64(0), entry)
-        total.add_incoming(nacc, loop)
-        # at most 512 bytes: the sum fits 32 bits + a few; fold twice
-        t = b.add(b.and_(total, c64(U32)), b.lshr(total, c64(32)))
-        t = b.add(b.and_(t, c64(U32)), b.lshr(t, c64(32)))
-        s = b.add(t, b.and_(seed, c64(U32)))
-        b.ret(b.and_(b.add(s, b.lshr(s, c64(32))), c64(U32)))
+        t = b.phi(I64)
+        t.add_incoming(acc0, entry)
+        t.add_incoming(nacc, add)
+        rot = b.or_(b.lshr(t, c64(32)), b.shl(t, c64(32)))
+        b.ret(b.lshr(b.add(t, rot), c64(32)))
         return f
