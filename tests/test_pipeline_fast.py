@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROGRAMS = ROOT / "programs"
 PCAPS = ROOT / "pcaps"
 CAPTURES = sorted(p.name for p in PCAPS.iterdir() if p.suffix in (".pcap", ".pcapng"))
-TIMING = ("seconds", "packets_per_second", "notes")
+TIMING = ("seconds", "packets_per_second")
 
 
 def _programs() -> list[str]:
@@ -82,3 +82,37 @@ def test_log_same_on_both_paths(tmp_path: Path) -> None:
     lf = [json.loads(x) for x in (fast / "packets.jsonl").read_text().splitlines()]
     ls = [json.loads(x) for x in (slow / "packets.jsonl").read_text().splitlines()]
     assert lf == ls and len(lf) == sf["packets"]
+
+
+def test_batch_result_names_the_returning_program() -> None:
+    """BatchResult.prog / .tail_calls per packet equal run_xdp's program and tail_calls (parser.o tail-calls
+    parse_tcp / parse_udp for TCP / UDP frames), the long frame (run_xdp fallback) included."""
+    import numpy as np
+
+    from xdpsim.engines.jit import JitEngine
+    from xdpsim.hooks.xdp import run_xdp
+    from xdpsim.io import open_capture
+    from xdpsim.runtime import Runtime
+
+    frames = [p.data for p in open_capture(PCAPS / "mixed.pcap") if len(p.data) >= 14] + [b"\0" * 4000]
+    rt = Runtime()
+    coll = rt.load(load_object(PROGRAMS / "parser.o"))
+    pid = coll.programs["packet_parser"]
+    eng = JitEngine()
+    data = np.frombuffer(b"".join(frames), np.uint8)
+    lengths = np.array([len(f) for f in frames], np.uint32)
+    offsets = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
+    res = eng.run_batch(rt, pid, data, offsets, lengths)
+    names = [p.name for p in rt.programs]
+    want = [run_xdp(rt, eng, pid, f) for f in frames]
+    assert [names[i] for i in res.prog.tolist()] == [r.program for r in want]
+    assert res.tail_calls.tolist() == [r.tail_calls for r in want]
+    assert {"parse_tcp", "parse_udp", "packet_parser"} <= {r.program for r in want}
+
+
+def test_stats_credit_tail_call_targets(tmp_path: Path) -> None:
+    sf, _, _, _ = replay_both(tmp_path, f"{PROGRAMS}/parser.o", "mixed.pcap")
+    assert sf["tail_calls"] > 0 and sf["notes"] == []
+    assert sf["programs"]["parse_tcp"]["decided"] > 0 and sf["programs"]["parse_udp"]["decided"] > 0
+    assert sf["programs"]["packet_parser"]["runs"] == sum(
+        c["decided"] for c in sf["programs"].values())

@@ -12,8 +12,10 @@ API (for the pipeline / `xdpsim run`):
   value: unknown codes and faults give XDP_ABORTED), `out_offset`/`out_length` into `out` (the
   packet bytes as the program left them: [data, data_end), metadata not included),
   `redirect_kind`/`redirect_a`/`redirect_b` (see `redirect_target(i)`), `fault` (1 when the packet's
-  run faulted; `errors[i]` is the ProgramFault the interpreter raises for it), plus `traces`
-  (packet -> bpf_printk lines) and `helper_counts`.
+  run faulted; `errors[i]` is the ProgramFault the interpreter raises for it), `prog` (id of the
+  program that returned or faulted, after tail calls: XdpResult.program), `tail_calls` (successful
+  tail calls of the run: XdpResult.tail_calls), plus `traces` (packet -> bpf_printk lines) and
+  `helper_counts` (summed over the batch).
 
 Each packet sees what `run_xdp` gives it (zeroed 4096-byte frame, headroom 256, zeroed stack, budget,
 tail-call count 0). Faults are not re-run: native code stops at the faulting packet, Python builds
@@ -63,6 +65,8 @@ class BatchResult:
     redirect_a: np.ndarray
     redirect_b: np.ndarray
     fault: np.ndarray
+    prog: np.ndarray
+    tail_calls: np.ndarray
     errors: dict[int, ProgramFault] = field(default_factory=dict)
     traces: dict[int, list[str]] = field(default_factory=dict)
     helper_counts: dict[str, int] = field(default_factory=dict)
@@ -78,6 +82,8 @@ class BatchResult:
     redirect_a_base: Any = None
     redirect_b_base: Any = None
     fault_base: Any = None
+    prog_base: Any = None
+    tail_calls_base: Any = None
 
     def __len__(self) -> int:
         return len(self.retval)
@@ -160,6 +166,8 @@ def run_batch(
     a[nb.A_REDIR_KIND] = res.redirect_kind.ctypes.data
     a[nb.A_REDIR_A] = res.redirect_a.ctypes.data
     a[nb.A_REDIR_B] = res.redirect_b.ctypes.data
+    a[nb.A_PROG_OUT] = res.prog.ctypes.data
+    a[nb.A_TAILS_OUT] = res.tail_calls.ctypes.data
     a[nb.A_NCPUS] = runtime.cpus
     a[nb.A_PROG] = prog_id
     a[nb.A_BUDGET] = budget
@@ -220,6 +228,8 @@ def run_batch(
         except ProgramFault as e:
             res.errors[i] = e
         res.fault[i] = 1
+        res.prog[i] = state.prog_id
+        res.tail_calls[i] = int(rj.env[abi.E_TAIL_CALLS])
         out = pkt.bytes()
         if pos + len(out) > len(res.out):
             grown = np.zeros(len(res.out) * 2 + len(out), np.uint8)
@@ -355,6 +365,8 @@ def _result(n: int, total: int, runtime: Runtime, reuse: BatchResult | None) -> 
         redirect_a=np.zeros(n, np.uint32),
         redirect_b=np.zeros(n, np.uint32),
         fault=np.zeros(n, np.uint8),
+        prog=np.zeros(n, np.uint32),
+        tail_calls=np.zeros(n, np.uint32),
         runtime=runtime,
     )
     for k in _ARRAYS:
@@ -372,6 +384,8 @@ _ARRAYS = (
     "redirect_a",
     "redirect_b",
     "fault",
+    "prog",
+    "tail_calls",
 )
 
 
@@ -425,6 +439,8 @@ def _single(
     res.out_offset[i] = pos
     res.out_length[i] = len(out)
     res.retval[i] = r.retval
+    res.prog[i] = _prog_id(runtime, prog_id, r.program)
+    res.tail_calls[i] = r.tail_calls
     if r.error is not None:
         res.errors[i] = r.error
         res.fault[i] = 1
@@ -434,3 +450,13 @@ def _single(
     if r.trace:
         res.traces[i] = list(r.trace)
     return pos + len(out)
+
+
+def _prog_id(runtime: Runtime, entry: int, name: str) -> int:
+    """The id of the program named `name` that a run entered at `entry` returned from (XdpResult names
+    it): the entry itself, else that name in the entry's object, else the first of that name."""
+    progs = runtime.programs
+    if progs[entry].name == name:
+        return entry
+    same = [p.id for p in progs if p.name == name and p.object_path == progs[entry].object_path]
+    return same[0] if same else next((p.id for p in progs if p.name == name), entry)

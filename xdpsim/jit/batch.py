@@ -54,6 +54,8 @@ A_MAX_LEN = 24
 A_STOP = 25  # out: why the loop stopped (STOP_*)
 A_CTX = 26  # r1: the context address
 A_FLAGS = 27  # F_REPEAT: timing mode (see below)
+A_PROG_OUT = 28  # u32[n] or 0: id of the program that returned (env CUR_PROG after tail calls)
+A_TAILS_OUT = 29  # u32[n] or 0: successful tail calls of the run
 A_WORDS = 32
 
 # Timing mode, like BPF_PROG_TEST_RUN's repeat: the frame already holds the packet (all lengths
@@ -209,6 +211,9 @@ def build_module() -> ir.Module:
         elem(A_REDIR_A, pi, I32),
     )
     b.store(b.trunc(env_get(abi.E_REDIR_INDEX), I32), elem(A_REDIR_B, pi, I32))
+    for word, env_word in ((A_PROG_OUT, abi.E_CUR_PROG), (A_TAILS_OUT, abi.E_TAIL_CALLS)):
+        with b.if_then(b.icmp_unsigned("!=", arg(word), c64(0))):  # optional outputs
+            b.store(b.trunc(env_get(env_word), I32), elem(word, pi, I32))
     with b.if_then(b.not_(repeat)):
         clean_frame(b, env, frame, memset, env_get)
     nxt = b.add(i, c64(1))

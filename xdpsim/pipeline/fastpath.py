@@ -1,24 +1,34 @@
 """The JIT's fast path for a replay: one native `run_batch` call per batch (engines/jit_batch.py).
 
 Used when a batch's packets all enter one interface whose chain is a single program (several rx queues
-are fine: RSS picks each packet's queue, and the native loop its CPU);
-other batches go packet by packet. The verdicts are routed as the per-packet path routes them (the
-common actions with numpy, redirects and faults one by one through the same Pipeline.redirect and
-routing code), and each sink receives its packets in input order (`write_batch` when none of them
-was rewritten after the program, otherwise one write per packet).
+are fine: RSS picks each packet's queue, and the native loop its CPU), and no program can emit ring
+buffer or perf records (events.jsonl names each record's packet, which a batch cannot tell); other
+batches go packet by packet. Everything the per-packet path decides is decided here over the whole
+batch with numpy:
 
-What this path cannot see, and stats.json therefore lacks for it: the number of successful tail calls
-and the program that returned after them (the entry program is counted as the deciding one).
+- each packet gets a key index (`FIXED` below, then one per redirect outcome met): the program's action
+  through a lookup table built from the program's chain_call_actions (an action it chains runs off the
+  end of the chain: XDP_PASS, dispatcher.run_chain), unknown actions and faults on top; redirects go
+  one by one through the same Pipeline.redirect as the per-packet path;
+- stats come from bincounts of the keys and of (returning program, key) pairs -- BatchResult.prog
+  says which program returned after tail calls, BatchResult.tail_calls how many it took;
+- each sink file receives its packets in input order in one `PcapWriter.write_batch` call over one
+  buffer (the programs' output, with the bytes of frames not run and of packets rewritten after the
+  program appended to it).
+
+Only `--log` (one JSON line per packet) and faults/redirects work per packet.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..hooks.xdp import XdpAction
 from ..io.batch import Batch
+from ..io.native import interleave
+from ..spec import MapType
 from .pipeline import ETH_HLEN, Interface
 from .routing import Decision
 from .sinks import MAX_TS_NS
@@ -26,146 +36,222 @@ from .sinks import MAX_TS_NS
 if TYPE_CHECKING:
     from .replay import Replay
 
-# sink keys of the common verdicts (decided with numpy)
-_VECTOR = {
-    int(XdpAction.XDP_PASS): ("pass", "xdp_pass"),
-    int(XdpAction.XDP_TX): ("tx", "xdp_tx"),
-    int(XdpAction.XDP_DROP): ("drop", "xdp_drop"),
-}
+Key = tuple[str, str, "str | None"]  # (outcome, reason, redirect target)
+
+# keys every batch starts with (their indices below); redirects add their own after these
+FIXED: list[Key] = [
+    ("drop", "frame_too_short", None), ("pass", "xdp_pass", None), ("pass", "chain_end", None),
+    ("tx", "xdp_tx", None), ("drop", "xdp_drop", None), ("aborted", "xdp_aborted", None),
+    ("aborted", "unknown_action", None), ("drop", "frame_too_long", None), ("error", "program_fault", None)]
+K_SHORT, K_PASS, K_CHAIN_END, K_TX, K_DROP, K_ABORTED, K_UNKNOWN, K_TOO_LONG, K_FAULT = range(len(FIXED))
+K_REDIRECT = len(FIXED)  # placeholder until Pipeline.redirect decided
+# an action that ends the chain -> its key
+_END = {XdpAction.XDP_ABORTED: K_ABORTED, XdpAction.XDP_DROP: K_DROP, XdpAction.XDP_PASS: K_PASS,
+        XdpAction.XDP_TX: K_TX, XdpAction.XDP_REDIRECT: K_REDIRECT}
+
+
+def action_keys(actions_mask: int) -> np.ndarray:
+    """Key of each XDP action (0..4) for a lone program with these chain_call_actions."""
+    lut = np.empty(len(_END), np.int32)
+    for act, k in _END.items():
+        chained = bool(actions_mask >> int(act) & 1)
+        lut[int(act)] = (K_PASS if act == XdpAction.XDP_PASS else K_CHAIN_END) if chained else k
+    return lut
+
+
+def usable(replay: Replay) -> bool:
+    """The pipeline's programs cannot emit events (their records could not be given their packet)."""
+    ok = replay.__dict__.get("_fast_usable")
+    if ok is None:
+        backend = replay.p.backend
+        colls = getattr(backend, "collections", {})
+        events = (MapType.RINGBUF, MapType.PERF_EVENT_ARRAY)
+        ok = hasattr(getattr(backend, "engine", None), "run_batch") and not any(
+            m.type in events for c in colls.values() for m in c.maps.values())
+        replay.__dict__["_fast_usable"] = ok
+    return bool(ok)
 
 
 def jit_batch(replay: Replay, iface: Interface, b: Batch, times: np.ndarray) -> bool:
     """Run batch `b` natively through `iface`'s single program; False when this path does not apply."""
+    if len(iface.chain) != 1 or not iface.prog_ids or iface.prog_ids[0] is None or not usable(replay):
+        return False
     p = replay.p
-    if len(iface.chain) != 1 or not iface.prog_ids:
-        return False
-    backend = p.backend
-    engine = backend.engine  # type: ignore[union-attr]
-    if not hasattr(engine, "run_batch"):
-        return False
+    backend: Any = p.backend
     n = len(b)
-    lengths = b.lengths.astype(np.int64)
+    lengths = b.lengths
     ok = np.flatnonzero(lengths >= ETH_HLEN)
+    whole = len(ok) == n  # the common case: no fancy indexing
     queues = np.zeros(n, np.uint32)
     if iface.spec.queues > 1:  # RSS in Python: the hash of each frame's flow
         rss = iface.rss
         queues[:] = [rss.queue(b.packet(i)) for i in range(n)]
-    res = engine.run_batch(backend.runtime, iface.prog_ids[0], b.data, b.offsets[ok], lengths[ok],  # type: ignore[union-attr]
-                           times[ok].astype(np.uint64), queues[ok], ifindex=iface.ifindex,
-                           budget=backend.budget)  # type: ignore[union-attr]
-    prog = iface.chain[0].program
-    st = replay.stats
-    # per packet of the batch: sink key index into `keys`, and replaced bytes where routing rewrote them
-    keys: list[tuple[str, str, str | None]] = []
-    key_of: dict[tuple[str, str, str | None], int] = {}
 
-    def key(outcome: str, reason: str, target: str | None = None) -> int:
-        k = (outcome, reason, target)
-        if k not in key_of:
-            key_of[k] = len(keys)
-            keys.append(k)
-        return key_of[k]
+    def sel(a: np.ndarray) -> np.ndarray:
+        return a if whole else a[ok]
 
-    sink = np.full(n, -1, np.int32)
-    replaced: dict[int, bytes] = {}
-    errors: dict[int, str] = {}
-    sink[lengths < ETH_HLEN] = key("drop", "frame_too_short")
-    action = np.asarray(res.action)
-    fault = np.asarray(res.fault) != 0
-    unknown = ~fault & ((np.asarray(res.retval) & 0xFFFF_FFFF) > XdpAction.XDP_REDIRECT)
-    # an action in the program's own chain_call_actions runs off the end of the chain: XDP_PASS
-    # (dispatcher.run_chain); a fault or an unknown action ends the chain as it is
-    chained = ~fault & ~unknown & ((iface.chain[0].actions_mask >> action.astype(np.int64)) & 1 != 0)
-    action = np.where(chained, np.uint8(XdpAction.XDP_PASS), action)
-    sink[ok[chained & (np.asarray(res.action) != XdpAction.XDP_PASS)]] = key("pass", "chain_end")
-    chained_other = chained & (np.asarray(res.action) != XdpAction.XDP_PASS)
-    for act, (outcome, reason) in _VECTOR.items():
-        sink[ok[(action == act) & ~chained_other]] = key(outcome, reason)
-    aborted = (action == XdpAction.XDP_ABORTED) & ~fault
-    sink[ok[aborted & ~unknown]] = key("aborted", "xdp_aborted")
-    sink[ok[unknown]] = key("aborted", "unknown_action")
-    for j in np.flatnonzero(np.asarray(res.fault)).tolist():
+    res = backend.engine.run_batch(backend.runtime, iface.prog_ids[0], b.data, sel(b.offsets), sel(lengths),
+                                   sel(times), sel(queues), ifindex=iface.ifindex, budget=backend.budget,
+                                   reuse=replay.__dict__.get("_batch_result"))
+    replay.__dict__["_batch_result"] = res  # its arrays are reused by the next batch (constant memory)
+    names = [prog.name for prog in backend.runtime.programs]
+    keys: list[Key] = list(FIXED)
+
+    # ---- each run packet's key
+    action = res.action
+    code = action_keys(iface.chain[0].actions_mask)[action]
+    fault = res.fault != 0
+    unknown = (res.retval & 0xFFFF_FFFF) > XdpAction.XDP_REDIRECT
+    faults = np.flatnonzero(fault)
+    if len(faults):
+        unknown &= ~fault
+    code[unknown] = K_UNKNOWN  # an unknown action ends the chain (whatever the mask says)
+    errors: dict[int, str] = {}  # run index -> error text
+    for j in faults.tolist():
         err = res.errors.get(j)
-        i = int(ok[j])
-        if err is not None and err.kind == "frame":
-            sink[i] = key("drop", "frame_too_long")
-        else:
-            sink[i] = key("error", "program_fault")
-        errors[i] = str(err) if err is not None else "program fault"
-    targets: dict[int, str] = {}
-    for j in np.flatnonzero((action == XdpAction.XDP_REDIRECT) & ~fault).tolist():
-        i = int(ok[j])
+        code[j] = K_TOO_LONG if err is not None and err.kind == "frame" else K_FAULT
+        errors[j] = str(err) if err is not None else "program fault"
+    redirects = np.flatnonzero(code == K_REDIRECT)
+    replaced: dict[int, bytes] = {}  # run index -> bytes written (a devmap program rewrote them)
+    decided: dict[int, Decision] = {}
+    for j in redirects.tolist():
+        i = j if whole else int(ok[j])
         data = res.packet(j)
-        d = p.redirect(iface, Decision("redirect", "", data, program=prog), res.redirect_target(j),
-                       int(queues[i]), int(times[i]))
-        sink[i] = key(d.outcome, d.reason, d.target)
+        d = p.redirect(iface, Decision("redirect", "", data, program=names[int(res.prog[j])]),
+                       res.redirect_target(j), int(queues[i]), int(times[i]))
+        k = (d.outcome, d.reason, d.target)
+        if k not in keys:
+            keys.append(k)
+        code[j] = keys.index(k)
+        decided[j] = d
         if d.data is not data:
-            replaced[i] = d.data
+            replaced[j] = d.data
         if d.error:
-            errors[i] = d.error
-        if d.target:
-            targets[i] = d.target
-    assert (sink >= 0).all(), "fast path: a packet without an outcome"
+            errors[j] = d.error
 
-    # statistics
-    counts = np.bincount(sink, minlength=len(keys))
-    for k, (outcome, reason, target) in enumerate(keys):
+    _count(replay, iface, keys, code, res, names, n - len(ok), decided, errors)
+    st = replay.stats
+    if iface.spec.queues > 1:
+        for q, c in enumerate(np.bincount(queues).tolist()):
+            if c:
+                st.queues[iface.queue_keys[q]] += c
+    else:
+        st.queues[iface.queue_keys[0]] += n
+
+    # ---- outputs, each sink in input order
+    codes = code if whole else np.full(n, K_SHORT, np.int32)
+    if not whole:
+        codes[ok] = code
+    buf, src_off, src_len = _sources(b, ok, whole, res, replaced)
+    ts = np.clip(b.ts_ns, 0, MAX_TS_NS)
+    files: dict[tuple[str, str | None], int] = {}
+    file_of = np.array([files.setdefault((o, t), len(files)) for o, _r, t in keys], np.int32)
+    fids = file_of[codes]
+    present = np.flatnonzero(np.bincount(fids, minlength=len(files)))
+    by_id = {f: k for k, f in files.items()}
+    for f in present.tolist():
+        outcome, target = by_id[f]
+        w = replay.sinks.writer(iface.name, outcome, target)
+        if len(present) == 1:
+            w.write_batch(buf, src_off, src_len, ts)
+        else:
+            idx = np.flatnonzero(fids == f)
+            w.write_batch(buf, src_off[idx], src_len[idx], ts[idx])
+    if res.traces:
+        for j in sorted(res.traces):
+            replay.sinks.trace(res.traces[j])
+    if replay.log:
+        _log(replay, iface, b, keys, codes, ok, whole, res, names, queues, src_len, decided, errors)
+    return True
+
+
+def _count(replay: Replay, iface: Interface, keys: list[Key], code: np.ndarray, res: Any, names: list[str],
+           short: int, decided: dict[int, Decision], errors: dict[int, str]) -> None:
+    """stats.json's share of the batch: outcomes, reasons, programs, tail calls, helpers, errors."""
+    st = replay.stats
+    nk = len(keys)
+    counts = np.bincount(code, minlength=nk)
+    counts[K_SHORT] += short
+    for k in np.flatnonzero(counts).tolist():
+        outcome, reason, target = keys[k]
         c = int(counts[k])
-        if not c:
-            continue
         st.count(outcome, reason, iface.name, n=c)
         if target:
             st.redirect_targets[target] += c
-        if reason != "frame_too_short":
-            st.programs[prog]["decided"] += c
-            st.programs[prog][outcome] += c
-    st.programs[prog]["runs"] += len(ok)
-    st.note("JIT batch path: successful tail calls are not counted and the entry program is credited "
-            "with every verdict (the native loop does not report which program returned)")
-    for q, c in enumerate(np.bincount(queues, minlength=1).tolist()):
-        if c:
-            st.queues[f"{iface.name}:{q}"] += c
+    entry = names[iface.prog_ids[0]]  # type: ignore[index]
+    st.programs[entry]["runs"] += len(code)
+    prog = res.prog.astype(np.int64)
+    tails = int(res.tail_calls.sum())
+    if decided:  # redirects name their deciding program themselves (a devmap program may have)
+        rj = np.fromiter(decided, np.int64, len(decided))
+        keep = np.ones(len(code), bool)
+        keep[rj] = False
+        pairs = np.bincount(prog[keep] * nk + code[keep], minlength=len(names) * nk)
+        for j, d in decided.items():
+            if d.program:
+                st.programs[d.program]["decided"] += 1
+                st.programs[d.program][d.outcome] += 1
+            if d.result is not None:  # the devmap program's run is the one the per-packet path counts
+                tails += d.result.tail_calls - int(res.tail_calls[j])
+                st.helper_calls.update(d.result.helper_counts)
+    else:
+        pairs = np.bincount(prog * nk + code, minlength=len(names) * nk)
+    for pk in np.flatnonzero(pairs).tolist():
+        pid, k = divmod(pk, nk)
+        c = int(pairs[pk])
+        pc = st.programs[names[pid]]
+        pc["decided"] += c
+        pc[keys[k][0]] += c
+    st.tail_calls += tails
     st.helper_calls.update(res.helper_counts)
     for e in errors.values():
         st.errors[e] += 1
 
-    # outputs, each sink in input order
-    ts = np.clip(b.ts_ns.astype(np.int64), 0, MAX_TS_NS)
-    pos = np.full(n, -1, np.int64)
-    pos[ok] = np.arange(len(ok))
-    files: dict[tuple[str, str | None], list[int]] = {}
-    for k, (outcome, _reason, target) in enumerate(keys):
-        files.setdefault((outcome, target), []).append(k)
-    for (outcome, target), ks in files.items():
-        idx = np.flatnonzero(np.isin(sink, ks))  # one file, several reasons: still input order
-        if not len(idx):
-            continue
-        w = replay.sinks.writer(iface.name, outcome, target)
-        j = pos[idx]
-        if (j >= 0).all() and not (replaced and replaced.keys() & set(idx.tolist())):
-            w.write_batch(res.out, res.out_offset[j], res.out_length[j], ts[idx])
-            continue
-        for i in idx.tolist():
-            w.write(_bytes(i, b, res, pos, replaced), int(ts[i]))
-    if res.traces:
-        for j in sorted(res.traces):
-            replay.sinks.trace(res.traces[j])
-    for e in backend.events():
-        replay.sinks.event(e)
-    if replay.log:
-        for i in range(n):
-            outcome, reason, target = keys[int(sink[i])]
-            j = int(pos[i])
-            replay.sinks.log_packet({
-                "index": b.index + i, "interface": iface.name, "queue": int(queues[i]), "outcome": outcome,
-                "reason": reason,
-                "program": prog if j >= 0 else "", "length": len(_bytes(i, b, res, pos, replaced)),
-                "target": target, "error": errors.get(i)})
-    return True
+
+def _sources(b: Batch, ok: np.ndarray, whole: bool, res: Any,
+             replaced: dict[int, bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(buffer, offsets, lengths) of the bytes each packet of the batch is written with."""
+    if whole and not replaced:
+        return res.out, res.out_offset, res.out_length
+    n = len(b)
+    src_off = np.empty(n, np.int64)
+    src_len = np.empty(n, np.int64)
+    src_off[ok] = res.out_offset
+    src_len[ok] = res.out_length
+    parts: list[np.ndarray] = []
+    base = len(res.out)
+    if not whole:  # frames not run: their own bytes, gathered back to back
+        short = np.flatnonzero(b.lengths < ETH_HLEN)
+        sl = b.lengths[short].astype(np.int64)
+        parts.append(interleave(np.zeros((len(short), 0), np.uint8), b.data, b.offsets[short], sl))
+        src_len[short] = sl
+        src_off[short] = base + np.cumsum(sl) - sl
+        base += int(sl.sum())
+    for j, data in replaced.items():
+        i = j if whole else int(ok[j])
+        parts.append(np.frombuffer(data, np.uint8))
+        src_off[i], src_len[i] = base, len(data)
+        base += len(data)
+    extra = np.concatenate(parts) if parts else np.zeros(0, np.uint8)
+    pos = len(res.out)
+    if res.out_base is not None and len(res.out_base) - pos >= len(extra):  # room behind the output
+        res.out_base[pos : pos + len(extra)] = extra
+        return res.out_base[: pos + len(extra)], src_off, src_len
+    return np.concatenate((res.out, extra)), src_off, src_len
 
 
-def _bytes(i: int, b: Batch, res: object, pos: np.ndarray, replaced: dict[int, bytes]) -> bytes:
-    if i in replaced:
-        return replaced[i]
-    j = int(pos[i])
-    return res.packet(j) if j >= 0 else b.packet(i)  # type: ignore[attr-defined]
+def _log(replay: Replay, iface: Interface, b: Batch, keys: list[Key], codes: np.ndarray, ok: np.ndarray,
+         whole: bool, res: Any, names: list[str], queues: np.ndarray, src_len: np.ndarray,
+         decided: dict[int, Decision], errors: dict[int, str]) -> None:
+    """--log: the per-packet path's record for every packet (one dict each: the slow part)."""
+    pos = np.arange(len(b)) if whole else np.full(len(b), -1, np.int64)
+    if not whole:
+        pos[ok] = np.arange(len(ok))
+    for i in range(len(b)):
+        outcome, reason, target = keys[int(codes[i])]
+        j = int(pos[i])
+        program = "" if j < 0 else decided[j].program if j in decided else names[int(res.prog[j])]
+        replay.sinks.log_packet({
+            "index": b.index + i, "interface": iface.name, "queue": int(queues[i]), "outcome": outcome,
+            "reason": reason, "program": program, "length": int(src_len[i]), "target": target,
+            "error": errors.get(j) if j >= 0 else None})
