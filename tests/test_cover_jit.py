@@ -103,3 +103,31 @@ def test_instrumented_code_is_cached_apart():
     plain = JitEngine().compile(rt, prog)
     counted = coverage_engine().compile(rt, prog)
     assert plain is not None and counted is not None and plain.address != counted.address
+
+
+def test_cover_command_engines_agree(tmp_path, capsys):
+    """`xdpsim cover --engine jit` writes the LCOV file `--engine interp` writes."""
+    from xdpsim.cli import main
+
+    spec, cap = _xdp_programs()[0], ROOT / "pcaps" / "mixed.pcap"
+    out = {}
+    for engine in ("interp", "jit"):
+        lcov = tmp_path / f"{engine}.info"
+        assert main(["cover", spec, "--pcap", str(cap), "--lcov", str(lcov), "--engine", engine]) == 0
+        assert f"(counted on {engine})" in capsys.readouterr().out
+        out[engine] = lcov.read_text()
+    assert out["jit"] == out["interp"] and "DA:" in out["jit"]
+
+
+def test_golden_replay_counts_on_the_jit():
+    """golden.outcomes (the plugin's xdpsim_golden under --xdpsim-cov) counts on the JIT as on the
+    interpreter, with the same outcomes."""
+    from xdpsim.golden import outcomes
+
+    spec, cap = _xdp_programs()[0], ROOT / "pcaps" / "icmp.pcap"
+    runs = {}
+    for engine in ("interp", "jit"):
+        data = CoverageData()
+        recs = [(r["action"], r["sha256"]) for r in outcomes(spec, cap, engine=engine, coverage=data)]
+        runs[engine] = (recs, data.to_json())
+    assert runs["jit"] == runs["interp"]

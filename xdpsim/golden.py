@@ -143,20 +143,26 @@ def record_of(index: int, run: Any) -> dict[str, Any]:
 def outcomes(spec: str, pcap: str | os.PathLike[str], *, engine: str, maps: bool = False,
              coverage: Any = None) -> Iterator[dict[str, Any]]:
     """The golden record of every packet of `pcap` run through `spec` on `engine` (packets in order,
-    maps carried from one to the next as in a replay). `coverage`: a CoverageData to count into (the
-    runs then go to the interpreter)."""
+    maps carried from one to the next as in a replay). `coverage`: a CoverageData to count into (on
+    the JIT with counters compiled in when `engine` is "jit", else on the interpreter)."""
     from .io import open_capture
     from .testing.runner import make_runner
 
     runner = make_runner(spec, engine=engine)
     shadow = make_runner(spec, engine="interp") if engine == "kernel" else None
     tracer = coverage.tracer(runner.obj.runtime) if coverage is not None and engine != "kernel" else None
+    cov_jit = None
+    if tracer is not None and engine == "jit":  # counters compiled in (the tracer sees declined programs)
+        from .cover.jit import coverage_engine, gather, install
+
+        cov_jit = coverage_engine()
+        install(runner, cov_jit)
     try:
         for pkt in open_capture(pcap):
             before = _map_state(runner.obj) if maps else None
             try:
-                run = runner.run(pkt.data, now_ns=pkt.ts_ns, engine="interp" if tracer else None,
-                                 tracer=tracer)
+                run = runner.run(pkt.data, now_ns=pkt.ts_ns,
+                                 engine="interp" if tracer and not cov_jit else None, tracer=tracer)
             except KernelError as e:
                 # BPF_PROG_TEST_RUN refuses some frames (shorter than 14 bytes: EINVAL): the
                 # interpreter stands in, its map changes carried into the kernel's maps so that the
@@ -185,6 +191,8 @@ def outcomes(spec: str, pcap: str | os.PathLike[str], *, engine: str, maps: bool
                 rec["maps"] = _delta(before, _map_state(runner.obj))
             yield rec
     finally:
+        if cov_jit is not None:
+            gather(cov_jit, runner.obj.runtime, coverage)
         runner.close()
         if shadow is not None:
             shadow.close()

@@ -36,6 +36,9 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[str, Handler]:
     p.add_argument("--pcap", required=True, help="input capture")
     p.add_argument("--html", metavar="DIR", help="write an HTML report (coverage.py style) into DIR")
     p.add_argument("--lcov", metavar="FILE", help="write an LCOV tracefile")
+    p.add_argument("--engine", default="auto", choices=["auto", "interp", "jit"],
+                   help="counting engine (auto: the JIT, with counters compiled in, when available; "
+                        "interp: the single-stepping tracer)")
     return {"record": cmd_record, "trace": cmd_trace, "cover": cmd_cover}
 
 
@@ -88,23 +91,12 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 
 def cmd_cover(args: argparse.Namespace) -> int:
-    from ..cover import CoverageData, build_report, text_summary, write_html, write_lcov
-    from ..io import open_capture
-    from .runner import make_runner
+    from ..cover import build_report, text_summary, write_html, write_lcov
+    from ..cover.jit import cover_capture
 
-    runner = make_runner(args.spec, engine="interp")
-    cov = CoverageData()
-    tracer = cov.tracer(runner.obj.runtime)
-    n = 0
-    try:
-        for pkt in open_capture(args.pcap):
-            runner.run(pkt.data, now_ns=pkt.ts_ns, tracer=tracer)
-            tracer.end_run()
-            n += 1
-    finally:
-        runner.close()
+    cov, n, engine = cover_capture(args.spec, args.pcap, args.engine)
     report = build_report(cov)
-    print(f"{n} packets from {args.pcap} through {args.spec}")
+    print(f"{n} packets from {args.pcap} through {args.spec} (counted on {engine})")
     print(text_summary(report))
     if args.html:
         print(f"HTML report: {write_html(report, args.html)}")

@@ -158,8 +158,16 @@ class TestObject:
         from .runner import SpecRunner, entry_program
 
         self.path = os.fspath(path)
-        self.engine = "interp" if coverage is not None else engine
+        # coverage counts on the interpreter's tracer, or on the JIT with counters compiled in
+        self.engine = "interp" if coverage is not None and engine not in ("interp", "jit") else engine
         self.runner: SpecRunner = SpecRunner(self.path, engine=self.engine)
+        self._coverage = coverage
+        self._coverage_jit: Any = None
+        if coverage is not None and self.engine == "jit":
+            from ..cover.jit import coverage_engine, install
+
+            self._coverage_jit = coverage_engine()
+            install(self.runner, self._coverage_jit)
         self.obj = self.runner.obj
         self.maps = self.obj.maps
         self.programs = {name: TestProgram(self, name) for name in self.obj.programs}
@@ -190,6 +198,10 @@ class TestObject:
         finally:
             if cov is not None:
                 cov.end_run()
+            if self._coverage_jit is not None and eng == "jit":
+                from ..cover.jit import gather
+
+                gather(self._coverage_jit, self.obj.runtime, self._coverage)
         res = TestResult(run, data, index, self, program)
         if rec is not None:
             res._steps = rec.finish(run.result.error)
