@@ -57,6 +57,8 @@ REASONS = {
     },
     "error": {
         "program_fault": "the program faulted (bad memory access, runaway loop, bad helper argument)",
+        "test_run_refused": "kernel engine: BPF_PROG_TEST_RUN refuses the frame for a TC program (IPv4 "
+        "under 34 bytes, over 3712): no verdict to compare",
         "truncated_record": "the capture ends inside this record (damaged file): not run",
         "bad_record": "a pcapng packet block inconsistent inside (damaged file): not run",
         "unconvertible_record": "a record with no Ethernet form (e.g. raw IP version 5): not run",
