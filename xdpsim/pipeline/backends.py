@@ -9,6 +9,7 @@ maps have one value per possible CPU of this machine.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -233,7 +234,8 @@ class KernelBackend:
                              ingress_ifindex=skb.ingress_ifindex, ifindex=skb.ifindex, tstamp=skb.tstamp)
         except KernelError as e:
             # e.g. IPv4 frames under 34 bytes or frames over 3712: the test run refuses them (EINVAL)
-            err = ProgramFault(f"kernel engine, program {name}: BPF_PROG_TEST_RUN refused the packet: {e}",
+            err = ProgramFault(f"BPF_PROG_TEST_RUN refused a frame of {len(data)} bytes "
+                               f"({os.strerror(e.errno) if e.errno else e})",
                                kind="frame", program=name)
             return TcResult(TcAction.TC_ACT_SHOT, data, meta, skb, error=err, program=name)
         st = skb.copy()

@@ -217,7 +217,8 @@ class TcFlow:
             return dec("drop", "tc_redirect_failed", error=f"TC redirect to ifindex {failed[0]}, which is "
                        "not an interface of the pipeline")
         if res.error is not None:
-            return dec("error", "program_fault", error=str(res.error))
+            refused = res.error.kind == "frame"  # only the kernel backend's test run gives these
+            return dec("error", "test_run_refused" if refused else "program_fault", error=str(res.error))
         v = res.verdict
         if v == "drop":
             return dec("drop", "tc_redirect_no_target" if res.code == TcAction.TC_ACT_REDIRECT else "tc_shot")
