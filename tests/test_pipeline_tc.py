@@ -109,6 +109,8 @@ def test_tc_only_pipeline_classifier_then_police(tmp_path: Path, engine: str) ->
     maps = json.loads((out / "maps.json").read_text())
     assert entries(maps, "police_count") == {0x101: 2, 0x111: 2, 0x106: 1}
     assert stats["programs"]["tc_police"]["drop"] == 1
+    # both filters' helper calls count: a lookup each per packet, an update per new mark in each map
+    assert stats["helper_calls"] == {"map_lookup_elem": 10, "map_update_elem": 6}
 
 
 def test_filter_keys_refused_and_explicit_priorities(tmp_path: Path) -> None:

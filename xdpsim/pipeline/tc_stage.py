@@ -121,7 +121,7 @@ class TcFlow:
             t.stages.insert(0, ("xdp", d.outcome))
         t.ran = d.ran + t.ran
         if d.result is not None:
-            t.result = d.result
+            t.result = merged([d.result], t.result) if t.result is not None else d.result
         return t
 
     def send(self, iface: Interface, data: bytes, now_ns: int) -> Decision:
@@ -156,6 +156,7 @@ class TcFlow:
         stages: list[tuple[str, str]] = []
         copies: list[tuple[Clone, int]] = []
         ran: list[str] = []
+        results: list[Any] = []
         failed: list[int] = []
         at = [iface, where]
 
@@ -163,6 +164,7 @@ class TcFlow:
             if res.runs:
                 stages.append((f"tc_{w}", res.verdict))
                 ran.extend(str(prog) for prog, _ in res.runs)
+                results.extend(r for _, r in res.runs)
             copies.extend((c, depth + hops + 1) for c in res.clones)
             return res
 
@@ -182,6 +184,8 @@ class TcFlow:
         walk = follow_redirects(first, run_at, limit=max(self.limit - depth, 0))
         d = self.decide(walk.result, walk.outcome, walk.hops, failed, at[0], at[1], origin)
         d.stages, d.ran = stages, ran
+        if d.result is not None:
+            d.result = merged(results[:-1], d.result)
         for c, cdepth in copies:
             d.clones.append(self.clone(c, now_ns, cpu, cdepth))
         return d
@@ -235,6 +239,21 @@ class TcFlow:
         if origin == "host" and hops == 0:
             return dec("tx", "host_tx", target=iface.name)
         return dec("redirect", "tc_clone" if origin == "clone" else "tc_redirect", target=iface.name)
+
+
+def merged(before: list[Any], last: Any) -> Any:
+    """`last` (the deciding run's result) carrying the helper counts, tail calls and trace lines of
+    every run of the packet before it, which is what the replay's statistics read."""
+    if not before:
+        return last
+    counts: dict[str, int] = {}
+    for r in [*before, last]:
+        for name, n in r.helper_counts.items():
+            counts[name] = counts.get(name, 0) + n
+    last.helper_counts = counts
+    last.tail_calls = sum(r.tail_calls for r in before) + last.tail_calls
+    last.trace = [line for r in before for line in r.trace] + list(last.trace)
+    return last
 
 
 def moved(data: bytes, skb: SkbState, target: Interface, where: str) -> tuple[bytes, SkbState]:
