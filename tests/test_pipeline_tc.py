@@ -371,3 +371,23 @@ def test_pipeline_send_api_and_vlan_tag_restored() -> None:
         s = p.send(iface, frame, 0)
         assert (s.outcome, s.reason, s.target, s.data) == ("tx", "host_tx", "eth0", frame)
         assert p.send(iface, frame[:10], 0).reason == "frame_too_short"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_egress_vlan_push_reaches_the_wire_bytes(tmp_path: Path, engine: str) -> None:
+    """bpf_skb_vlan_push at egress sets the offload tag; the frame on the wire carries it in its bytes
+    (validate_xmit_vlan for a device without VLAN offload). IPv6 frames get 802.1ad 200 over 802.1Q 100."""
+    from scapy.layers.inet6 import IPv6
+
+    v6 = pad(eth(IPv6(dst="2001:db8::1") / UDP(dport=53)), 80)
+    capture(tmp_path / "host.pcap", [UDP53, v6])
+    stats, out = replay(tmp_path, """
+[[interface]]
+name = "eth0"
+tc_egress = ["@P@/tc_vlan.o"]
+host_pcap = "host.pcap"
+""", [], engine)
+    assert stats["reasons"] == {"tx": {"host_tx": 2}}
+    q100 = bytes.fromhex("81006064")  # 802.1Q, priority 3, VLAN 100
+    assert sink(out, "wire-eth0.pcap") == [UDP53[:12] + q100 + UDP53[12:],
+                                           v6[:12] + bytes.fromhex("88a800c8") + q100 + v6[12:]]
