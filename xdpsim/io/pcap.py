@@ -236,16 +236,16 @@ class PcapWriter:
         if (ts < 0).any():
             raise ValueError("negative timestamp in batch")
         buf = np.asarray(data, dtype=np.uint8).reshape(-1)
-        if (lengths < 0).any() or (offsets < 0).any() or (offsets + lengths > len(buf)).any():
+        if int(lengths.min()) < 0 or int(offsets.min()) < 0 or int((offsets + lengths).max()) > len(buf):
             raise ValueError("a packet lies outside the data array")
         orig = lengths if orig_lens is None else np.maximum(np.asarray(orig_lens, dtype=np.int64), lengths)
         caplen = np.minimum(lengths, self.snaplen)
-        sec = ts // 1_000_000_000
-        if (sec > 0xFFFFFFFF).any():
+        sec, frac = np.divmod(ts, 1_000_000_000)  # one pass for both
+        if int(sec.max()) > 0xFFFFFFFF:
             raise ValueError("timestamp beyond pcap's 32-bit seconds in batch")
         headers = np.empty((n, 4), dtype="<u4")
         headers[:, 0] = sec
-        headers[:, 1] = (ts % 1_000_000_000) // self._div
+        headers[:, 1] = frac if self._div == 1 else frac // self._div
         headers[:, 2] = caplen
         headers[:, 3] = orig
         out = interleave(headers.view(np.uint8).reshape(n, 16), buf, offsets, caplen)

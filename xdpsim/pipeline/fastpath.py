@@ -90,9 +90,16 @@ def jit_batch(replay: Replay, iface: Interface, b: Batch, times: np.ndarray) -> 
     def sel(a: np.ndarray) -> np.ndarray:
         return a if whole else a[ok]
 
+    reuse = replay.__dict__.get("_batch_result")
+    if reuse is not None:
+        # run_batch reuses the last result's arrays only when its output buffer holds this batch: give
+        # it room to spare, or batches a little larger than any before each allocate (and fault in) anew
+        need = int(sel(lengths).sum(dtype=np.int64)) + 8 * 4096
+        if len(reuse.out_base) < need:
+            reuse.out_base = np.empty(need + need // 4, np.uint8)
     res = backend.engine.run_batch(backend.runtime, iface.prog_ids[0], b.data, sel(b.offsets), sel(lengths),
                                    sel(times), sel(queues), ifindex=iface.ifindex, budget=backend.budget,
-                                   reuse=replay.__dict__.get("_batch_result"))
+                                   reuse=reuse)
     replay.__dict__["_batch_result"] = res  # its arrays are reused by the next batch (constant memory)
     names = [prog.name for prog in backend.runtime.programs]
     keys: list[Key] = list(FIXED)
