@@ -206,3 +206,24 @@ def test_tcpdump_corpus(obj: str, prog: str) -> None:
     report = diff_program(_spec(obj), prog, packets, engines=ENGINES)
     _check(report, kind="corpus")
     assert report.compared > 0.9 * len(packets)
+
+
+TC_PIPELINE = """
+[[interface]]
+name = "eth0"
+xdp = [{{ object = "{p}/firewall.o" }}]
+tcx_ingress = ["{p}/tc_classify.o:tcx_guard"]
+tc_ingress = [{{ object = "{p}/tc_classify.o", program = "tc_classify", priority = 1 }},
+              {{ object = "{p}/tc_classify.o", program = "tc_police", priority = 2 }}]
+"""
+
+
+def test_pipeline_xdp_then_tc(tmp_path: Path) -> None:
+    """XDP, then tcx and clsact ingress filters, over the mixed capture in all three engines."""
+    from xdpsim.difftest.pipeline import diff_pipeline
+
+    path = tmp_path / "tc.toml"
+    path.write_text(TC_PIPELINE.format(p=PROGRAMS))
+    report = diff_pipeline(str(path), str(ROOT / "pcaps" / "mixed.pcap"), engines=list(ENGINES))
+    _check(report, kind="pipeline")
+    assert report.compared == report.packets > 400
