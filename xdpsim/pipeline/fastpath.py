@@ -97,9 +97,11 @@ def jit_batch(replay: Replay, iface: Interface, b: Batch, times: np.ndarray) -> 
         need = int(sel(lengths).sum(dtype=np.int64)) + 8 * 4096
         if len(reuse.out_base) < need:
             reuse.out_base = np.empty(need + need // 4, np.uint8)
-    res = backend.engine.run_batch(backend.runtime, iface.prog_ids[0], b.data, sel(b.offsets), sel(lengths),
-                                   sel(times), sel(queues), ifindex=iface.ifindex, budget=backend.budget,
-                                   reuse=reuse)
+    # lengths and (monotonic, >= 0) times as run_batch's unsigned types without a copy
+    res = backend.engine.run_batch(backend.runtime, iface.prog_ids[0], b.data, sel(b.offsets),
+                                   sel(lengths.astype(np.int32, copy=False).view(np.uint32)),
+                                   sel(times.astype(np.int64, copy=False).view(np.uint64)), sel(queues),
+                                   ifindex=iface.ifindex, budget=backend.budget, reuse=reuse)
     replay.__dict__["_batch_result"] = res  # its arrays are reused by the next batch (constant memory)
     names = [prog.name for prog in backend.runtime.programs]
     keys: list[Key] = list(FIXED)
