@@ -150,7 +150,7 @@ def test_packets_from_and_sampling():
     assert [p.id for p in params] == [
         "0-Ether IP TCP 10.0.0.1:40000 > 10.0.0.2:http S",
         "5-Ether IP TCP 10.0.0.2:telnet > 10.0.0.1:40002 SA",
-        "11-Ether IP UDP 10.0.0.1:5000 > 10.0.0.2:domain Raw",
+        "11-Ether IP UDP DNS Qry",
         "17-Ether IPv6 TCP fd00::1:40007 > fd00::2:telnet S",
     ]
     assert sample_indices(10, None) == list(range(10)) and sample_indices(3, 10) == [0, 1, 2]

@@ -8,13 +8,21 @@ from dataclasses import dataclass
 from typing import Any
 
 
+def _ether() -> Any:
+    """scapy's Ether with scapy's whole default layer set bound (`scapy.all`), so a summary (and so a
+    test id) does not depend on which layers other code happened to import first: with only
+    scapy.layers.inet loaded a DNS query reads `UDP ... Raw`, once anything imports scapy.layers.dns
+    it reads `DNS Qry`."""
+    import scapy.all  # noqa: F401 - binds every default layer
+    from scapy.layers.l2 import Ether
+
+    return Ether
+
+
 def summary(data: bytes) -> str:
     """scapy's one-line summary of an Ethernet frame ("Ether / IP / TCP 10.0.0.1:1234 > ...")."""
     try:
-        import scapy.layers.inet  # noqa: F401 - binds IP/TCP/UDP/ICMP under Ether
-        import scapy.layers.inet6  # noqa: F401 - and IPv6
-        from scapy.layers.l2 import Ether
-
+        Ether = _ether()
         return str(Ether(data).summary())
     except Exception:  # scapy missing or a frame it cannot dissect: the length still identifies it
         return f"{len(data)} bytes"
@@ -54,11 +62,7 @@ class CapturedPacket:
         return summary(self.data)
 
     def scapy(self) -> Any:
-        import scapy.layers.inet  # noqa: F401
-        import scapy.layers.inet6  # noqa: F401
-        from scapy.layers.l2 import Ether
-
-        return Ether(self.data)
+        return _ether()(self.data)
 
     def id(self) -> str:
         return f"{self.index}-{self.summary.replace(' / ', ' ')}"
