@@ -116,3 +116,170 @@ def test_stats_credit_tail_call_targets(tmp_path: Path) -> None:
     assert sf["programs"]["parse_tcp"]["decided"] > 0 and sf["programs"]["parse_udp"]["decided"] > 0
     assert sf["programs"]["packet_parser"]["runs"] == sum(
         c["decided"] for c in sf["programs"].values())
+
+
+# ---------------------------------------------------------------- every verdict, routed both ways
+
+SOURCE = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+char LICENSE[] SEC("license") = "GPL";
+
+struct { __uint(type, BPF_MAP_TYPE_DEVMAP); __uint(max_entries, 4); __type(key, __u32);
+         __type(value, struct bpf_devmap_val); } ports SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_CPUMAP); __uint(max_entries, 4); __type(key, __u32);
+         __type(value, struct bpf_cpumap_val); } cpus SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_XSKMAP); __uint(max_entries, 4); __type(key, __u32);
+         __type(value, __u32); } xsks SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_PROG_ARRAY); __uint(max_entries, 2); __type(key, __u32);
+         __type(value, __u32); } jmp SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 16); __type(key, __u32);
+         __type(value, __u64); } seen SEC(".maps");
+
+SEC("xdp")
+int tail(struct xdp_md *ctx)
+{
+	bpf_printk("tail %d", ctx->data_end - ctx->data);
+	return (ctx->data_end - ctx->data) & 2 ? XDP_DROP : XDP_PASS;
+}
+
+/* the verdict by frame length modulo 16 */
+SEC("xdp")
+int every(struct xdp_md *ctx)
+{
+	__u32 len = ctx->data_end - ctx->data;
+	__u32 k = len % 16;
+	__u64 *n = bpf_map_lookup_elem(&seen, &k);
+
+	if (n)
+		__sync_fetch_and_add(n, 1);
+	switch (k) {
+	case 0: return bpf_redirect_map(&ports, 0, XDP_ABORTED);
+	case 1: return bpf_redirect_map(&cpus, 0, XDP_DROP);
+	case 2: return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_DROP);
+	case 3: return bpf_redirect(99, 0);
+	case 4: return XDP_REDIRECT;
+	case 5: return 9;
+	case 6: return XDP_TX;
+	case 7: return XDP_ABORTED;
+	case 8: bpf_tail_call(ctx, &jmp, 0); return XDP_TX;
+	case 9: return *(volatile __u8 *)(long)(ctx->data_end + 1);
+	case 10: bpf_xdp_adjust_head(ctx, 4); return XDP_PASS;
+	case 11: bpf_printk("eleven"); return XDP_PASS;
+	case 12: return bpf_redirect(2, 0);
+	default: return len & 1 ? XDP_DROP : XDP_PASS;
+	}
+}
+
+SEC("xdp/devmap")
+int egress(struct xdp_md *ctx)
+{
+	__u8 *first = (void *)(long)ctx->data;
+
+	if ((void *)(first + 1) > (void *)(long)ctx->data_end)
+		return XDP_DROP;
+	*first = 0xee;
+	return ctx->data_end - ctx->data > 100 ? XDP_DROP : XDP_PASS;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def every_obj(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import shutil
+    import subprocess
+
+    clang = shutil.which("clang-19") or shutil.which("clang")
+    if clang is None:
+        pytest.skip("clang-19 is not installed: cannot build the test program")
+    d = tmp_path_factory.mktemp("every")
+    (d / "every.c").write_text(SOURCE)
+    arch = subprocess.run(["uname", "-m"], capture_output=True, text=True).stdout.strip()
+    subprocess.run([clang, "-O2", "-g", "-target", "bpf", f"-I/usr/include/{arch}-linux-gnu", "-c",
+                    str(d / "every.c"), "-o", str(d / "every.o")], check=True)
+    return d / "every.o"
+
+
+def every_capture(path: Path) -> Path:
+    """Frames of every length 0..180 (so every verdict, short frames included), twice, and two too long
+    for a single buffer; timestamps step back once (the clock clamps)."""
+    from xdpsim.io import PcapWriter, open_capture
+
+    base = [p.data for p in open_capture(PCAPS / "mixed.pcap") if len(p.data) >= 60]
+    with PcapWriter(path) as w:
+        t = 1_700_000_000_000_000_000
+        for rnd in range(2):
+            for n in range(181):
+                src = base[(n + rnd) % len(base)]
+                w.write((src * 4)[:n], t + n * 1000 - (5000 if n == 90 else 0))
+            w.write(b"\x02" * 4000, t + 999_999)
+    return path
+
+
+@pytest.mark.parametrize("queues", [1, 4])
+@pytest.mark.parametrize("chain", [None, '["pass", "drop", "tx"]'])
+def test_every_verdict_both_paths(tmp_path: Path, every_obj: Path, queues: int, chain: str | None) -> None:
+    extra = f", chain_call_actions = {chain}" if chain else ""
+    spec = tmp_path / "p.toml"
+    spec.write_text(f"""
+[[interface]]
+name = "eth0"
+queues = {queues}
+xdp = [{{ object = "{every_obj}", program = "every"{extra} }}]
+[[interface]]
+name = "eth1"
+[[map_entries]]
+map = "ports"
+key = "00000000"
+value = "02000000"
+program = "egress"
+[[map_entries]]
+map = "cpus"
+key = "00000000"
+value = "0001000000000000"
+[[map_entries]]
+map = "xsks"
+key = "00000000"
+value = "05000000"
+[[map_entries]]
+map = "jmp"
+key = "00000000"
+program = "tail"
+""")
+    cap = every_capture(tmp_path / "every.pcap")
+    fast, slow = tmp_path / "fast", tmp_path / "slow"
+    sf = replay_to_dir(str(spec), cap, fast, engine="jit", fast=True, log=True)
+    ss = replay_to_dir(str(spec), cap, slow, engine="jit", fast=False, log=True)
+    for s in (sf, ss):
+        for k in TIMING:
+            s.pop(k)
+    assert sf == ss
+    fo, so = outputs(fast), outputs(slow)
+    assert fo.keys() == so.keys()
+    for f in fo:
+        assert fo[f] == so[f], f
+    reasons = {r for o in sf["reasons"].values() for r in o}
+    want = {"frame_too_short", "frame_too_long", "program_fault", "unknown_action", "redirect_failed",
+            "redirect_no_target", "devmap_program", "interface", "cpu", "xsk", "xdp_tx", "xdp_pass"}
+    assert want - {"xdp_tx"} <= reasons if chain else want <= reasons
+    assert sf["tail_calls"] > 0 and sf["programs"]["tail"]["decided"] > 0
+    assert ("chain_end" in reasons) == bool(chain)
+
+
+def test_jit_keeps_tail_call_count_across_python_helpers(every_obj: Path) -> None:
+    """A Python-side helper (bpf_printk) after a native tail call must not reset the run's tail-call
+    count: run_xdp on the JIT reports what the interpreter reports."""
+    from xdpsim.engines.interp import Interpreter
+    from xdpsim.engines.jit import JitEngine
+    from xdpsim.hooks.xdp import run_xdp
+    from xdpsim.runtime import Runtime
+
+    got = []
+    for engine in (Interpreter(), JitEngine()):
+        rt = Runtime()
+        coll = rt.load(load_object(every_obj))
+        coll.maps["jmp"].update(b"\0\0\0\0", coll.programs["tail"])
+        r = run_xdp(rt, engine, coll.programs["every"], b"\x01" * 24)  # 24 % 16 == 8: the tail call
+        got.append((r.program, r.tail_calls, r.helper_counts))
+    assert got[0] == got[1] and got[0][:2] == ("tail", 1)

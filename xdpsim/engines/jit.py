@@ -226,11 +226,12 @@ class _RuntimeJit:
             self._depth = state.depth = (STACK_SIZE - (fp & 0xFFFF_FFFF)) // FRAME_STACK
             self.prandom.to_python()
             batch = self.batch
+            # native tail calls count in env (written back below: a stale count would reset the limit)
+            state.tail_calls = int(self.env[abi.E_TAIL_CALLS])
             if batch is not None:  # the batch loop changes these per packet natively
                 state.now_ns = int(self.env[abi.E_NOW_NS])
                 state.cpu = int(self.env[abi.E_CPU])
                 state.queue = int(self.env[abi.E_RXQ])
-                state.tail_calls = int(self.env[abi.E_TAIL_CALLS])
             prev_redirect, ntrace = state.redirect, len(state.trace)
             state.redirect = _UNSET
             args = (r1 & U64, r2 & U64, r3 & U64, r4 & U64, r5 & U64)
