@@ -452,3 +452,17 @@ def test_callers_r1_to_r5_after_a_call_are_the_callees(engine: str) -> None:
     rt = Runtime()
     coll = rt.load(ObjectSpec("<t>", {"main": ProgramSpec("main", "xdp", ProgType.XDP, "xdp", insns)}, []))
     assert _engine(engine).run(rt, coll.programs["main"], RunState(rt)) == 9 + 7  # r1 callee's, r6 kept
+
+
+@pytest.mark.parametrize("budget", range(1, 8))
+def test_budget_fault_names_the_interpreters_instruction(budget: int) -> None:
+    """Every block's budget check (one fault block shared per function) names the instruction the
+    interpreter stops at, whichever block runs out."""
+    src = "r0 = 0\nr0 += 1\nr0 += 1\nif r0 > 5 goto +1\nr0 += 1\nr0 += 1\nexit"
+    out = []
+    for eng in ("interp", "jit"):
+        rt, progs = _runtime(src, [COUNTER])
+        r = run_xdp(rt, _engine(eng), progs["main"], PACKETS[0], budget=budget)
+        assert isinstance(r.error, ProgramFault) or budget == 7
+        out.append((str(r.error), getattr(r.error, "pc", None), r.action))
+    assert out[0] == out[1]

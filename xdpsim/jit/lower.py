@@ -161,6 +161,9 @@ class FuncLowering:
         self.fp = args[5]
         self.b.store(self.fp, self.regs[10])
         self.cur_prog = self.b.load(self._env_ptr(abi.E_CUR_PROG), typ=I64)
+        self.budget_ptr = self._env_ptr(abi.E_BUDGET)
+        self.budget_block: ir.Block | None = None  # the function's shared budget fault (charge_budget)
+        self.budget_phis: tuple[ir.PhiInstr, ir.PhiInstr] | None = None
         self.cov: ir.Value | None = None
         if mod.prog.coverage:  # this program's counters: env[COVER][cur_prog] (fixed for the run)
             covtab = self.b.inttoptr(self.env_load(abi.E_COVER), PTR)
@@ -276,19 +279,45 @@ class FuncLowering:
 
     def charge_budget(self, pc: int) -> None:
         n = self._block_len(pc)
-        before = self.env_load(abi.E_BUDGET)
-        left = self.b.sub(before, c64(n))
-        self.env_store(abi.E_BUDGET, left)
-        with self.b.if_then(self.unlikely(self.b.icmp_signed("<", left, c64(0))), likely=False):
-            # the instruction that exhausts it: the before-th of the block (an lddw counts once)
-            self.fault(abi.F_BUDGET, self._nth_pc(pc, n, before))
+        b = self.b
+        before = b.load(self.budget_ptr, typ=I64)
+        left = b.sub(before, c64(n))
+        b.store(left, self.budget_ptr)
+        exhausted = b.icmp_signed("<", left, c64(0))
+        if self._slots(pc, n) != list(range(pc, pc + n)):  # an lddw inside: its own fault block
+            with b.if_then(exhausted, likely=False):
+                # the instruction that exhausts it: the before-th of the block (an lddw counts once)
+                self.fault(abi.F_BUDGET, self._nth_pc(pc, n, before))
+            return
+        # the common case shares one fault block per function (less IR to build, optimise, emit):
+        # the exhausting instruction is the before-th of the block, pc + before
+        shared = self._budget_fault()
+        assert self.budget_phis is not None
+        self.budget_phis[0].add_incoming(c64(pc), b.block)
+        self.budget_phis[1].add_incoming(before, b.block)
+        ok = self.fn.append_basic_block(f"pc{pc}.run")
+        b.cbranch(exhausted, shared, ok).set_weights([1, 99])
+        b.position_at_end(ok)
 
-    def _nth_pc(self, start: int, n: int, k: ir.Value) -> ir.Value:
+    def _budget_fault(self) -> ir.Block:
+        if self.budget_block is None:
+            blk = self.budget_block = self.fn.append_basic_block("budget_fault")
+            with self.b.goto_block(blk):
+                start, before = self.b.phi(I64), self.b.phi(I64)
+                self.budget_phis = (start, before)
+                self.fault(abi.F_BUDGET, self.b.add(start, before))
+        return self.budget_block
+
+    def _slots(self, start: int, n: int) -> list[int]:
         slots = []
         p = start
         while len(slots) < n:
             slots.append(p)
             p += 2 if self.insns[p].is_lddw else 1
+        return slots
+
+    def _nth_pc(self, start: int, n: int, k: ir.Value) -> ir.Value:
+        slots = self._slots(start, n)
         if slots == list(range(start, start + n)):
             return self.b.add(c64(start), k)
         v = c64(slots[0])
