@@ -16,6 +16,14 @@ Modules (the engine itself is `xdpsim.engines.jit.JitEngine`, the batch API `eng
 - `batch`    the native replay loop (one generic function; the program's entry is an argument).
 - `fuzzcheck` the differential worker the fuzz test runs in a subprocess.
 
+Coverage (`JitEngine(coverage=True)`, its own compiled code: `ProgramInput.coverage` is in the cache
+key): each basic block adds 1 to its program's counter at entry (after the budget check) and each
+conditional jump adds its condition to `taken[pc]`; the counters live per runtime and program id
+behind env COVER (abi.py); `JitEngine.coverage_counts` spreads block counts over their instructions
+for `cover.CoverageData.add_counts` (`xdpsim/cover/jit.py` drives it for `xdpsim cover`, the pytest
+plugin and golden replays). Same counts as the interpreter's tracer except inside a block a run
+leaves by a memory fault (counted whole) or the budget stops (not counted).
+
 Known differences from the interpreter (all outside what the kernel verifier accepts, or faults):
 - a budget fault ends the run at the start of the basic block that exhausts the budget: the fault
   (message, instruction) is the interpreter's, but the stores of that block before the exhausting
