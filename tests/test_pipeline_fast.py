@@ -76,6 +76,19 @@ def test_lone_program_chaining_its_own_action_passes(tmp_path: Path) -> None:
     assert "xdp_drop" not in sf["reasons"].get("drop", {})
 
 
+@pytest.mark.parametrize("lengths", [[], [0, 1, 5, 13], [13, 14, 3]])
+def test_runts_and_empty_captures(tmp_path: Path, lengths: list[int]) -> None:
+    from xdpsim.io import PcapWriter
+
+    cap = tmp_path / "c.pcap"
+    with PcapWriter(cap) as w:
+        for i, n in enumerate(lengths):
+            w.write(bytes(range(n)), 1000 + i)
+    sf, ss, fast, slow = replay_both(tmp_path, f"{PROGRAMS}/parser.o", str(cap))
+    assert sf == ss and sf["packets"] == len(lengths)
+    assert outputs(fast) == outputs(slow)
+
+
 def test_log_same_on_both_paths(tmp_path: Path) -> None:
     sf, ss, fast, slow = replay_both(tmp_path, f"{PROGRAMS}/parser.o", "mixed.pcapng", log=True)
     assert sf == ss

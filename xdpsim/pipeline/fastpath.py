@@ -187,8 +187,8 @@ def _count(replay: Replay, iface: Interface, keys: list[Key], code: np.ndarray, 
         st.count(outcome, reason, iface.name, n=c)
         if target:
             st.redirect_targets[target] += c
-    entry = names[iface.prog_ids[0]]  # type: ignore[index]
-    st.programs[entry]["runs"] += len(code)
+    if len(code):  # (a batch of runts runs nothing: no entry for the program then)
+        st.programs[names[iface.prog_ids[0]]]["runs"] += len(code)  # type: ignore[index]
     prog = res.prog.astype(np.int64)
     tails = int(res.tail_calls.sum())
     if decided:  # redirects name their deciding program themselves (a devmap program may have)
