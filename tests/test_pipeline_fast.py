@@ -310,3 +310,39 @@ def test_jit_keeps_tail_call_count_across_python_helpers(every_obj: Path) -> Non
         r = run_xdp(rt, engine, coll.programs["every"], b"\x01" * 24)  # 24 % 16 == 8: the tail call
         got.append((r.program, r.tail_calls, r.helper_counts))
     assert got[0] == got[1] and got[0][:2] == ("tail", 1)
+
+
+TWO_INTERFACES = {
+    "devmap": """
+[[interface]]
+name = "eth0"
+xdp = [{ object = "@PROGRAMS@/redirect.o", program = "redirect_map" }]
+[[interface]]
+name = "eth1"
+xdp = [{ object = "@PROGRAMS@/parser.o" }]
+[[map_entries]]
+map = "tx_ports"
+key = "00000000"
+value = "02000000"
+""",
+    "unmapped": """
+[[interface]]
+name = "wan"
+capture_interface = 1
+queues = 2
+xdp = [{ object = "@PROGRAMS@/parser.o" }]
+[[interface]]
+name = "lan"
+capture_interface = 7
+""",
+}
+
+
+@pytest.mark.parametrize("name", sorted(TWO_INTERFACES))
+def test_interfaces_of_a_pcapng(tmp_path: Path, name: str) -> None:
+    """Runs of packets from each capture interface: batches cut per interface, unmapped ones per packet."""
+    spec = tmp_path / "p.toml"
+    spec.write_text(TWO_INTERFACES[name].replace("@PROGRAMS@", str(PROGRAMS)))
+    sf, ss, fast, slow = replay_both(tmp_path, str(spec), "mixed.pcapng", log=True)
+    assert sf == ss and len(sf["interfaces"]) >= 1
+    assert outputs(fast) == outputs(slow)
