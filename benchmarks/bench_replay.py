@@ -176,9 +176,9 @@ def main(argv: list[str] | None = None) -> int:
             res = measure(engine, pcap, d / f"out-{engine}-{pcap.stem}")
             rows.append((engine, res))
             pps = res["packets"] / res["seconds"]
-            cpu = res["packets"] / res["cpu"] if res.get("cpu") else float("nan")
+            cpu = f"{res['packets'] / res['cpu']:>11,.0f}" if res.get("cpu") else f"{'-':>11}"
             print(f"  {engine:10} {res['packets']:>9,} packets: {pps:>11,.0f} packets/s "
-                  f"({cpu:>11,.0f} per CPU second; wall {res['wall']:.1f} s), "
+                  f"({cpu} per CPU second; wall {res['wall']:.1f} s), "
                   f"peak RSS {res['hwm_kb'] / 1024:.0f} MB, peak anonymous "
                   f"{res['anon_kb'] / 1024:.0f} MB", flush=True)
         jit = rows[0][1]["packets"] / rows[0][1]["seconds"]
