@@ -207,13 +207,30 @@ class FuncLowering:
         with self.b.goto_block(self.entry):
             return self.b.alloca(ty)
 
+    # The last value of each register loaded or stored in the block the builder is in: a later read
+    # in the same block reuses it instead of emitting another load (less IR for LLVM to parse and
+    # promote). Valid because registers change only through put() and the builder only appends.
+    _reg_block: ir.Block | None = None
+    _reg_vals: dict[int, ir.Value]
+
+    def _reg_cache(self) -> dict[int, ir.Value]:
+        blk = self.b.block
+        if blk is not self._reg_block:
+            self._reg_block, self._reg_vals = blk, {}
+        return self._reg_vals
+
     def get(self, r: int) -> ir.Value:
-        return self.b.load(self.regs[r])
+        cache = self._reg_cache()
+        v = cache.get(r)
+        if v is None:
+            v = cache[r] = self.b.load(self.regs[r])
+        return v
 
     def put(self, r: int, v: ir.Value) -> None:
         if v.type == I32:
             v = self.b.zext(v, I64)
         self.b.store(v, self.regs[r])
+        self._reg_cache()[r] = v
 
     def get32(self, r: int) -> ir.Value:
         return self.b.trunc(self.get(r), I32)
