@@ -93,7 +93,6 @@ class ModuleLowering:
             w: ir.Function(self.module, ir.FunctionType(INT[w // 8], [INT[w // 8]]), f"llvm.bswap.i{w}")
             for w in (16, 32, 64)
         }
-        self.expect = ir.Function(self.module, ir.FunctionType(I1, [I1, I1]), "llvm.expect.i1")
 
     def slow_function(self, kind: int, size: int) -> ir.Function:
         """`i64 slow(env, pc, addr, value)`: the slow path of loads/stores of one kind and size."""
@@ -235,14 +234,19 @@ class FuncLowering:
     def get32(self, r: int) -> ir.Value:
         return self.b.trunc(self.get(r), I32)
 
-    def unlikely(self, cond: ir.Value) -> ir.Value:
-        return self.b.call(self.mod.expect, [cond, ir.Constant(I1, 0)])
+    _unwind_block: ir.Block | None = None
 
     def ret_if_fault(self) -> None:
-        """After anything that may fault (calls, slow paths): leave at once when env FAULT is set."""
+        """After anything that may fault (calls, slow paths): leave at once when env FAULT is set
+        (through one `ret 0` block per function; branch weights mark it cold)."""
+        if self._unwind_block is None:
+            self._unwind_block = self.fn.append_basic_block("unwind")
+            with self.b.goto_block(self._unwind_block):
+                self.b.ret(c64(0))
         f = self.env_load(abi.E_FAULT)
-        with self.b.if_then(self.unlikely(self.b.icmp_unsigned("!=", f, c64(0))), likely=False):
-            self.b.ret(c64(0))
+        ok = self.fn.append_basic_block()
+        self.b.cbranch(self.b.icmp_unsigned("!=", f, c64(0)), self._unwind_block, ok).set_weights([1, 99])
+        self.b.position_at_end(ok)
 
     def fault(
         self, code: int, pc: int | ir.Value, addr: ir.Value | None = None, size: int = 0, write: int = 0
@@ -537,7 +541,7 @@ class FuncLowering:
         too_deep = self.b.icmp_unsigned(
             "<=", fp_off, c64(abi.STACK_BYTES - (abi.MAX_FRAMES - 1) * abi.FRAME_BYTES)
         )
-        with self.b.if_then(self.unlikely(too_deep), likely=False):
+        with self.b.if_then(too_deep, likely=False):
             self.fault(abi.F_DEPTH, pc)
         callee_fp = self.b.sub(self.fp, c64(abi.FRAME_BYTES))
         self.stack_lo(self.b.and_(callee_fp, c64(U32)))
