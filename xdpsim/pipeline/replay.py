@@ -149,7 +149,7 @@ class Replay:
         queue = iface.rss.queue(data) if iface.spec.queues > 1 else 0
         d = p.process(iface, data, now_ns, queue)
         st = self.stats
-        st.count(d.outcome, d.reason, iface.name)
+        st.decision(d, iface.name)
         st.queues[iface.queue_keys[queue]] += 1
         r = d.result
         if r is not None:
@@ -157,15 +157,6 @@ class Replay:
             st.helper_calls.update(r.helper_counts)
             if r.trace:
                 self.sinks.trace(r.trace)
-        for prog in d.ran:
-            st.programs[prog]["runs"] += 1
-        if d.program:
-            st.programs[d.program]["decided"] += 1
-            st.programs[d.program][d.outcome] += 1
-        if d.target:
-            st.redirect_targets[d.target] += 1
-        if d.error:
-            st.errors[d.error] += 1
         self.sinks.write(iface.name, d.outcome, d.target, d.data, ts)
         if d.stages or d.clones:
             from .tc_stage import account_extra

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 OUTCOMES = ("pass", "tx", "redirect", "drop", "aborted", "error")
 
@@ -102,6 +103,20 @@ class Stats:
         self.reasons[outcome][reason] += n
         if interface is not None:
             self.interfaces[interface][outcome] += n
+
+    def decision(self, d: Any, interface: str | None) -> None:
+        """Count one packet's fate (a pipeline `Decision`): its outcome, the programs that ran, the one
+        that decided, the redirect target and the error."""
+        self.count(d.outcome, d.reason, interface)
+        for prog in d.ran:
+            self.programs[prog]["runs"] += 1
+        if d.program:
+            self.programs[d.program]["decided"] += 1
+            self.programs[d.program][d.outcome] += 1
+        if d.target:
+            self.redirect_targets[d.target] += 1
+        if d.error:
+            self.errors[d.error] += 1
 
     def check(self) -> None:
         """The accounting invariant; a violation is a bug in xdpsim."""

@@ -281,16 +281,7 @@ def account_extra(replay: Replay, d: Decision, ts: int) -> None:
         st.stages[stage][verdict] += 1
     for c in d.clones:
         st.clones += 1
-        st.count(c.outcome, c.reason, c.interface)
-        for prog in c.ran:
-            st.programs[prog]["runs"] += 1
-        if c.program:
-            st.programs[c.program]["decided"] += 1
-            st.programs[c.program][c.outcome] += 1
-        if c.target:
-            st.redirect_targets[c.target] += 1
-        if c.error:
-            st.errors[c.error] += 1
+        st.decision(c, c.interface)
         replay.sinks.write(c.interface or "", c.outcome, c.target, c.data, ts)
         account_extra(replay, c, ts)
 
@@ -316,16 +307,7 @@ def feed_host(replay: Replay, iface: Interface, path: str) -> None:
             ts = int(b.ts_ns[i])
             d = replay.p.send(iface, data, int(times[i]))
             n += 1
-            st.count(d.outcome, d.reason, iface.name)
-            for prog in d.ran:
-                st.programs[prog]["runs"] += 1
-            if d.program:
-                st.programs[d.program]["decided"] += 1
-                st.programs[d.program][d.outcome] += 1
-            if d.target:
-                st.redirect_targets[d.target] += 1
-            if d.error:
-                st.errors[d.error] += 1
+            st.decision(d, iface.name)
             replay.sinks.write(iface.name, d.outcome, d.target, d.data, ts)
             account_extra(replay, d, ts)
             if replay.log:
