@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import CaptureError
 from . import linktype as lt
 from .capture import open_capture
-from .native import index_pcapng, index_records
+from .native import RecordWalk, index_pcapng, walk_records
 from .pcap import (
     HEADER_SIZE,
     PcapHeader,
@@ -248,14 +248,15 @@ class BatchReader:
         pos = HEADER_SIZE
         try:
             while True:
-                starts, pos = index_records(buf, pos, self.batch_size, h.endian, self.native)
-                if len(starts):
-                    batch = self._gather(buf, starts, h, limit)
+                w = walk_records(buf, pos, self.batch_size, h.endian, h.frac_scale, self.native)
+                pos = w.end
+                if len(w.starts):
+                    batch = self._gather(buf, w, h, limit)
                     self._own["offset"] = pos
                     if len(batch):  # (every record of it may have been unconvertible)
                         yield batch
                     del batch
-                if len(starts) < self.batch_size:
+                if len(w.starts) < self.batch_size:
                     break
             # The walk stopped early: at the end, or at a damaged record (pos).
             if pos == size:
@@ -272,42 +273,38 @@ class BatchReader:
         finally:
             del buf
 
-    def _gather(self, buf: np.ndarray, starts: np.ndarray, h: PcapHeader, limit: int) -> Batch:
+    def _gather(self, buf: np.ndarray, w: RecordWalk, h: PcapHeader, limit: int) -> Batch:
+        starts, caplen, orig = w.starts, w.caplen, w.orig
         n = len(starts)
-        heads = buf[starts[:, None] + np.arange(16)].view(h.endian + "u4").astype(np.int64)
-        sec, frac, caplen, orig = heads[:, 0], heads[:, 1], heads[:, 2], heads[:, 3]
         if not self._plain:
-            return self._convert_records(buf, starts, heads, h, limit)
-        for i in np.flatnonzero((caplen > limit) | (orig < caplen)):
+            return self._convert_records(buf, w, h, limit)
+        for i in np.flatnonzero((caplen > limit) | (orig < caplen)).tolist():
             if caplen[i] > limit:
                 self._warn(int(starts[i]), msg_over_snaplen(int(caplen[i]), h.snaplen), "snaplen")
             if orig[i] < caplen[i]:
                 self._warn(int(starts[i]), msg_orig_len(int(orig[i]), int(caplen[i])), "orig_len")
-        orig = np.maximum(orig, caplen)
+        np.maximum(orig, caplen, out=orig)
         lo = int(starts[0]) + 16
         hi = int(starts[-1]) + 16 + int(caplen[-1])
         data = buf[lo:hi].copy()
-        ts = sec * 1_000_000_000 + frac * h.frac_scale
-        batch = Batch(data, starts + 16 - lo, caplen.astype(np.int32), ts, np.zeros(n, dtype=np.int32),
-                      self._own["packets"], orig)
+        starts += 16 - lo  # (the walk's own array: offsets into `data` now)
+        batch = Batch(data, starts, caplen, w.ts_ns, np.zeros(n, dtype=np.int32), self._own["packets"], orig)
         self._own["records"] += n
         self._own["packets"] += n
         return batch
 
-
-    def _convert_records(self, buf: np.ndarray, starts: np.ndarray, heads: np.ndarray, h: PcapHeader,
-                         limit: int) -> Batch:
+    def _convert_records(self, buf: np.ndarray, w: RecordWalk, h: PcapHeader, limit: int) -> Batch:
         """Records of other link types (or with an FCS): PcapReader's per-record path, batched."""
         out: list[Packet] = []
         first = self._own["packets"]
-        ts = heads[:, 0] * 1_000_000_000 + heads[:, 1] * h.frac_scale
         view = memoryview(buf)
-        for i, start in enumerate(starts.tolist()):
-            data = bytes(view[start + 16 : start + 16 + int(heads[i, 2])])
-            done = finish_record(h, limit, self._convert, self._warn, start, int(heads[i, 3]), data)
+        fields = zip(w.starts.tolist(), w.caplen.tolist(), w.orig.tolist(), w.ts_ns.tolist(), strict=True)
+        for start, cap, orig, ts in fields:
+            data = bytes(view[start + 16 : start + 16 + cap])
+            done = finish_record(h, limit, self._convert, self._warn, start, orig, data)
             if done is not None:
-                out.append(Packet(first + len(out), int(ts[i]), done[0], done[1], 0, h.linktype))
-        self._own["records"] += len(starts)
+                out.append(Packet(first + len(out), ts, done[0], done[1], 0, h.linktype))
+        self._own["records"] += len(w.starts)
         self._own["packets"] += len(out)
         return pack(out, first)
 

@@ -4,6 +4,8 @@
   `pos` and returns their start offsets and the offset where it stopped: at the end of the buffer, at
   a record whose header or data runs past the end, or at one claiming more than MAX_SNAPLEN bytes (the
   caller decides what that is). Each record's position depends on the previous one's length.
+  `walk_records` is the same walk also reading each record's lengths and timestamp on the way (the
+  batch reader's one pass over the record headers).
 - `index_pcapng(buf, pos, count, endian, snaps)` does the same for plain pcapng Enhanced Packet
   Blocks, stopping at any other block or at anything the streaming reader would have to look at.
 - `interleave(headers, data, offsets, lengths)` builds `header 0, packet 0, header 1, packet 1, ...`
@@ -19,6 +21,7 @@ import ctypes
 import struct
 import sys
 import threading
+from typing import NamedTuple
 
 import numpy as np
 
@@ -30,7 +33,8 @@ _IR = f"""
 declare i32 @llvm.bswap.i32(i32)
 declare void @llvm.memcpy.p0.p0.i64(ptr, ptr, i64, i1)
 
-define i64 @xdpsim_pcap_index(ptr %buf, i64 %size, i64 %pos0, i64 %max, ptr %out, i32 %swap, ptr %endpos) {{
+define i64 @xdpsim_pcap_index(ptr %buf, i64 %size, i64 %pos0, i64 %max, ptr %out, i32 %swap, ptr %endpos,
+                               ptr %caps, ptr %origs, ptr %tss, i64 %scale) {{
 entry:
   %sw = icmp ne i32 %swap, 0
   br label %loop
@@ -59,6 +63,32 @@ fit:
 store:
   %op = getelementptr i64, ptr %out, i64 %n
   store i64 %pos, ptr %op, align 8
+  %cp = getelementptr i32, ptr %caps, i64 %n
+  store i32 %cl, ptr %cp, align 4
+  %secp = getelementptr i8, ptr %buf, i64 %pos
+  %secr = load i32, ptr %secp, align 1
+  %secs = call i32 @llvm.bswap.i32(i32 %secr)
+  %sec = select i1 %sw, i32 %secs, i32 %secr
+  %p4 = add i64 %pos, 4
+  %fracp = getelementptr i8, ptr %buf, i64 %p4
+  %fracr = load i32, ptr %fracp, align 1
+  %fracs = call i32 @llvm.bswap.i32(i32 %fracr)
+  %frac = select i1 %sw, i32 %fracs, i32 %fracr
+  %p12 = add i64 %pos, 12
+  %origp = getelementptr i8, ptr %buf, i64 %p12
+  %origr = load i32, ptr %origp, align 1
+  %origb = call i32 @llvm.bswap.i32(i32 %origr)
+  %orig = select i1 %sw, i32 %origb, i32 %origr
+  %orig64 = zext i32 %orig to i64
+  %oq = getelementptr i64, ptr %origs, i64 %n
+  store i64 %orig64, ptr %oq, align 8
+  %sec64 = zext i32 %sec to i64
+  %frac64 = zext i32 %frac to i64
+  %secns = mul i64 %sec64, 1000000000
+  %fracns = mul i64 %frac64, %scale
+  %ts = add i64 %secns, %fracns
+  %tq = getelementptr i64, ptr %tss, i64 %n
+  store i64 %ts, ptr %tq, align 8
   %n1 = add i64 %n, 1
   br label %loop
 done:
@@ -180,7 +210,7 @@ done:
 
 
 _I64, _VP = ctypes.c_int64, ctypes.c_void_p
-_INDEX = ctypes.CFUNCTYPE(_I64, _VP, _I64, _I64, _I64, _VP, ctypes.c_int32, _VP)
+_INDEX = ctypes.CFUNCTYPE(_I64, _VP, _I64, _I64, _I64, _VP, ctypes.c_int32, _VP, _VP, _VP, _VP, _I64)
 _INTERLEAVE = ctypes.CFUNCTYPE(_I64, _VP, _VP, _I64, _VP, _VP, _VP, _I64)
 _NG_INDEX = ctypes.CFUNCTYPE(_I64, _VP, _I64, _I64, _I64, _VP, ctypes.c_int32, _I64, _VP, _VP)
 _lock = threading.Lock()
@@ -215,14 +245,38 @@ def index_records(buf: np.ndarray, pos: int, count: int, endian: str,
 
     `buf` is a uint8 array of the whole file, `endian` the file's byte order ("<" or ">").
     """
+    w = walk_records(buf, pos, count, endian, 1000, use_native)
+    return w.starts, w.end
+
+
+class RecordWalk(NamedTuple):
+    """What `walk_records` found: per record its start offset, captured length, original length (as the
+    file says, unchecked) and timestamp in ns; `end` is the offset where the walk stopped."""
+
+    starts: np.ndarray  # int64
+    caplen: np.ndarray  # int32
+    orig: np.ndarray  # int64
+    ts_ns: np.ndarray  # int64
+    end: int
+
+
+def walk_records(buf: np.ndarray, pos: int, count: int, endian: str, frac_scale: int,
+                 use_native: bool = True) -> RecordWalk:
+    """index_records that also reads each record's header fields in the same pass (no second gather
+    over the headers): timestamps are `sec * 10**9 + frac * frac_scale`."""
     native = _native() if use_native else None
     if native is not None:
-        out = np.empty(count, dtype=np.int64)
+        out = np.empty((4, count), dtype=np.int64)  # one allocation for the four columns
+        caps = out[3].view(np.int32)[:count]  # (int32: half of the last row)
         end = ctypes.c_int64(0)
         swap = int((endian == "<") != (sys.byteorder == "little"))
-        n = native[1](buf.ctypes.data, len(buf), pos, count, out.ctypes.data, swap, ctypes.addressof(end))
-        return out[:n], end.value
-    return _index_python(buf, pos, count, endian)
+        n = native[1](buf.ctypes.data, len(buf), pos, count, out.ctypes.data, swap, ctypes.addressof(end),
+                      caps.ctypes.data, out[1].ctypes.data, out[2].ctypes.data, frac_scale)
+        return RecordWalk(out[0, :n], caps[:n], out[1, :n], out[2, :n], end.value)
+    starts, end = _index_python(buf, pos, count, endian)
+    heads = buf[starts[:, None] + np.arange(16)].view(endian + "u4").astype(np.int64).reshape(-1, 4)
+    return RecordWalk(starts, heads[:, 2].astype(np.int32), heads[:, 3].copy(),
+                      heads[:, 0] * 1_000_000_000 + heads[:, 1] * frac_scale, end)
 
 
 def _index_python(buf: np.ndarray, pos: int, count: int, endian: str) -> tuple[np.ndarray, int]:
