@@ -33,3 +33,66 @@ def test_walk_fields_native_equals_python(endian: str, scale: int) -> None:
         assert a.caplen.tolist() == [len(d) for _s, _f, d, _o in recs[:k]]
         assert a.orig.tolist() == [o for *_x, o in recs[:k]]
         assert a.ts_ns.tolist() == [s * 10**9 + f * scale for s, f, _d, _o in recs[:k]]
+
+
+def _gapped(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """n random packets, each after 16 free bytes (run_batch(out_gap=16)'s layout), some apart."""
+    lengths = rng.integers(0, 200, n)
+    spare = np.where(rng.random(n) < 0.2, rng.integers(1, 40, n), 0)  # breaks in the runs
+    offsets = np.cumsum(lengths + 16 + spare) - lengths
+    data = rng.integers(0, 256, int(offsets[-1] + lengths[-1]) + 5, np.uint8)
+    return data, offsets, lengths
+
+
+@pytest.mark.parametrize("order", ["ascending", "shuffled", "subset"])
+def test_write_in_place_equals_interleaved(monkeypatch, tmp_path, order: str) -> None:
+    from xdpsim.io import pcap
+    from xdpsim.io.pcap import PcapWriter
+
+    calls: list[int] = []
+    real = pcap.put_headers
+    monkeypatch.setattr(pcap, "put_headers", lambda out, h, o: calls.append(len(o)) or real(out, h, o))
+
+    rng = np.random.default_rng(3)
+    data, offsets, lengths = _gapped(rng, 300)
+    idx = np.arange(300)
+    if order == "shuffled":
+        idx = rng.permutation(300)
+    elif order == "subset":
+        idx = np.flatnonzero(rng.random(300) < 0.7)
+    ts = rng.integers(0, 2**40, len(idx))
+    orig = lengths[idx] + rng.integers(0, 3, len(idx))
+    for snaplen in (65535, 100):  # (100: records cut, written the ordinary way)
+        paths = [tmp_path / f"{order}-{snaplen}-{g}.pcap" for g in (False, True)]
+        for g, path in zip((False, True), paths, strict=True):
+            with PcapWriter(path, snaplen=snaplen) as w:
+                w.write(b"first", 5)
+                w.write_batch(data.copy(), offsets[idx], lengths[idx], ts, orig, gaps=g)
+                w.write_batch(data.copy(), offsets[idx][:7], lengths[idx][:7], ts[:7], gaps=g)
+                w.write(b"last", 6)
+        assert paths[0].read_bytes() == paths[1].read_bytes()
+        assert bool(calls) == (snaplen == 65535)  # the in-place path ran exactly where it applies
+        calls.clear()
+
+
+def test_writev_all_resumes_short_writes(monkeypatch, tmp_path) -> None:
+    import os
+
+    from xdpsim.io import pcap
+
+    real = os.writev
+
+    def short(fd: int, views: list) -> int:  # writes at most 7 bytes per call
+        first = bytes(b"".join(bytes(v) for v in views))[:7]
+        return real(fd, [first])
+
+    monkeypatch.setattr(pcap.os, "writev", short)
+    monkeypatch.setattr(pcap, "_IOV_MAX", 3)
+    pieces = [bytes([i]) * (i % 11 + 1) for i in range(40)]
+    path = tmp_path / "w.bin"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        pcap._writev_all(fd, [memoryview(p) for p in pieces])
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"".join(pieces)

@@ -16,6 +16,8 @@ API (for the pipeline / `xdpsim run`):
   program that returned or faulted, after tail calls: XdpResult.program), `tail_calls` (successful
   tail calls of the run: XdpResult.tail_calls), plus `traces` (packet -> bpf_printk lines) and
   `helper_counts` (summed over the batch).
+- `out_gap` (default 0): bytes left unused in `out` before each packet's output, so that a writer can
+  put a pcap record header (16 bytes) there and write records straight from `out` (fastpath.py).
 
 Each packet sees what `run_xdp` gives it (zeroed 4096-byte frame, headroom 256, zeroed stack, budget,
 tail-call count 0). Faults are not re-run: native code stops at the faulting packet, Python builds
@@ -123,8 +125,11 @@ def run_batch(
     chunk: int = 65536,
     on_batch: Callable[[int], None] | None = None,
     reuse: BatchResult | None = None,
+    out_gap: int = 0,
 ) -> BatchResult:
     n = len(offsets)
+    if out_gap < 0:
+        raise ValueError("run_batch: out_gap must be >= 0")
     data = np.ascontiguousarray(data, dtype=np.uint8)
     offsets = np.ascontiguousarray(offsets, dtype=np.int64)
     lengths = np.ascontiguousarray(lengths, dtype=np.uint32)
@@ -136,10 +141,12 @@ def run_batch(
 
     rj = engine._rj(runtime)  # noqa: SLF001 - the engine's per-runtime state
     cp = rj.compiled[prog_id]
-    res = _result(n, int(lengths.sum()), runtime, reuse)
+    res = _result(n, int(lengths.sum()) + n * out_gap, runtime, reuse)
     if cp is None:  # the JIT declined the program: one run_xdp per packet with the fallback
+        pos = 0
         for i in range(n):
-            _single(engine, runtime, prog_id, res, i, data, offsets, lengths, times, queues, ifindex, budget)
+            pos = _single(engine, runtime, prog_id, res, i, data, offsets, lengths, times, queues, ifindex,
+                          budget, pos + out_gap)
         return res
 
     mem = runtime.mem
@@ -178,6 +185,7 @@ def run_batch(
     a[nb.A_HEADROOM] = pkt.headroom
     a[nb.A_MAX_LEN] = pkt.max_len
     a[nb.A_CTX] = CTX << 32
+    a[nb.A_OUT_GAP] = out_gap
     fn = BATCH_TYPE(compiler().batch_address())
     pos = 0
     i = 0
@@ -216,7 +224,8 @@ def run_batch(
         if reason == nb.STOP_TOO_LONG:
             pkt.reset(b"")
             pos = _single(
-                engine, runtime, prog_id, res, i, data, offsets, lengths, times, queues, ifindex, budget, pos
+                engine, runtime, prog_id, res, i, data, offsets, lengths, times, queues, ifindex, budget,
+                pos + out_gap,
             )
             i += 1
             continue
@@ -231,6 +240,7 @@ def run_batch(
         res.prog[i] = state.prog_id
         res.tail_calls[i] = int(rj.env[abi.E_TAIL_CALLS])
         out = pkt.bytes()
+        pos += out_gap
         if pos + len(out) > len(res.out):
             grown = np.zeros(len(res.out) * 2 + len(out), np.uint8)
             grown[:pos] = res.out[:pos]

@@ -8,6 +8,7 @@
   batch reader's one pass over the record headers).
 - `index_pcapng(buf, pos, count, endian, snaps)` does the same for plain pcapng Enhanced Packet
   Blocks, stopping at any other block or at anything the streaming reader would have to look at.
+- `put_headers(out, headers, offsets)` copies header rows into the gaps before packets in `out`.
 - `interleave(headers, data, offsets, lengths)` builds `header 0, packet 0, header 1, packet 1, ...`
   (a pcap image) with one memcpy per piece; with zero-width headers it is a gather of byte ranges.
 
@@ -94,6 +95,27 @@ store:
 done:
   store i64 %pos, ptr %endpos, align 8
   ret i64 %n
+}}
+
+define void @xdpsim_put_headers(ptr %out, ptr %hdrs, i64 %hsize, ptr %offs, i64 %n) {{
+entry:
+  br label %check
+check:
+  %i = phi i64 [0, %entry], [%i1, %body]
+  %more = icmp slt i64 %i, %n
+  br i1 %more, label %body, label %done
+body:
+  %hsrc = mul i64 %i, %hsize
+  %hp = getelementptr i8, ptr %hdrs, i64 %hsrc
+  %offp = getelementptr i64, ptr %offs, i64 %i
+  %off = load i64, ptr %offp, align 8
+  %dst = sub i64 %off, %hsize
+  %op = getelementptr i8, ptr %out, i64 %dst
+  call void @llvm.memcpy.p0.p0.i64(ptr %op, ptr %hp, i64 %hsize, i1 false)
+  %i1 = add i64 %i, 1
+  br label %check
+done:
+  ret void
 }}
 
 define i64 @xdpsim_interleave(ptr %out, ptr %hdrs, i64 %hsize, ptr %data, ptr %offs, ptr %lens, i64 %n) {{
@@ -212,9 +234,10 @@ done:
 _I64, _VP = ctypes.c_int64, ctypes.c_void_p
 _INDEX = ctypes.CFUNCTYPE(_I64, _VP, _I64, _I64, _I64, _VP, ctypes.c_int32, _VP, _VP, _VP, _VP, _I64)
 _INTERLEAVE = ctypes.CFUNCTYPE(_I64, _VP, _VP, _I64, _VP, _VP, _VP, _I64)
+_PUT_HEADERS = ctypes.CFUNCTYPE(None, _VP, _VP, _I64, _VP, _I64)
 _NG_INDEX = ctypes.CFUNCTYPE(_I64, _VP, _I64, _I64, _I64, _VP, ctypes.c_int32, _I64, _VP, _VP)
 _lock = threading.Lock()
-# [(engine, index, interleave, pcapng index)] once compiled, [None] when llvmlite is unusable
+# [(engine, index, interleave, pcapng index, put headers)] once compiled, [None] when llvmlite is unusable
 _compiled: list = []
 
 
@@ -233,7 +256,8 @@ def _native():
                 engine.finalize_object()
                 _compiled.append((engine, _INDEX(engine.get_function_address("xdpsim_pcap_index")),
                                   _INTERLEAVE(engine.get_function_address("xdpsim_interleave")),
-                                  _NG_INDEX(engine.get_function_address("xdpsim_pcapng_index"))))
+                                  _NG_INDEX(engine.get_function_address("xdpsim_pcapng_index")),
+                                  _PUT_HEADERS(engine.get_function_address("xdpsim_put_headers"))))
             except Exception:  # noqa: BLE001 - any llvmlite failure means: run the Python version
                 _compiled.append(None)
         return _compiled[0]
@@ -327,6 +351,19 @@ def interleave(headers: np.ndarray, data: np.ndarray, offsets: np.ndarray, lengt
         within = np.arange(int(ends[-1]), dtype=np.int64) - np.repeat(starts, lengths)
         out[np.repeat(rec_pos + hsize, lengths) + within] = data[np.repeat(offsets, lengths) + within]
     return out
+
+
+def put_headers(out: np.ndarray, headers: np.ndarray, offsets: np.ndarray, use_native: bool = True) -> None:
+    """Header row i into `out[offsets[i] - h : offsets[i]]` for every i (`headers` is (n, h) uint8): the
+    gaps run_batch(out_gap=h) leaves before each packet. The caller has checked the ranges."""
+    n, hsize = headers.shape
+    headers = np.ascontiguousarray(headers, dtype=np.uint8)
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    native = _native() if use_native else None
+    if native is not None and out.flags.c_contiguous and out.flags.writeable:
+        native[4](out.ctypes.data, headers.ctypes.data, hsize, offsets.ctypes.data, n)
+        return
+    out[(offsets[:, None] - hsize + np.arange(hsize)).reshape(-1)] = headers.reshape(-1)
 
 
 def index_pcapng(buf: np.ndarray, pos: int, count: int, endian: str, snaps: np.ndarray,

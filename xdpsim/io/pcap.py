@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import CaptureError
 from . import linktype as lt
-from .native import interleave
+from .native import interleave, put_headers
 from .reader import MAX_SNAPLEN, CaptureReader
 from .records import Packet
 
@@ -178,6 +178,32 @@ class PcapReader(CaptureReader):
         self.close()
 
 
+def _writev_all(fd: int, views: list[memoryview]) -> None:
+    """All of `views`, in order, with as few writev calls as the system's iovec limit allows (a short
+    write resumes where it stopped)."""
+    step = _IOV_MAX
+    i = 0
+    while i < len(views):
+        group = views[i : i + step]
+        done = os.writev(fd, group)
+        total = sum(len(v) for v in group)
+        while done < total:  # short write: skip what went out, resume inside the group
+            while done >= len(group[0]):
+                done -= len(group[0])
+                total -= len(group[0])
+                group = group[1:]
+            group[0] = group[0][done:]
+            total -= done
+            done = os.writev(fd, group)
+        i += step
+
+
+try:
+    _IOV_MAX = max(16, min(1024, os.sysconf("SC_IOV_MAX")))
+except (ValueError, OSError, AttributeError):
+    _IOV_MAX = 16
+
+
 class PcapWriter:
     """Write a little-endian pcap file (nanosecond magic by default), buffered.
 
@@ -222,8 +248,13 @@ class PcapWriter:
         self.count += 1
 
     def write_batch(self, data: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, ts_ns: np.ndarray,
-                    orig_lens: np.ndarray | None = None) -> None:
-        """Write n packets at once: packet i is `data[offsets[i]:offsets[i]+lengths[i]]`."""
+                    orig_lens: np.ndarray | None = None, *, gaps: bool = False) -> None:
+        """Write n packets at once: packet i is `data[offsets[i]:offsets[i]+lengths[i]]`.
+
+        `gaps=True` says the 16 bytes before each packet in `data` are free for the writer to use (as
+        run_batch(out_gap=16) leaves them): record headers are put there and runs of records go to the
+        file straight from `data` (no copy into a pcap image first).
+        """
         assert self._f is not None, "writer is closed"
         offsets = np.asarray(offsets, dtype=np.int64)
         lengths = np.asarray(lengths, dtype=np.int64)
@@ -248,9 +279,38 @@ class PcapWriter:
         headers[:, 1] = frac if self._div == 1 else frac // self._div
         headers[:, 2] = caplen
         headers[:, 3] = orig
-        out = interleave(headers.view(np.uint8).reshape(n, 16), buf, offsets, caplen)
-        self._f.write(memoryview(out))
+        heads = headers.view(np.uint8).reshape(n, 16)
+        if not (gaps and self._write_in_place(buf, heads, offsets, lengths, caplen)):
+            self._f.write(memoryview(interleave(heads, buf, offsets, caplen)))
         self.count += n
+
+    def _write_in_place(self, buf: np.ndarray, heads: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,
+                        caplen: np.ndarray) -> bool:
+        """write_batch(gaps=True): False (nothing written) where the records cannot be written from `buf`."""
+        if not (buf.flags.writeable and buf.flags.c_contiguous) or int(offsets.min()) < 16:
+            return False
+        if (caplen != lengths).any():  # records cut to the snap length: not contiguous in `buf`
+            return False
+        fileno = getattr(self._f, "fileno", None)
+        if self._owned is False or fileno is None:
+            return False
+        ends = offsets + lengths
+        gaps = offsets[1:] - ends[:-1]
+        if (gaps < 16).any():  # packets out of order in `buf` (fine: the arrays give the file's order),
+            order = np.argsort(offsets, kind="stable")  # but no record may overlap another
+            if (offsets[order][1:] - ends[order][:-1] < 16).any():
+                return False
+        put_headers(buf, heads, offsets)
+        # runs of back-to-back records: a break wherever something lies between two packets' records
+        breaks = np.flatnonzero(gaps != 16) + 1
+        firsts = np.concatenate(([0], breaks))
+        lasts = np.concatenate((breaks, [len(offsets)])) - 1
+        mv = memoryview(buf)
+        views = [mv[a:b] for a, b in zip((offsets[firsts] - 16).tolist(), ends[lasts].tolist(), strict=True)]
+        assert self._f is not None
+        self._f.flush()  # the buffered writer's bytes go first
+        _writev_all(fileno(), views)
+        return True
 
     def close(self) -> None:
         if self._f is not None:

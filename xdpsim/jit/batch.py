@@ -56,6 +56,7 @@ A_CTX = 26  # r1: the context address
 A_FLAGS = 27  # F_REPEAT: timing mode (see below)
 A_PROG_OUT = 28  # u32[n] or 0: id of the program that returned (env CUR_PROG after tail calls)
 A_TAILS_OUT = 29  # u32[n] or 0: successful tail calls of the run
+A_OUT_GAP = 30  # bytes left free before each packet's output (0: back to back; 16: room for pcap headers)
 A_WORDS = 32
 
 # Timing mode, like BPF_PROG_TEST_RUN's repeat: the frame already holds the packet (all lengths
@@ -121,7 +122,7 @@ def build_module() -> ir.Module:
     length = b.zext(b.load(elem(A_LENGTHS, pi, I32), typ=I32), I64)
     too_long = b.icmp_unsigned(">", length, arg(A_MAX_LEN))
     room = b.sub(arg(A_OUT_CAP), arg(A_OUT_POS))
-    out_full = b.icmp_unsigned("<", room, c64(XDP_FRAME_SIZE))
+    out_full = b.icmp_unsigned("<", room, b.add(c64(XDP_FRAME_SIZE), arg(A_OUT_GAP)))
     run_blk, tl_blk, of_blk = (f.append_basic_block(x) for x in ("run", "toolong", "outfull"))
     chk2 = f.append_basic_block("chk2")
     b.cbranch(too_long, tl_blk, chk2)
@@ -189,7 +190,7 @@ def build_module() -> ir.Module:
     b.store(r0, elem(A_RETVAL, pi, I64))
     d, de = env_get(abi.E_DATA), env_get(abi.E_DATA_END)
     olen = b.select(repeat, c64(0), b.sub(de, d))
-    pos = arg(A_OUT_POS)
+    pos = b.add(arg(A_OUT_POS), b.select(repeat, c64(0), arg(A_OUT_GAP)))
     with b.if_then(b.not_(repeat)):
         b.call(
             memcpy,

@@ -14,7 +14,9 @@ batch with numpy:
   says which program returned after tail calls, BatchResult.tail_calls how many it took;
 - each sink file receives its packets in input order in one `PcapWriter.write_batch` call over one
   buffer (the programs' output, with the bytes of frames not run and of packets rewritten after the
-  program appended to it).
+  program appended to it). run_batch leaves GAP bytes before each packet's output; when the buffer is
+  the frames appended after it get the same room, and the writer puts the record headers there and
+  writes from the buffer without a copy.
 
 Only `--log` (one JSON line per packet) and faults/redirects work per packet.
 """
@@ -35,6 +37,10 @@ from .sinks import MAX_TS_NS
 
 if TYPE_CHECKING:
     from .replay import Replay
+
+# run_batch leaves this many bytes before each packet's output: a pcap record header's room, so the
+# sinks write records straight from the output buffer (PcapWriter.write_batch(gaps=True))
+GAP = 16
 
 Key = tuple[str, str, "str | None"]  # (outcome, reason, redirect target)
 
@@ -94,14 +100,14 @@ def jit_batch(replay: Replay, iface: Interface, b: Batch, times: np.ndarray) -> 
     if reuse is not None:
         # run_batch reuses the last result's arrays only when its output buffer holds this batch: give
         # it room to spare, or batches a little larger than any before each allocate (and fault in) anew
-        need = int(sel(lengths).sum(dtype=np.int64)) + 8 * 4096
+        need = int(sel(lengths).sum(dtype=np.int64)) + GAP * n + 8 * 4096
         if len(reuse.out_base) < need:
             reuse.out_base = np.empty(need + need // 4, np.uint8)
     # lengths and (monotonic, >= 0) times as run_batch's unsigned types without a copy
     res = backend.engine.run_batch(backend.runtime, iface.prog_ids[0], b.data, sel(b.offsets),
                                    sel(lengths.astype(np.int32, copy=False).view(np.uint32)),
                                    sel(times.astype(np.int64, copy=False).view(np.uint64)), sel(queues),
-                                   ifindex=iface.ifindex, budget=backend.budget, reuse=reuse)
+                                   ifindex=iface.ifindex, budget=backend.budget, reuse=reuse, out_gap=GAP)
     replay.__dict__["_batch_result"] = res  # its arrays are reused by the next batch (constant memory)
     names = [prog.name for prog in backend.runtime.programs]
     keys: list[Key] = list(FIXED)
@@ -162,10 +168,10 @@ def jit_batch(replay: Replay, iface: Interface, b: Batch, times: np.ndarray) -> 
         outcome, target = by_id[f]
         w = replay.sinks.writer(iface.name, outcome, target)
         if len(present) == 1:
-            w.write_batch(buf, src_off, src_len, ts)
+            w.write_batch(buf, src_off, src_len, ts, gaps=True)
         else:
             idx = np.flatnonzero(fids == f)
-            w.write_batch(buf, src_off[idx], src_len[idx], ts[idx])
+            w.write_batch(buf, src_off[idx], src_len[idx], ts[idx], gaps=True)
     if res.traces:
         for j in sorted(res.traces):
             replay.sinks.trace(res.traces[j])
@@ -219,7 +225,8 @@ def _count(replay: Replay, iface: Interface, keys: list[Key], code: np.ndarray, 
 
 def _sources(b: Batch, ok: np.ndarray, whole: bool, res: Any,
              replaced: dict[int, bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(buffer, offsets, lengths) of the bytes each packet of the batch is written with."""
+    """(buffer, offsets, lengths) of the bytes each packet of the batch is written with; like the
+    programs' output, the buffer has GAP free bytes before each packet."""
     if whole and not replaced:
         return res.out, res.out_offset, res.out_length
     n = len(b)
@@ -229,18 +236,19 @@ def _sources(b: Batch, ok: np.ndarray, whole: bool, res: Any,
     src_len[ok] = res.out_length
     parts: list[np.ndarray] = []
     base = len(res.out)
-    if not whole:  # frames not run: their own bytes, gathered back to back
+    if not whole:  # frames not run: their own bytes, gathered (each after GAP free bytes)
         short = np.flatnonzero(b.lengths < ETH_HLEN)
         sl = b.lengths[short].astype(np.int64)
-        parts.append(interleave(np.zeros((len(short), 0), np.uint8), b.data, b.offsets[short], sl))
+        parts.append(interleave(np.zeros((len(short), GAP), np.uint8), b.data, b.offsets[short], sl))
         src_len[short] = sl
-        src_off[short] = base + np.cumsum(sl) - sl
-        base += int(sl.sum())
+        src_off[short] = base + np.cumsum(sl + GAP) - sl
+        base += int(sl.sum()) + GAP * len(short)
     for j, data in replaced.items():
         i = j if whole else int(ok[j])
+        parts.append(np.zeros(GAP, np.uint8))
         parts.append(np.frombuffer(data, np.uint8))
-        src_off[i], src_len[i] = base, len(data)
-        base += len(data)
+        src_off[i], src_len[i] = base + GAP, len(data)
+        base += GAP + len(data)
     extra = np.concatenate(parts) if parts else np.zeros(0, np.uint8)
     pos = len(res.out)
     if res.out_base is not None and len(res.out_base) - pos >= len(extra):  # room behind the output
