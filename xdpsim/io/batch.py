@@ -5,9 +5,10 @@
 same CaptureErrors at the same points (after yielding the packets before the damage).
 
 pcap files (16-byte record headers) are memory-mapped and a tight loop (native.py) finds the record
-boundaries. Plain Ethernet records (no FCS) are then gathered by numpy in one go: the data array is the
-span of the file holding the batch's records (record headers included), so packets are not back to
-back: packet i is always `data[offsets[i] : offsets[i] + lengths[i]]`. Records of other link types
+boundaries (and reads each record's lengths and timestamp on the way). Plain Ethernet records (no FCS)
+are not copied: the data array is a read-only view of the span of the mapped file holding the batch's
+records (record headers included; the mapping lives as long as any batch does), so packets are not
+back to back: packet i is always `data[offsets[i] : offsets[i] + lengths[i]]`. Records of other link types
 (or with an FCS) are converted one by one into back-to-back batches. pcapng files do the same for runs
 of plain Enhanced Packet Blocks on Ethernet interfaces and hand every other block (section and
 interface blocks, SPB, PB, anything the reader warns about) to PcapngReader.step(), whose packets are
@@ -239,7 +240,10 @@ class BatchReader:
         try:
             yield from self._scan(mm, header)
         finally:
-            mm.close()
+            try:
+                mm.close()
+            except BufferError:  # batches still in use hold views of it: unmapped when they are gone
+                pass
 
     def _scan(self, mm: mmap.mmap, h: PcapHeader) -> Iterator[Batch]:
         size = len(mm)
@@ -286,7 +290,7 @@ class BatchReader:
         np.maximum(orig, caplen, out=orig)
         lo = int(starts[0]) + 16
         hi = int(starts[-1]) + 16 + int(caplen[-1])
-        data = buf[lo:hi].copy()
+        data = buf[lo:hi]  # (a view: the native loop copies each packet into its frame anyway)
         starts += 16 - lo  # (the walk's own array: offsets into `data` now)
         batch = Batch(data, starts, caplen, w.ts_ns, np.zeros(n, dtype=np.int32), self._own["packets"], orig)
         self._own["records"] += n
