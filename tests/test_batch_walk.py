@@ -75,24 +75,31 @@ def test_write_in_place_equals_interleaved(monkeypatch, tmp_path, order: str) ->
         calls.clear()
 
 
-def test_writev_all_resumes_short_writes(monkeypatch, tmp_path) -> None:
+@pytest.mark.parametrize("libc", [True, False])
+def test_writev_all_resumes_short_writes(monkeypatch, tmp_path, libc: bool) -> None:
     import os
 
     from xdpsim.io import pcap
 
-    real = os.writev
+    real = pcap._writev
+    if not libc:
+        monkeypatch.setattr(pcap, "_libc_writev", None)  # the os.writev fallback
 
-    def short(fd: int, views: list) -> int:  # writes at most 7 bytes per call
-        first = bytes(b"".join(bytes(v) for v in views))[:7]
-        return real(fd, [first])
+    def short(fd: int, iov: np.ndarray) -> int:  # at most 7 bytes per call
+        first = iov[:1].copy()
+        first[0, 1] = min(int(first[0, 1]), 7)
+        return real(fd, first)
 
-    monkeypatch.setattr(pcap.os, "writev", short)
+    monkeypatch.setattr(pcap, "_writev", short)
     monkeypatch.setattr(pcap, "_IOV_MAX", 3)
     pieces = [bytes([i]) * (i % 11 + 1) for i in range(40)]
+    buf = np.frombuffer(b"".join(p + b"--" for p in pieces), np.uint8).copy()
+    sizes = np.array([len(p) + 2 for p in pieces])
+    starts = np.cumsum(sizes) - sizes
     path = tmp_path / "w.bin"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT)
     try:
-        pcap._writev_all(fd, [memoryview(p) for p in pieces])
+        pcap._writev_all(fd, buf, starts, starts + sizes - 2)  # each piece without its "--"
     finally:
         os.close(fd)
     assert path.read_bytes() == b"".join(pieces)

@@ -18,6 +18,7 @@ Damage (see reader.py for the accounting invariant):
 
 from __future__ import annotations
 
+import ctypes
 import os
 import struct
 from collections.abc import Callable, Iterator
@@ -178,26 +179,56 @@ class PcapReader(CaptureReader):
         self.close()
 
 
-def _writev_all(fd: int, views: list[memoryview]) -> None:
-    """All of `views`, in order, with as few writev calls as the system's iovec limit allows (a short
-    write resumes where it stopped)."""
-    step = _IOV_MAX
+def _writev_all(fd: int, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
+    """The byte ranges [starts[i], ends[i]) of `buf`, in order, with as few writev calls as the iovec
+    limit allows; the iovec arrays are built by numpy (no Python object per range). A short write
+    resumes where it stopped."""
+    sizes = (ends - starts).astype(np.uint64)
+    iov = np.empty((len(starts), 2), np.uint64)  # struct iovec {void *base; size_t len}
+    iov[:, 0] = np.uint64(buf.ctypes.data) + starts.astype(np.uint64)
+    iov[:, 1] = sizes
     i = 0
-    while i < len(views):
-        group = views[i : i + step]
-        done = os.writev(fd, group)
-        total = sum(len(v) for v in group)
-        while done < total:  # short write: skip what went out, resume inside the group
-            while done >= len(group[0]):
-                done -= len(group[0])
-                total -= len(group[0])
-                group = group[1:]
-            group[0] = group[0][done:]
-            total -= done
-            done = os.writev(fd, group)
-        i += step
+    while i < len(iov):
+        group = iov[i : i + _IOV_MAX]
+        done = _writev(fd, group)
+        total = int(group[:, 1].sum())
+        if done < total:  # short write: skip what went out, resume inside the group
+            group = group.copy()
+            while done < total:
+                cum = np.cumsum(group[:, 1])
+                k = int(np.searchsorted(cum, done, side="right"))  # first range not entirely written
+                before = int(cum[k - 1]) if k else 0
+                group = group[k:]
+                group[0, 0] += np.uint64(done - before)
+                group[0, 1] -= np.uint64(done - before)
+                total -= done
+                done = _writev(fd, group)
+        i += _IOV_MAX
 
 
+def _writev(fd: int, iov: np.ndarray) -> int:
+    """writev(2) over rows (address, length) of `iov`: bytes written; OSError on failure."""
+    if _libc_writev is None:  # (no libc through ctypes: one memoryview per range)
+        views = [(ctypes.c_char * int(n)).from_address(int(a)) for a, n in iov.tolist()]
+        return os.writev(fd, views)
+    n = _libc_writev(fd, iov.ctypes.data, len(iov))
+    if n < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return int(n)
+
+
+def _find_writev():  # noqa: ANN202 - a ctypes function or None
+    try:
+        f = ctypes.CDLL(None, use_errno=True).writev
+    except (OSError, AttributeError):
+        return None
+    f.restype = ctypes.c_ssize_t
+    f.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+    return f
+
+
+_libc_writev = _find_writev()
 try:
     _IOV_MAX = max(16, min(1024, os.sysconf("SC_IOV_MAX")))
 except (ValueError, OSError, AttributeError):
@@ -305,11 +336,9 @@ class PcapWriter:
         breaks = np.flatnonzero(gaps != 16) + 1
         firsts = np.concatenate(([0], breaks))
         lasts = np.concatenate((breaks, [len(offsets)])) - 1
-        mv = memoryview(buf)
-        views = [mv[a:b] for a, b in zip((offsets[firsts] - 16).tolist(), ends[lasts].tolist(), strict=True)]
         assert self._f is not None
         self._f.flush()  # the buffered writer's bytes go first
-        _writev_all(fileno(), views)
+        _writev_all(fileno(), buf, offsets[firsts] - 16, ends[lasts])
         return True
 
     def close(self) -> None:
