@@ -103,3 +103,29 @@ def test_writev_all_resumes_short_writes(monkeypatch, tmp_path, libc: bool) -> N
     finally:
         os.close(fd)
     assert path.read_bytes() == b"".join(pieces)
+
+
+def test_run_batch_out_gap_leaves_room_before_each_output() -> None:
+    from pathlib import Path
+
+    import xdpsim
+
+    root = Path(__file__).resolve().parent.parent
+    obj = xdpsim.load(root / "programs" / "parser.o", engine="jit")
+    jit = obj._engine("jit")
+    pid = obj.programs["packet_parser"].id
+    rng = np.random.default_rng(5)
+    eth_ip = bytes.fromhex("ffffffffffff0000000000010800") + bytes.fromhex("450000280000000040060000")
+    packets = [eth_ip + bytes(rng.integers(0, 256, int(n), np.uint8)) for n in rng.integers(0, 120, 40)]
+    packets[7] = bytes(4000)  # too long for the frame: run_xdp's path inside the batch
+    lengths = np.array([len(p) for p in packets], np.uint32)
+    offsets = (np.cumsum(lengths) - lengths).astype(np.int64)
+    data = np.frombuffer(b"".join(packets), np.uint8)
+    plain = jit.run_batch(obj.runtime, pid, data, offsets, lengths, chunk=9)
+    want = [plain.packet(i) for i in range(len(packets))]
+    gapped = jit.run_batch(obj.runtime, pid, data, offsets, lengths, chunk=9, out_gap=16)
+    assert [gapped.packet(i) for i in range(len(packets))] == want
+    ends = gapped.out_offset + gapped.out_length
+    assert int(gapped.out_offset[0]) == 16
+    assert (gapped.out_offset[1:] - ends[:-1] == 16).all()
+    assert len(gapped.out) == int(ends[-1])
