@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from kernel_fixtures import ld_map, ld_map_value
 
@@ -10,6 +12,7 @@ from xdpsim.asm import assemble
 from xdpsim.engines.interp import Interpreter
 from xdpsim.errors import LoadError
 from xdpsim.hooks.xdp import run_xdp
+from xdpsim.loader import load_object
 from xdpsim.memory import MAP_HANDLES
 from xdpsim.runtime import Runtime
 from xdpsim.spec import MapSpec, MapType, ObjectSpec, ProgramSpec, ProgType
@@ -136,3 +139,28 @@ def test_init_slot_naming_a_missing_program_is_refused() -> None:
 def test_runtime_validates_cpus() -> None:
     with pytest.raises(ValueError):
         Runtime(cpus=0)
+
+
+_PROGRAMS = sorted((Path(__file__).resolve().parent.parent / "programs").glob("*.o"))
+
+
+@pytest.mark.parametrize("path", _PROGRAMS, ids=lambda p: p.name)
+def test_relocated_code_encodes_to_what_the_engines_run(path: Path) -> None:
+    """Each relocated lddw's filler slot carries the new high half, so encode/decode round-trips."""
+    rt = Runtime()
+    coll = rt.load(load_object(str(path)))
+    for pid in coll.programs.values():
+        insns = rt.programs[pid].insns
+        again = isa.decode(isa.encode(insns))
+        assert len(again) == len(insns)
+        for pc, (a, b) in enumerate(zip(insns, again, strict=True)):
+            if a.opcode == isa.LDDW:
+                assert b.imm64 == a.imm64, f"{path.name}: {rt.programs[pid].name} insn {pc}"
+                assert insns[pc + 1].imm == a.next_imm
+
+
+def test_relocated_map_lddw_filler_holds_the_handle_high_half() -> None:
+    rt = Runtime()
+    coll = rt.load(objspec([prog("p", ld_map(1, 0), "r0 = 0\nexit")], [MapSpec("h", MapType.HASH, 4, 4, 8)]))
+    insns = rt.programs[coll.programs["p"]].insns
+    assert insns[1].imm == MAP_HANDLES and isa.decode(isa.encode(insns))[0].imm64 == coll.maps["h"].handle

@@ -181,6 +181,11 @@ class Runtime:
         except EncodingError as e:
             raise LoadError(f"program {spec.name}: {e}") from e
         insns = [self._relocate(spec, pc, ins, map_ids, prog_id, btf) for pc, ins in enumerate(spec.insns)]
+        for pc, ins in enumerate(insns):
+            # A relocated lddw carries its new high half in next_imm; its filler slot must carry the same
+            # value so that isa.encode(insns) is the program the engines run.
+            if ins.opcode == isa.LDDW and insns[pc + 1].imm != ins.next_imm:
+                insns[pc + 1] = isa.Instruction(0, 0, 0, 0, ins.next_imm)
         self.programs.append(LoadedProgram(prog_id, spec.name, spec, insns, object_path))
         return prog_id
 
