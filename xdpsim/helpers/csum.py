@@ -7,8 +7,8 @@
     return csum_from32to16(ret)
 
 Sizes must be multiples of 4 and together at most 512 bytes (the per-CPU scratch buffer), else -EINVAL.
-csum_partial adds the buffer as little-endian 16-bit words (the host's loads) with end-around carry;
-bpf_csum_diff uses csum_partial64, x86-64's exact 32-bit value (the `~` of the from-only case shows it).
+csum_partial is x86-64's (csum_partial64: little-endian 64-bit words with end-around carry, folded to
+32 bits), the exact 32-bit value the kernel gets (the `~` of the from-only case shows it).
 """
 
 from __future__ import annotations
@@ -30,25 +30,13 @@ def csum_add(a: int, b: int) -> int:
     return (s + (s >> 32)) & U32
 
 
-def csum_partial(data: bytes, seed: int) -> int:
-    """A 32-bit ones'-complement partial sum (its 16-bit fold is what every architecture agrees on)."""
-    total = 0
-    for i in range(0, len(data) - 1, 2):
-        total += data[i] | (data[i + 1] << 8)
-    if len(data) & 1:
-        total += data[-1]
-    while total >> 32:
-        total = (total & U32) + (total >> 32)
-    return csum_add(total, seed)
-
-
 M64 = (1 << 64) - 1
 
 
 def csum_partial64(data: bytes, seed: int) -> int:
     """csum_partial exactly as x86-64 computes it (arch/x86/lib/csum-partial_64.c): the seed plus the
     buffer as little-endian 64-bit words (the tail zero-padded) with end-around carry, folded to 32 bits
-    by csum_finalize_sum. Its 16-bit fold equals csum_partial's; the 32-bit value differs, and
+    by csum_finalize_sum. Its 16-bit fold equals a 16-bit-word sum's; the 32-bit value differs, and
     bpf_csum_diff's `~csum_partial(from, size, ~seed)` shows it: 0 where 16-bit words give 0xffff
     (found by xdpsim diff against the kernel)."""
     padded = bytes(data) + bytes(-len(data) % 8)
@@ -57,6 +45,14 @@ def csum_partial64(data: bytes, seed: int) -> int:
         total = (total & M64) + (total >> 64)
     rotated = (total >> 32) | ((total & U32) << 32)
     return ((total + rotated) & M64) >> 32
+
+
+# Every csum_partial the simulated kernel makes (skb->csum of a CHECKSUM_COMPLETE skb, the
+# skb_postpull/postpush_rcsum of pushes, pulls and BPF_F_RECOMPUTE_CSUM stores) is x86-64's, so the
+# 32-bit values programs see (bpf_csum_update's return, skb->csum) are the kernel's: a 16-bit-word sum
+# folds to the same checksum but differs in those 32 bits (checked against the kernel in
+# tests/test_tc_csum.py).
+csum_partial = csum_partial64
 
 
 def csum_from32to16(x: int) -> int:
