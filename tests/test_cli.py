@@ -115,3 +115,49 @@ def test_kernel_engine_unavailable(tmp_path: Path, capsys: pytest.CaptureFixture
     assert rc == 2
     err = capsys.readouterr().err
     assert "engine 'kernel' is not available here" in err and "EPERM" in err
+
+
+def _host_capture(path: Path, n: int) -> Path:
+    """The first `n` frames of mixed.pcap, as a capture the host sends."""
+    from xdpsim.io import PcapWriter, open_capture
+
+    with PcapWriter(path) as w:
+        for i, p in enumerate(open_capture(MIXED)):
+            if i == n:
+                break
+            w.write(p.data, 1_700_000_000_000_000_000 + i * 1000)
+    return path
+
+
+def test_run_host_pcap(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--host-pcap FILE sends from the first interface, IFACE=FILE from the one named, through TC egress."""
+    toml = tmp_path / "p.toml"
+    toml.write_text('[[interface]]\nname = "eth0"\nxdp = ["parser.o"]\n\n'
+                    '[[interface]]\nname = "eth1"\nifindex = 2\ntc_egress = ["tc_classify.o:tc_classify"]\n')
+    for name in ("parser.o", "tc_classify.o"):
+        (tmp_path / name).write_bytes((ROOT / "programs" / name).read_bytes())
+    h3, h5 = _host_capture(tmp_path / "h3.pcap", 3), _host_capture(tmp_path / "h5.pcap", 5)
+    rc = main(["run", str(toml), "--pcap", MIXED, "--out", str(tmp_path / "o"), "--json",
+               "--host-pcap", str(h3), "--host-pcap", f"eth1={h5}"])
+    assert rc == 0
+    stats = json.loads(capsys.readouterr().out)
+    host = stats["capture"]["host"]
+    assert (host["eth0"]["packets"], host["eth1"]["packets"]) == (3, 5)
+    assert host["eth1"]["path"] == str(h5.resolve())
+    assert stats["packets"] == 442 + 8
+    assert stats["stages"]["tc_egress"] == {"pass": 5}  # eth0 has no TC egress program
+    assert stats["reasons"]["tx"] == {"host_tx": 8}
+    assert stats["programs"]["tc_classify"]["runs"] == 5
+
+
+def test_run_host_pcap_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    h = _host_capture(tmp_path / "h.pcap", 1)
+    out = str(tmp_path / "o")
+    assert main(["run", PARSER, "--pcap", MIXED, "--out", out, "--host-pcap", f"eth9={h}"]) == 2
+    assert "no interface named 'eth9'" in capsys.readouterr().err
+    missing = str(tmp_path / "none.pcap")
+    assert main(["run", PARSER, "--pcap", MIXED, "--out", out, "--host-pcap", missing]) == 2
+    assert "none.pcap" in capsys.readouterr().err
+    assert main(["run", PARSER, "--pcap", MIXED, "--out", out, "--host-pcap", str(h),
+                 "--host-pcap", str(h)]) == 2
+    assert "already has a host capture" in capsys.readouterr().err

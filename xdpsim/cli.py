@@ -12,8 +12,12 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import XdpsimError
+
+if TYPE_CHECKING:
+    from .pipeline.config import PipelineSpec
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -52,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log", action="store_true", help="write packets.jsonl, one line per packet")
     p.add_argument("--seed", type=int, default=0, help="seed of bpf_get_prandom_u32")
     p.add_argument("--budget", type=int, default=None, help="instruction budget per program run")
+    p.add_argument("--host-pcap", action="append", default=[], metavar="[IFACE=]FILE",
+                   help="packets the host sends out of interface IFACE (default: the pipeline's first), "
+                        "through its TC egress to the wire; as the pipeline key host_pcap, which it "
+                        "replaces for that interface; repeatable")
 
     p = sub.add_parser("disasm", help="disassemble an object's programs, with C source lines")
     p.add_argument("object")
@@ -79,9 +87,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .errors import CaptureError
     from .pipeline.replay import replay_to_dir
 
+    spec = _with_host_pcaps(args.spec, args.queues, args.host_pcap) if args.host_pcap else args.spec
     try:
         stats = replay_to_dir(
-            args.spec, args.pcap, Path(args.out), engine=args.engine, queues=args.queues,
+            spec, args.pcap, Path(args.out), engine=args.engine, queues=args.queues,
             log=args.log, seed=args.seed, budget=args.budget, progress=not args.json and sys.stderr.isatty(),
         )
     except CaptureError as e:
@@ -92,6 +101,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise
     _print_stats(stats, args)
     return 0
+
+
+def _with_host_pcaps(spec: str, queues: int | None, values: list[str]) -> PipelineSpec:
+    """The pipeline of SPEC with each `--host-pcap [IFACE=]FILE` set as that interface's host_pcap
+    (what `pipeline/tc_stage.py` feed_hosts sends after the replay). A FILE holding `=` needs IFACE=."""
+    from .pipeline.config import PipelineError, parse_spec
+
+    pspec = parse_spec(spec, queues=queues)
+    names = [i.name for i in pspec.interfaces]
+    seen: set[str] = set()
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep:
+            name, path = names[0], value
+        elif name not in names:
+            raise PipelineError(f"--host-pcap {value}: no interface named {name!r} "
+                                f"(interfaces: {', '.join(names)})")
+        if name in seen:
+            raise PipelineError(f"--host-pcap {value}: interface {name!r} already has a host capture")
+        if not Path(path).is_file():
+            raise PipelineError(f"--host-pcap {value}: no such file {path!r}")
+        seen.add(name)
+        pspec.interface(name).host_pcap = Path(path).resolve()
+    return pspec
 
 
 def _print_stats(stats: dict, args: argparse.Namespace) -> None:
