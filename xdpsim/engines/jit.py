@@ -21,12 +21,13 @@ import numpy as np
 
 from .. import isa
 from ..errors import ProgramFault
+from ..helpers.skbuff import SkbBuffer
 from ..jit import abi
 from ..jit.cfg import JitUnsupported
 from ..jit.compiler import compiler
 from ..jit.lower import ProgramInput
 from ..jit.natives import NATIVE_HELPER_IDS, NATIVE_MAP_TYPES, Natives, PrandomSync
-from ..memory import FRAME_STACK, PACKET, STACK, STACK_SIZE
+from ..memory import CTX, FRAME_STACK, PACKET, STACK, STACK_SIZE
 from .base import (
     MAX_CALL_FRAMES,
     U64,
@@ -58,6 +59,7 @@ TAIL_CALL = 12
 _PRANDOM = 7
 _UNSET: Any = object()  # RunState.redirect before a Python helper: did the helper set it?
 _FROZEN = 1 << 32  # map_types flag: frozen maps take the Python path (-EPERM on update)
+SK_BUFF_SIZE = 192  # the TC hook's context window (hooks/tc.py; not imported: it imports the engines)
 
 
 def _blocks(pin: ProgramInput) -> list[tuple[int, int]]:
@@ -165,6 +167,13 @@ class _RuntimeJit:
         env[abi.E_FRAGS] = len(state.frags)
         env[abi.E_REDIR_KIND] = abi.REDIR_NONE
         env[abi.E_ENTRY_REGS : abi.E_ENTRY_REGS + len(abi.ENTRY_REGS)] = 0  # r0, r6-r9 start at 0
+        # TC programs read len/data/data_end/data_meta natively only from the hook's own skb context
+        # (its accessor derives them from the packet offsets, which env mirrors)
+        pkt = state.packet
+        env[abi.E_SKB_CTX] = int(
+            isinstance(pkt, SkbBuffer) and getattr(state.ctx, "skb", None) is pkt
+            and self.rt.mem.window(CTX) == (0, SK_BUFF_SIZE)
+        )
         self.packet_to_env(state)
 
     def packet_to_env(self, state: RunState) -> None:
@@ -352,10 +361,13 @@ class JitEngine:
 
         insns = prog.insns
         xdp = prog.spec.type == ProgType.XDP if hasattr(prog.spec, "type") else False
+        ptype = getattr(prog.spec, "type", None)
+        tc = ptype in (ProgType.SCHED_CLS, ProgType.SCHED_ACT)
         entries = self._entries(prog)
         proofs, stack_bytes = analyse(
             insns,
             xdp=xdp,
+            tc=tc,
             map_value_sizes=self._value_sizes(runtime),
             entries=entries,
             writable_maps=self._writable(runtime),
@@ -366,6 +378,7 @@ class JitEngine:
             stack_bytes=stack_bytes,
             insns=insns,
             xdp=xdp,
+            tc=tc,
             proofs=proofs,
             native_helpers=NATIVE_HELPER_IDS if self.native_helpers else frozenset({TAIL_CALL}),
             conformance=runtime.conformance,

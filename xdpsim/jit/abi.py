@@ -56,6 +56,8 @@ guaranteed (`musttail`) call through the table of entry points `env[E_PROGS]`, i
 | 41-45| RET_REGS    | r1..r5 at the last function exit (a bpf-to-bpf caller sees the callee's) |
 | 46-50| ENTRY_REGS  | r0, r6-r9 when a function starts: the caller's (0 when a run starts) |
 | 51   | COVER       | with coverage: host address of u64[nprogs], per program id its counters' address |
+| 52   | SKB_CTX     | 1 when the run's context is the TC hook's SkbContext over the run's packet: TC |
+|      |             | programs then read len/data/data_end/data_meta natively (lower.TC_CTX_FIELDS) |
 
 Coverage counters of a program of n instruction slots (code compiled with coverage=True): u64[2n],
 [pc] the runs of the basic block starting at pc, [n + pc] the times the conditional jump at pc was taken.
@@ -120,6 +122,7 @@ E_RET_REGS = 41  # 41..45: r1..r5 at a function's exit (a bpf-to-bpf caller sees
 E_ENTRY_REGS = 46  # 46..50: r0, r6..r9 at a function's entry (a callee / tail-call target sees the caller's)
 ENTRY_REGS = (0, 6, 7, 8, 9)
 E_COVER = 51
+E_SKB_CTX = 52
 
 F_NONE = 0
 F_MEMORY = 1

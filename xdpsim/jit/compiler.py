@@ -83,6 +83,7 @@ def cache_key(prog: ProgramInput) -> str:
         prog.code_region,
         prog.entries,
         prog.coverage,
+        prog.tc,
     )
     h.update(pickle.dumps(payload, protocol=4))
     return h.hexdigest()[:32]

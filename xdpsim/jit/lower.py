@@ -44,6 +44,11 @@ def c32(v: int) -> ir.Constant:
     return ir.Constant(I32, v & U32)
 
 
+# __sk_buff fields SCHED_CLS programs read natively (4-byte loads): len, data, data_end, data_meta --
+# all derived from the packet offsets in env, which every Python callback refreshes (packet_to_env)
+TC_CTX_FIELDS = (0, 76, 80, 140)
+
+
 @dataclass
 class Proof:
     """What the static pass proved about one memory instruction (verify.py)."""
@@ -59,6 +64,7 @@ class ProgramInput:
     insns: list[Instruction]
     lddw: dict[int, int] = field(default_factory=dict)  # pc -> resolved 64-bit value of pseudo lddw
     xdp: bool = False
+    tc: bool = False  # SCHED_CLS: TC_CTX_FIELDS read from env when the run's context is the hook's skb
     proofs: dict[int, Proof] = field(default_factory=dict)
     # helper id -> native lowering (natives.py); others call Python
     native_helpers: frozenset[int] = frozenset()
@@ -179,6 +185,11 @@ class FuncLowering:
             b.icmp_unsigned("==", args[0], c64(CTX << REGION_SHIFT)),
             b.and_(b.icmp_unsigned(">=", ctx_hi, c32(20)), b.icmp_unsigned("==", ctx_lo, c32(0))),
         )
+        if mod.prog.tc:  # TC: the engine says whether the context is the hook's SkbContext (env SKB_CTX)
+            self.ctx_ok = b.and_(
+                b.icmp_unsigned("==", args[0], c64(CTX << REGION_SHIFT)),
+                b.icmp_unsigned("!=", self.env_load(abi.E_SKB_CTX), c64(0)),
+            )
         self.blocks = {pc: self.fn.append_basic_block(f"pc{pc}") for pc in func.leaders}
         self.fault_block: ir.Block | None = None
         self.pc = func.start
@@ -614,15 +625,17 @@ class FuncLowering:
         if (
             proof is not None
             and proof.kind == "ctx"
-            and self.mod.prog.xdp
             and size == 4
-            and proof.offset in (0, 4, 8, 12, 16)
+            and (
+                (self.mod.prog.xdp and proof.offset in (0, 4, 8, 12, 16))
+                or (self.mod.prog.tc and proof.offset in TC_CTX_FIELDS)
+            )
         ):
-            # a field of the XDP context: from env when ctx_ok, else the general path
+            # a field of the XDP or TC context: from env when ctx_ok, else the general path
             native, other = self.fn.append_basic_block("ctx.field"), self.fn.append_basic_block("ctx.other")
             b.cbranch(self.ctx_ok, native, other)
             b.position_at_end(native)
-            v = self.xdp_ctx_load(proof.offset)
+            v = self.ctx_field_load(proof.offset)
             if sx:
                 v = b.sext(b.trunc(v, I32), I64)
             native_end = b.block
@@ -769,7 +782,7 @@ class FuncLowering:
         b.position_at_end(flt)
         self.fault(abi.F_MEMORY, pc, addr, size, int(kind == abi.M_STORE))
         b.position_at_end(pyb)
-        if self.mod.prog.xdp and size == 4 and kind in (abi.M_LOAD, abi.M_LOADSX):
+        if (self.mod.prog.xdp or self.mod.prog.tc) and size == 4 and kind in (abi.M_LOAD, abi.M_LOADSX):
             return self.xdp_ctx_dynamic(pc, addr, size, kind, value, done)
         r, _ = self.py_mem(pc, addr, size, kind, value, done)
         b.position_at_end(done)
@@ -800,22 +813,26 @@ class FuncLowering:
     def xdp_ctx_dynamic(
         self, pc: int, addr: ir.Value, size: int, kind: int, value: ir.Value, done: ir.Block
     ) -> ir.Value:
-        """A 4-byte load from the XDP context at a run-time offset: the five fields every XDP
-        program may read, natively; anything else (egress_ifindex, misaligned) through Python."""
+        """A 4-byte load from the context at a run-time offset: the five fields every XDP program may
+        read (TC: TC_CTX_FIELDS when the context is the hook's skb), natively; anything else
+        (egress_ifindex, misaligned, other __sk_buff fields) through Python."""
         b = self.b
         off = b.and_(addr, c64(U32))
         py = self.fn.append_basic_block("ctx.pyload")
         merge = self.fn.append_basic_block("ctx.merge")
         native = self.fn.append_basic_block("ctx.native")
-        b.cbranch(self.ctx_window_ok(off, 4), native, py)
+        if self.mod.prog.tc:
+            b.cbranch(b.icmp_unsigned("!=", self.env_load(abi.E_SKB_CTX), c64(0)), native, py)
+        else:
+            b.cbranch(self.ctx_window_ok(off, 4), native, py)
         b.position_at_end(native)
         sw = b.switch(off, py)
         incoming = []
-        for field_off in (0, 4, 8, 12, 16):
+        for field_off in TC_CTX_FIELDS if self.mod.prog.tc else (0, 4, 8, 12, 16):
             blk = self.fn.append_basic_block(f"ctx.{field_off}")
             sw.add_case(c64(field_off), blk)
             b.position_at_end(blk)
-            v = self.xdp_ctx_load(field_off)
+            v = self.ctx_field_load(field_off)
             if kind == abi.M_LOADSX:
                 v = b.sext(b.trunc(v, I32), I64)
             incoming.append((v, b.block))
@@ -841,6 +858,19 @@ class FuncLowering:
             row = b.gep(table, [c64((STACK if proof.kind == "stack" else PACKET) * 24)], source_etype=I8)
         base = b.load(row, typ=I64, align=8)
         return b.gep(b.inttoptr(base, PTR), [b.and_(addr, c64(U32))], source_etype=I8)
+
+    def ctx_field_load(self, off: int) -> ir.Value:
+        """A context field read natively: xdp_md's, or for TC programs the __sk_buff's TC_CTX_FIELDS
+        (the values SkbContext gives: len = data_end - data, pointers (PACKET << 32) | offset)."""
+        if not self.mod.prog.tc:
+            v = self.xdp_ctx_load(off)
+            assert v is not None
+            return v
+        b = self.b
+        if off == 0:
+            return b.and_(b.sub(self.env_load(abi.E_DATA_END), self.env_load(abi.E_DATA)), c64(U32))
+        word = {76: abi.E_DATA, 80: abi.E_DATA_END, 140: abi.E_META}[off]
+        return b.or_(self.env_load(word), c64(PACKET << REGION_SHIFT))
 
     def xdp_ctx_load(self, off: int) -> ir.Value | None:
         """xdp_md fields natively: data/data_end/data_meta become packet pointers."""

@@ -17,6 +17,8 @@ a map value (stores only for maps programs may write: not frozen, not BPF_F_RDON
 frozen after its programs were compiled keeps its compiled stores). Packet facts rest on the context being
 the XDP context (`data`/`data_end` loaded from it): the lowering guards packet proofs with a run-time
 test that the entry r1 is a context pointer, so a program run with another r1 keeps its checks.
+TC programs (`tc=True`) track the entry r1 too, only to prove their `__sk_buff` field loads
+(TC_CTX_FIELDS): packet pointers loaded from the skb stay unknown, so TC has no packet proofs.
 Anything else -- helper calls that may move the packet (all but a known list), bpf-to-bpf calls,
 unknown stores over spilled pointers -- forgets the facts it could invalidate.
 """
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 from .. import isa
 from ..isa import Instruction
 from .cfg import build
-from .lower import Proof
+from .lower import TC_CTX_FIELDS, Proof
 
 FRAME = 512
 # helpers that leave the packet (pointers and bytes) and the stack alone
@@ -136,9 +138,11 @@ class _Prover:
         xdp: bool,
         map_value_sizes: dict[int, int],
         writable: frozenset[int] = frozenset(),
+        tc: bool = False,
     ):
         self.insns = insns
         self.xdp = xdp
+        self.tc = tc  # SCHED_CLS: the entry r1 is the __sk_buff (TC_CTX_FIELDS proven; no packet proofs)
         self.map_sizes = map_value_sizes
         self.writable = writable  # maps whose value regions programs may write
         # the lowest frame offset any access or helper buffer can reach (batch replay zeroes only
@@ -160,7 +164,7 @@ class _Prover:
     def function(self, f) -> None:
         entry = State()
         entry.regs[10] = Stack(0)
-        if f.start == 0 and self.xdp:
+        if f.start == 0 and (self.xdp or self.tc):
             entry.regs[1] = Ctx(0)
         states: dict[int, State] = {f.start: entry}
         work = [f.start]
@@ -417,6 +421,12 @@ class _Prover:
                 result = PktEnd()
             else:
                 result = Scalar(0xFFFF_FFFF)
+        elif isinstance(base, Ctx) and self.tc and size == 4 and ins.mode == isa.BPF_MEM:
+            # __sk_buff fields the lowering reads from env; the packet pointers stay UNKNOWN (no packet
+            # proofs for TC: the skb helpers that move the packet are not modelled by this pass)
+            if base.off + ins.off in TC_CTX_FIELDS:
+                self.prove(pc, Proof("ctx", base.off + ins.off), record)
+            result = UNKNOWN if base.off + ins.off in (76, 80, 140) else Scalar(0xFFFF_FFFF)
         st.regs[ins.dst] = result
 
     def store(self, st: State, ins: Instruction, pc: int, record: bool) -> None:
@@ -526,10 +536,11 @@ def prove(
     map_value_sizes: dict[int, int] | None = None,
     entries: tuple[int, ...] = (),
     writable_maps: frozenset[int] = frozenset(),
+    tc: bool = False,
 ) -> dict[int, Proof]:
     """pc -> Proof for every load/store proven in bounds (see the module docstring). Stores into map
     values are proven only for `writable_maps` (not frozen, not BPF_F_RDONLY_PROG)."""
-    return analyse(insns, xdp, map_value_sizes, entries, writable_maps)[0]
+    return analyse(insns, xdp, map_value_sizes, entries, writable_maps, tc)[0]
 
 
 def analyse(
@@ -538,10 +549,11 @@ def analyse(
     map_value_sizes: dict[int, int] | None = None,
     entries: tuple[int, ...] = (),
     writable_maps: frozenset[int] = frozenset(),
+    tc: bool = False,
 ) -> tuple[dict[int, Proof], int]:
     """(proofs, stack bytes): the proofs of `prove`, and how many bytes below the frame pointer the
     program can touch at all (512 when an access might reach anywhere)."""
-    p = _Prover(insns, xdp, map_value_sizes or {}, writable_maps)
+    p = _Prover(insns, xdp, map_value_sizes or {}, writable_maps, tc)
     proofs = p.run(entries)
     if p.stack_unknown:
         return proofs, FRAME
