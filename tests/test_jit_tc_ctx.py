@@ -1,6 +1,7 @@
-"""TC programs on the JIT read `__sk_buff` len/data/data_end/data_meta natively (env, lower.TC_CTX_FIELDS):
-the values must be the interpreter's SkbContext's, also after Python helpers move the packet
-(skb_change_head, skb_pull_data, skb_adjust_room) and through the run-time-offset slow path."""
+"""TC programs on the JIT read `__sk_buff` len/data/data_end/data_meta and mark/protocol/ingress_ifindex/
+ifindex natively (env, lower.TC_CTX_FIELDS): the values must be the interpreter's SkbContext's, also
+after Python helpers move the packet (skb_change_head, skb_pull_data, skb_adjust_room) or change a
+field (skb_change_proto, a context store to mark), and through the run-time-offset slow path."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from xdpsim.isa import Instruction
 from xdpsim.jit.verify import analyse
 
 W = kf.W
-CHANGE_HEAD, PULL_DATA, ADJUST_ROOM = 43, 39, 50
+CHANGE_HEAD, PULL_DATA, ADJUST_ROOM, CHANGE_PROTO = 43, 39, 50, 31
 
 
 def fields_after(call: list[Instruction]) -> list[Instruction]:
@@ -39,8 +40,18 @@ PROGS: dict[str, list[Instruction]] = {
     "dynamic": [kf.movr(2, 1), Instruction(0x57, 2, 0, 0, -1), kf.ldx(W, 3, 2, 80), kf.ldx(W, 4, 2, 76),
                 kf.ldx(W, 5, 2, 0), kf.movr(0, 3), kf.subr(0, 4), Instruction(0x67, 0, 0, 0, 16),
                 kf.addr(0, 5), kf.exit_()],
-    # a field left to the accessor, next to native ones
     "mark": [kf.ldx(W, 2, 1, 76), kf.ldx(W, 0, 1, 8), kf.exit_()],
+    # a field left to the accessor (priority), next to native ones
+    "priority": [kf.ldx(W, 2, 1, 76), kf.ldx(W, 0, 1, 32), kf.exit_()],
+    "ifindexes": [kf.ldx(W, 0, 1, 40), Instruction(0x67, 0, 0, 0, 16), kf.ldx(W, 2, 1, 36), kf.addr(0, 2),
+                  kf.exit_()],
+    # mark read, stored through the context (Python), read again: the store refreshes env
+    "mark_store": [kf.ldx(W, 6, 1, 8), kf.mov(2, 0x77), kf.stx(W, 1, 2, 8), kf.ldx(W, 0, 1, 8),
+                   Instruction(0x67, 0, 0, 0, 16), kf.addr(0, 6), kf.exit_()],
+    # protocol before and after bpf_skb_change_proto(skb, htons(ETH_P_IPV6), 0)
+    "change_proto": [kf.movr(6, 1), kf.ldx(W, 7, 1, 16), kf.mov(2, 0xDD86), kf.mov(3, 0),
+                     kf.call(CHANGE_PROTO), kf.ldx(W, 0, 6, 16), Instruction(0x67, 0, 0, 0, 16),
+                     kf.addr(0, 7), kf.exit_()],
 }
 
 
@@ -58,8 +69,9 @@ def objs():
 @pytest.mark.parametrize("meta", [b"", b"\x01\x02\x03\x04"])
 def test_jit_reads_skb_fields_as_the_interpreter(objs, name: str, meta: bytes) -> None:
     interp, jit = objs
-    a = interp.programs[name].run(frame(), meta=meta, mark=0x1234)
-    b = jit.programs[name].run(frame(), meta=meta, mark=0x1234)
+    kw = {"mark": 0x1234, "priority": 5, "ifindex": 7, "ingress_ifindex": 3}
+    a = interp.programs[name].run(frame(), meta=meta, **kw)
+    b = jit.programs[name].run(frame(), meta=meta, **kw)
     assert a.error is None, a.error
     assert b.error is None, b.error
     assert (a.retval, a.data, a.meta) == (b.retval, b.data, b.meta)
@@ -75,6 +87,9 @@ def test_values_follow_the_packet(objs) -> None:
     assert (plain - head) & 0xFFFF == 8  # data moved 8 bytes towards the head
     assert (jit.programs["plain"].run(frame(), meta=b"\x00" * 8).retval >> 32) & 0xFFFF == 8
     assert jit.programs["mark"].run(frame(), mark=0x55).retval == 0x55
+    assert jit.programs["mark_store"].run(frame(), mark=0x55).retval == 0x77_0055
+    assert jit.programs["change_proto"].run(frame()).retval == 0xDD86_0008
+    assert jit.programs["ifindexes"].run(frame(), ifindex=7, ingress_ifindex=3).retval == 0x7_0003
 
 
 def test_static_pass_proves_tc_context_fields() -> None:
@@ -82,5 +97,6 @@ def test_static_pass_proves_tc_context_fields() -> None:
     proofs, _ = analyse(insns, tc=True)
     ctx = sorted(p.offset for p in proofs.values() if p.kind == "ctx")
     assert ctx == [0, 76, 80, 140]
+    assert not any(p.kind == "ctx" for p in analyse(PROGS["priority"], tc=True)[0].values() if p.offset == 32)
     assert not any(p.kind == "packet" for p in proofs.values())  # no packet proofs for TC
     assert not any(p.kind == "ctx" for p in analyse(insns)[0].values())

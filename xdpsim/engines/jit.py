@@ -167,8 +167,8 @@ class _RuntimeJit:
         env[abi.E_FRAGS] = len(state.frags)
         env[abi.E_REDIR_KIND] = abi.REDIR_NONE
         env[abi.E_ENTRY_REGS : abi.E_ENTRY_REGS + len(abi.ENTRY_REGS)] = 0  # r0, r6-r9 start at 0
-        # TC programs read len/data/data_end/data_meta natively only from the hook's own skb context
-        # (its accessor derives them from the packet offsets, which env mirrors)
+        # TC programs read lower.TC_CTX_FIELDS natively only from the hook's own skb context (env
+        # mirrors the packet offsets and the other fields; packet_to_env refreshes them)
         pkt = state.packet
         env[abi.E_SKB_CTX] = int(
             isinstance(pkt, SkbBuffer) and getattr(state.ctx, "skb", None) is pkt
@@ -189,6 +189,11 @@ class _RuntimeJit:
         env[abi.E_META_OK] = int(pkt.meta_supported)
         env[abi.E_FRAME_SIZE] = pkt.frame_size
         env[abi.E_TAILROOM] = pkt.tailroom
+        if env[abi.E_SKB_CTX] and isinstance(pkt, SkbBuffer):  # what TC reads natively (lower.TC_ENV_FIELDS)
+            st = pkt.st
+            f = abi.E_SKB_FIELDS
+            env[f], env[f + 1] = st.mark & 0xFFFF_FFFF, st.protocol & 0xFFFF_FFFF
+            env[f + 2], env[f + 3] = st.ingress_ifindex & 0xFFFF_FFFF, st.ifindex & 0xFFFF_FFFF
 
     def env_to_python(self, state: RunState) -> None:
         """Make the Python side see what native code changed: packet offsets, the windows of the

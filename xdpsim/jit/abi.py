@@ -57,7 +57,9 @@ guaranteed (`musttail`) call through the table of entry points `env[E_PROGS]`, i
 | 46-50| ENTRY_REGS  | r0, r6-r9 when a function starts: the caller's (0 when a run starts) |
 | 51   | COVER       | with coverage: host address of u64[nprogs], per program id its counters' address |
 | 52   | SKB_CTX     | 1 when the run's context is the TC hook's SkbContext over the run's packet: TC |
-|      |             | programs then read len/data/data_end/data_meta natively (lower.TC_CTX_FIELDS) |
+|      |             | programs then read lower.TC_CTX_FIELDS natively (packet offsets and 53-56) |
+| 53-56| SKB_FIELDS  | with SKB_CTX: __sk_buff mark, protocol, ingress_ifindex, ifindex (refreshed with the |
+|      |             | packet offsets after every Python callback: helpers and context stores) |
 
 Coverage counters of a program of n instruction slots (code compiled with coverage=True): u64[2n],
 [pc] the runs of the basic block starting at pc, [n + pc] the times the conditional jump at pc was taken.
@@ -123,6 +125,7 @@ E_ENTRY_REGS = 46  # 46..50: r0, r6..r9 at a function's entry (a callee / tail-c
 ENTRY_REGS = (0, 6, 7, 8, 9)
 E_COVER = 51
 E_SKB_CTX = 52
+E_SKB_FIELDS = 53  # 53..56: mark, protocol, ingress_ifindex, ifindex
 
 F_NONE = 0
 F_MEMORY = 1
@@ -149,3 +152,4 @@ STACK_BYTES = 4096
 
 # every word, the ENTRY_REGS block included, must fit the env array
 assert max(v for k, v in list(globals().items()) if k.startswith("E_")) + len(ENTRY_REGS) <= ENV_WORDS
+assert E_SKB_FIELDS + 4 <= ENV_WORDS

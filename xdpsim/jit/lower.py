@@ -44,9 +44,11 @@ def c32(v: int) -> ir.Constant:
     return ir.Constant(I32, v & U32)
 
 
-# __sk_buff fields SCHED_CLS programs read natively (4-byte loads): len, data, data_end, data_meta --
-# all derived from the packet offsets in env, which every Python callback refreshes (packet_to_env)
-TC_CTX_FIELDS = (0, 76, 80, 140)
+# __sk_buff fields SCHED_CLS programs read natively (4-byte loads): len, data, data_end, data_meta
+# (from the packet offsets in env) and mark, protocol, ingress_ifindex, ifindex (env SKB_FIELDS), all
+# of which every Python callback refreshes (engines/jit.py packet_to_env)
+TC_CTX_FIELDS = (0, 8, 16, 36, 40, 76, 80, 140)
+TC_ENV_FIELDS = {8: 0, 16: 1, 36: 2, 40: 3}  # field offset -> index in env SKB_FIELDS
 
 
 @dataclass
@@ -861,7 +863,8 @@ class FuncLowering:
 
     def ctx_field_load(self, off: int) -> ir.Value:
         """A context field read natively: xdp_md's, or for TC programs the __sk_buff's TC_CTX_FIELDS
-        (the values SkbContext gives: len = data_end - data, pointers (PACKET << 32) | offset)."""
+        (the values SkbContext gives: len = data_end - data, pointers (PACKET << 32) | offset, the
+        others as the engine copied them into env)."""
         if not self.mod.prog.tc:
             v = self.xdp_ctx_load(off)
             assert v is not None
@@ -869,6 +872,8 @@ class FuncLowering:
         b = self.b
         if off == 0:
             return b.and_(b.sub(self.env_load(abi.E_DATA_END), self.env_load(abi.E_DATA)), c64(U32))
+        if off in TC_ENV_FIELDS:
+            return self.env_load(abi.E_SKB_FIELDS + TC_ENV_FIELDS[off])
         word = {76: abi.E_DATA, 80: abi.E_DATA_END, 140: abi.E_META}[off]
         return b.or_(self.env_load(word), c64(PACKET << REGION_SHIFT))
 
