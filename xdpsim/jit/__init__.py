@@ -9,7 +9,9 @@ Modules (the engine itself is `xdpsim.engines.jit.JitEngine`, the batch API `eng
 - `lower`    instruction -> IR, one method per construct; checked memory accesses against the region
              table with out-of-line slow paths (context conversion, Python, fault record).
 - `verify`   the static pass proving accesses safe (stack offsets, packet ranges from the program's
-             own data_end comparisons, map values after NULL checks, XDP context fields).
+             own data_end comparisons, map values after NULL checks, XDP context fields, and for
+             TC the __sk_buff fields read from env: len, data, data_end, data_meta, mark, protocol,
+             ingress_ifindex, ifindex (lower.TC_CTX_FIELDS; env SKB_CTX/SKB_FIELDS, abi.py)).
 - `natives`  helpers lowered natively (maps through maps/native.py, tail_call as `musttail`, adjust_*,
              csum_diff, redirect(_map), load/store_bytes, ktime, prandom = MT19937, cpu id).
 - `compiler` optimisation (O2), object code, the disk cache, the process-wide MCJIT engine.
