@@ -73,6 +73,16 @@ class SparseArrayMap(Map):
     def _index(self, key: bytes) -> int:
         return int.from_bytes(key, "little")
 
+    def _update_index(self, key: bytes, flags: int) -> int:
+        """The slot an update writes, or -errno: the checks every array-like redirect map's update makes
+        first, in the kernel's order (flags, then range)."""
+        if flags > BPF_EXIST:
+            return -_errno.EINVAL
+        i = self._index(key)
+        if i >= self.max_entries:
+            return -_errno.E2BIG
+        return i
+
     def _lookup(self, key: bytes) -> Any:
         i = self._index(key)
         if i >= self.max_entries or self.table[i] < 0:
@@ -127,11 +137,9 @@ class DevMap(SparseArrayMap):
 
     def _update(self, key: bytes, value: bytes, flags: int) -> int:
         # kernel order (devmap.c __dev_map_update_elem): flags, range, NOEXIST (always exists), value
-        if flags > BPF_EXIST:
-            return -_errno.EINVAL
-        i = self._index(key)
-        if i >= self.max_entries:
-            return -_errno.E2BIG
+        i = self._update_index(key, flags)
+        if i < 0:
+            return i
         if flags == BPF_NOEXIST:
             return -_errno.EEXIST
         ifindex = int.from_bytes(value[:4], "little")
@@ -156,11 +164,9 @@ class CpuMap(SparseArrayMap):
 
     def _update(self, key: bytes, value: bytes, flags: int) -> int:
         # kernel order (cpumap.c cpu_map_update_elem)
-        if flags > BPF_EXIST:
-            return -_errno.EINVAL
-        i = self._index(key)
-        if i >= self.max_entries:
-            return -_errno.E2BIG
+        i = self._update_index(key, flags)
+        if i < 0:
+            return i
         if flags == BPF_NOEXIST:
             return -_errno.EEXIST
         qsize = int.from_bytes(value[:4], "little")
@@ -188,11 +194,9 @@ class XskMap(SparseArrayMap):
     allowed_value_sizes = (4,)
 
     def _update(self, key: bytes, value: bytes, flags: int) -> int:
-        if flags > BPF_EXIST:
-            return -_errno.EINVAL
-        i = self._index(key)
-        if i >= self.max_entries:
-            return -_errno.E2BIG
+        i = self._update_index(key, flags)
+        if i < 0:
+            return i
         sock = int.from_bytes(value, "little", signed=True)
         if sock < 0:
             return -_errno.EBADF
