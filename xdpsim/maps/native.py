@@ -443,35 +443,26 @@ def _build(mod: _Module) -> None:  # noqa: C901 - one place that lays out every 
         unlink.st32(e, f_next, _c(0))
         unlink.b.ret_void()
 
-        push_head = _Fn(mod, f"xdpsim_{tag}_push_head", _VOID, [_PTR, _I64], internal=True)
-        desc, slot = push_head.args
-        e = entry(push_head, desc, slot)
-        old = push_head.dw(desc, w_head)
-        push_head.st32(e, f_prev, _c(0))
-        push_head.st32(e, f_next, old)
-        s1 = push_head.add(slot, 1)
-        with push_head.b.if_else(push_head.eq(old, 0)) as (then, other):
-            with then:
-                push_head.set_dw(desc, w_tail, s1)
-            with other:
-                push_head.st32(entry(push_head, desc, push_head.sub(old, 1)), f_prev, s1)
-        push_head.set_dw(desc, w_head, s1)
-        push_head.b.ret_void()
+        def push(end: str, w_end: int, w_other: int, f_out: int, f_in: int) -> _Fn:
+            """Link `slot` in at one end of the list (head: out = prev, in = next; tail: mirrored)."""
+            fn = _Fn(mod, f"xdpsim_{tag}_push_{end}", _VOID, [_PTR, _I64], internal=True)
+            desc, slot = fn.args
+            e = entry(fn, desc, slot)
+            old = fn.dw(desc, w_end)
+            fn.st32(e, f_out, _c(0))
+            fn.st32(e, f_in, old)
+            s1 = fn.add(slot, 1)
+            with fn.b.if_else(fn.eq(old, 0)) as (then, other):
+                with then:
+                    fn.set_dw(desc, w_other, s1)
+                with other:
+                    fn.st32(entry(fn, desc, fn.sub(old, 1)), f_out, s1)
+            fn.set_dw(desc, w_end, s1)
+            fn.b.ret_void()
+            return fn
 
-        push_tail = _Fn(mod, f"xdpsim_{tag}_push_tail", _VOID, [_PTR, _I64], internal=True)
-        desc, slot = push_tail.args
-        e = entry(push_tail, desc, slot)
-        old = push_tail.dw(desc, w_tail)
-        push_tail.st32(e, f_next, _c(0))
-        push_tail.st32(e, f_prev, old)
-        s1 = push_tail.add(slot, 1)
-        with push_tail.b.if_else(push_tail.eq(old, 0)) as (then, other):
-            with then:
-                push_tail.set_dw(desc, w_head, s1)
-            with other:
-                push_tail.st32(entry(push_tail, desc, push_tail.sub(old, 1)), f_next, s1)
-        push_tail.set_dw(desc, w_tail, s1)
-        push_tail.b.ret_void()
+        push_head = push("head", w_head, w_tail, f_prev, f_next)
+        push_tail = push("tail", w_tail, w_head, f_next, f_prev)
         return unlink, push_head, push_tail
 
     ord_unlink, _, ord_push_tail = list_fns("ord", W_ORD_HEAD, W_ORD_TAIL, E_ORD_PREV, E_ORD_NEXT)
