@@ -102,15 +102,22 @@ class ModuleLowering:
             for w in (16, 32, 64)
         }
 
+    def _cold_access_function(self, name: str) -> tuple[ir.Function, bool]:
+        """The module's `i64 name(env, pc, addr, value)`, declared out of line and cold on first use;
+        the flag says whether it was just declared (its body still to be built)."""
+        fn = self.module.globals.get(name)
+        if fn is not None:
+            return fn, False
+        fn = ir.Function(self.module, ir.FunctionType(I64, [PTR, I64, I64, I64]), name)
+        fn.linkage = "internal"
+        fn.attributes.add("noinline")
+        fn.attributes.add("cold")
+        return fn, True
+
     def slow_function(self, kind: int, size: int) -> ir.Function:
         """`i64 slow(env, pc, addr, value)`: the slow path of loads/stores of one kind and size."""
-        name = f"xdpsim.slow.{kind}.{size}"
-        fn = self.module.globals.get(name)
-        if fn is None:
-            fn = ir.Function(self.module, ir.FunctionType(I64, [PTR, I64, I64, I64]), name)
-            fn.linkage = "internal"
-            fn.attributes.add("noinline")
-            fn.attributes.add("cold")
+        fn, new = self._cold_access_function(f"xdpsim.slow.{kind}.{size}")
+        if new:
             body = HelperBody(self, fn)
             env, pc, addr, value = fn.args
             r = body.slow_access_body(pc, addr, size, kind, value)
@@ -120,13 +127,8 @@ class ModuleLowering:
     def checked_function(self, kind: int, size: int) -> ir.Function:
         """`i64 checked(env, pc, addr, value)`: a whole checked load (value ignored) or store, out of
         line -- the fallback of proven packet accesses when the context is not the hook's."""
-        name = f"xdpsim.checked.{kind}.{size}"
-        fn = self.module.globals.get(name)
-        if fn is None:
-            fn = ir.Function(self.module, ir.FunctionType(I64, [PTR, I64, I64, I64]), name)
-            fn.linkage = "internal"
-            fn.attributes.add("noinline")
-            fn.attributes.add("cold")
+        fn, new = self._cold_access_function(f"xdpsim.checked.{kind}.{size}")
+        if new:
             body = HelperBody(self, fn)
             env, pc, addr, value = fn.args
             if kind == abi.M_STORE:
