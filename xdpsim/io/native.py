@@ -24,218 +24,297 @@ import sys
 import threading
 from typing import NamedTuple
 
+import llvmlite.ir as ir
 import numpy as np
 
 from .reader import MAX_SNAPLEN
 
 MAX_BLOCK = 16 * 1024 * 1024  # pcapng.py's limit (imported from there would be circular)
 
-_IR = f"""
-declare i32 @llvm.bswap.i32(i32)
-declare void @llvm.memcpy.p0.p0.i64(ptr, ptr, i64, i1)
-
-define i64 @xdpsim_pcap_index(ptr %buf, i64 %size, i64 %pos0, i64 %max, ptr %out, i32 %swap, ptr %endpos,
-                               ptr %caps, ptr %origs, ptr %tss, i64 %scale) {{
-entry:
-  %sw = icmp ne i32 %swap, 0
-  br label %loop
-loop:
-  %pos = phi i64 [%pos0, %entry], [%nxt, %store]
-  %n = phi i64 [0, %entry], [%n1, %store]
-  %full = icmp sge i64 %n, %max
-  br i1 %full, label %done, label %hdr
-hdr:
-  %p16 = add i64 %pos, 16
-  %nohdr = icmp ugt i64 %p16, %size
-  br i1 %nohdr, label %done, label %len
-len:
-  %p8 = add i64 %pos, 8
-  %lp = getelementptr i8, ptr %buf, i64 %p8
-  %raw = load i32, ptr %lp, align 1
-  %bs = call i32 @llvm.bswap.i32(i32 %raw)
-  %cl = select i1 %sw, i32 %bs, i32 %raw
-  %cl64 = zext i32 %cl to i64
-  %big = icmp ugt i64 %cl64, {MAX_SNAPLEN}
-  br i1 %big, label %done, label %fit
-fit:
-  %nxt = add i64 %p16, %cl64
-  %over = icmp ugt i64 %nxt, %size
-  br i1 %over, label %done, label %store
-store:
-  %op = getelementptr i64, ptr %out, i64 %n
-  store i64 %pos, ptr %op, align 8
-  %cp = getelementptr i32, ptr %caps, i64 %n
-  store i32 %cl, ptr %cp, align 4
-  %secp = getelementptr i8, ptr %buf, i64 %pos
-  %secr = load i32, ptr %secp, align 1
-  %secs = call i32 @llvm.bswap.i32(i32 %secr)
-  %sec = select i1 %sw, i32 %secs, i32 %secr
-  %p4 = add i64 %pos, 4
-  %fracp = getelementptr i8, ptr %buf, i64 %p4
-  %fracr = load i32, ptr %fracp, align 1
-  %fracs = call i32 @llvm.bswap.i32(i32 %fracr)
-  %frac = select i1 %sw, i32 %fracs, i32 %fracr
-  %p12 = add i64 %pos, 12
-  %origp = getelementptr i8, ptr %buf, i64 %p12
-  %origr = load i32, ptr %origp, align 1
-  %origb = call i32 @llvm.bswap.i32(i32 %origr)
-  %orig = select i1 %sw, i32 %origb, i32 %origr
-  %orig64 = zext i32 %orig to i64
-  %oq = getelementptr i64, ptr %origs, i64 %n
-  store i64 %orig64, ptr %oq, align 8
-  %sec64 = zext i32 %sec to i64
-  %frac64 = zext i32 %frac to i64
-  %secns = mul i64 %sec64, 1000000000
-  %fracns = mul i64 %frac64, %scale
-  %ts = add i64 %secns, %fracns
-  %tq = getelementptr i64, ptr %tss, i64 %n
-  store i64 %ts, ptr %tq, align 8
-  %n1 = add i64 %n, 1
-  br label %loop
-done:
-  store i64 %pos, ptr %endpos, align 8
-  ret i64 %n
-}}
-
-define void @xdpsim_put_headers(ptr %out, ptr %hdrs, i64 %hsize, ptr %offs, i64 %n) {{
-entry:
-  br label %check
-check:
-  %i = phi i64 [0, %entry], [%i1, %body]
-  %more = icmp slt i64 %i, %n
-  br i1 %more, label %body, label %done
-body:
-  %hsrc = mul i64 %i, %hsize
-  %hp = getelementptr i8, ptr %hdrs, i64 %hsrc
-  %offp = getelementptr i64, ptr %offs, i64 %i
-  %off = load i64, ptr %offp, align 8
-  %dst = sub i64 %off, %hsize
-  %op = getelementptr i8, ptr %out, i64 %dst
-  call void @llvm.memcpy.p0.p0.i64(ptr %op, ptr %hp, i64 %hsize, i1 false)
-  %i1 = add i64 %i, 1
-  br label %check
-done:
-  ret void
-}}
-
-define i64 @xdpsim_interleave(ptr %out, ptr %hdrs, i64 %hsize, ptr %data, ptr %offs, ptr %lens, i64 %n) {{
-entry:
-  br label %check
-check:
-  %i = phi i64 [0, %entry], [%i1, %body]
-  %pos = phi i64 [0, %entry], [%pos2, %body]
-  %more = icmp slt i64 %i, %n
-  br i1 %more, label %body, label %done
-body:
-  %hsrc = mul i64 %i, %hsize
-  %hp = getelementptr i8, ptr %hdrs, i64 %hsrc
-  %op = getelementptr i8, ptr %out, i64 %pos
-  call void @llvm.memcpy.p0.p0.i64(ptr %op, ptr %hp, i64 %hsize, i1 false)
-  %pos1 = add i64 %pos, %hsize
-  %offp = getelementptr i64, ptr %offs, i64 %i
-  %off = load i64, ptr %offp, align 8
-  %lenp = getelementptr i64, ptr %lens, i64 %i
-  %len = load i64, ptr %lenp, align 8
-  %dp = getelementptr i8, ptr %data, i64 %off
-  %op2 = getelementptr i8, ptr %out, i64 %pos1
-  call void @llvm.memcpy.p0.p0.i64(ptr %op2, ptr %dp, i64 %len, i1 false)
-  %pos2 = add i64 %pos1, %len
-  %i1 = add i64 %i, 1
-  br label %check
-done:
-  ret i64 %pos
-}}
-"""
-
-def _ld32(name: str, offset: str) -> str:
-    """IR loading the u32 at %pos + offset in the file's byte order into i64 %name."""
-    return "\n".join([
-        f"  %{name}.a = add i64 %pos, {offset}",
-        f"  %{name}.p = getelementptr i8, ptr %buf, i64 %{name}.a",
-        f"  %{name}.r = load i32, ptr %{name}.p, align 1",
-        f"  %{name}.s = call i32 @llvm.bswap.i32(i32 %{name}.r)",
-        f"  %{name}.v = select i1 %sw, i32 %{name}.s, i32 %{name}.r",
-        f"  %{name} = zext i32 %{name}.v to i64",
-    ])
+_I1 = ir.IntType(1)
+_I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
+_I8 = ir.IntType(8)
+_PTR = ir.PointerType()
+_VOID = ir.VoidType()
 
 
-# Walks plain Enhanced Packet Blocks: stops at any other block, or at one with anything the streaming
-# reader would warn about or refuse (bad length or trailer, unknown interface, an interface marked
-# slow (snaps[id] < 0), captured length beyond the block or the snap length, orig_len < caplen).
-_IR_PCAPNG = f"""
-define i64 @xdpsim_pcapng_index(ptr %buf, i64 %size, i64 %pos0, i64 %max, ptr %out, i32 %swap, i64 %nif,
-                                ptr %snaps, ptr %endpos) {{{{
-entry:
-  %sw = icmp ne i32 %swap, 0
-  br label %loop
-loop:
-  %pos = phi i64 [%pos0, %entry], [%nxt, %store]
-  %n = phi i64 [0, %entry], [%n1, %store]
-  %full = icmp sge i64 %n, %max
-  br i1 %full, label %done, label %room
-room:
-  %p32 = add i64 %pos, 32
-  %short = icmp ugt i64 %p32, %size
-  br i1 %short, label %done, label %type
-type:
-{_ld32("btype", "0")}
-  %isepb = icmp eq i64 %btype, 6
-  br i1 %isepb, label %blen, label %done
-blen:
-{_ld32("len", "4")}
-  %small = icmp ult i64 %len, 32
-  %mis = and i64 %len, 3
-  %misb = icmp ne i64 %mis, 0
-  %big = icmp ugt i64 %len, {{max_block}}
-  %bad1 = or i1 %small, %misb
-  %bad2 = or i1 %bad1, %big
-  %nxt = add i64 %pos, %len
-  %over = icmp ugt i64 %nxt, %size
-  %bad3 = or i1 %bad2, %over
-  br i1 %bad3, label %done, label %trail
-trail:
-  %toff = sub i64 %len, 4
-{_ld32("trailer", "%toff")}
-  %tbad = icmp ne i64 %trailer, %len
-  br i1 %tbad, label %done, label %iface
-iface:
-{_ld32("ifid", "8")}
-  %noif = icmp uge i64 %ifid, %nif
-  br i1 %noif, label %done, label %snap
-snap:
-  %sp = getelementptr i64, ptr %snaps, i64 %ifid
-  %snaplen = load i64, ptr %sp, align 8
-  %slow = icmp slt i64 %snaplen, 0
-  br i1 %slow, label %done, label %cap
-cap:
-{_ld32("caplen", "20")}
-{_ld32("orig", "24")}
-  %room2 = sub i64 %len, 32
-  %c1 = icmp ugt i64 %caplen, %room2
-  %hassnap = icmp sgt i64 %snaplen, 0
-  %oversnap = icmp ugt i64 %caplen, %snaplen
-  %c2 = and i1 %hassnap, %oversnap
-  %c3 = icmp ult i64 %orig, %caplen
-  %c12 = or i1 %c1, %c2
-  %c123 = or i1 %c12, %c3
-  br i1 %c123, label %done, label %store
-store:
-  %op = getelementptr i64, ptr %out, i64 %n
-  store i64 %pos, ptr %op, align 8
-  %n1 = add i64 %n, 1
-  br label %loop
-done:
-  store i64 %pos, ptr %endpos, align 8
-  ret i64 %n
-}}}}
-"""
+def _c(v: int, ty: ir.IntType = _I64) -> ir.Constant:
+    return ir.Constant(ty, v)
 
 
-_I64, _VP = ctypes.c_int64, ctypes.c_void_p
-_INDEX = ctypes.CFUNCTYPE(_I64, _VP, _I64, _I64, _I64, _VP, ctypes.c_int32, _VP, _VP, _VP, _VP, _I64)
-_INTERLEAVE = ctypes.CFUNCTYPE(_I64, _VP, _VP, _I64, _VP, _VP, _VP, _I64)
-_PUT_HEADERS = ctypes.CFUNCTYPE(None, _VP, _VP, _I64, _VP, _I64)
-_NG_INDEX = ctypes.CFUNCTYPE(_I64, _VP, _I64, _I64, _I64, _VP, ctypes.c_int32, _I64, _VP, _VP)
+class _Fn:
+    """One function under construction: its named arguments, its blocks and a builder.
+
+    The loops keep their variables in phi nodes (as the hand-written IR did), so the machine code is the
+    same without an optimisation pass.
+    """
+
+    def __init__(self, m: ir.Module, name: str, ret: ir.Type, args: list[tuple[str, ir.Type]],
+                 blocks: list[str]) -> None:
+        self.m = m
+        self.f = ir.Function(m, ir.FunctionType(ret, [t for _, t in args]), name)
+        self.a: dict[str, ir.Argument] = {}
+        for arg, (arg_name, _) in zip(self.f.args, args, strict=True):
+            arg.name = arg_name
+            self.a[arg_name] = arg
+        self.bb = {b: self.f.append_basic_block(b) for b in ["entry", *blocks]}
+        self.b = ir.IRBuilder(self.bb["entry"])
+
+    def at(self, block: str) -> ir.IRBuilder:
+        """The builder, positioned at the end of `block`."""
+        self.b.position_at_end(self.bb[block])
+        return self.b
+
+    def br(self, block: str) -> None:
+        self.b.branch(self.bb[block])
+
+    def cbr(self, cond: ir.Value, yes: str, no: str) -> None:
+        self.b.cbranch(cond, self.bb[yes], self.bb[no])
+
+    def phi(self, name: str, ty: ir.Type = _I64) -> ir.PhiInstr:
+        return self.b.phi(ty, name)
+
+    def intrinsic(self, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
+        """The module's declaration of an LLVM intrinsic, declared on first use."""
+        if name in self.m.globals:
+            return self.m.globals[name]
+        return ir.Function(self.m, ir.FunctionType(ret, args), name)
+
+    def byte_ptr(self, base: ir.Value, off: ir.Value, name: str = "") -> ir.Value:
+        return self.b.gep(base, [off], source_etype=_I8, name=name)
+
+    def elem_ptr(self, base: ir.Value, ty: ir.Type, idx: ir.Value, name: str = "") -> ir.Value:
+        return self.b.gep(base, [idx], source_etype=ty, name=name)
+
+    def file_u32(self, buf: ir.Value, off: ir.Value, swap: ir.Value, name: str) -> ir.Value:
+        """The unaligned u32 at buf + off in the file's byte order (swapped when `swap` is true)."""
+        raw = self.b.load(self.byte_ptr(buf, off, name + ".p"), name + ".r", typ=_I32, align=1)
+        bswap = self.intrinsic("llvm.bswap.i32", _I32, [_I32])
+        swapped = self.b.call(bswap, [raw], name + ".s")
+        return self.b.select(swap, swapped, raw, name + ".v")
+
+    def memcpy(self, dst: ir.Value, src: ir.Value, n: ir.Value) -> None:
+        fn = self.intrinsic("llvm.memcpy.p0.p0.i64", _VOID, [_PTR, _PTR, _I64, _I1])
+        self.b.call(fn, [dst, src, n, _c(0, _I1)])
+
+
+def _build_pcap_index(m: ir.Module) -> None:
+    """xdpsim_pcap_index(buf, size, pos0, max, out, swap, endpos, caps, origs, tss, scale) -> records.
+
+    Walks at most `max` pcap records from pos0; stores each record's offset (out), captured length
+    (caps, u32), original length (origs) and timestamp in ns (tss: secs * 1e9 + frac * scale); stops at
+    a record whose header or data runs past `size` or that claims more than MAX_SNAPLEN bytes, and
+    stores the offset where it stopped in *endpos.
+    """
+    fn = _Fn(m, "xdpsim_pcap_index", _I64,
+             [("buf", _PTR), ("size", _I64), ("pos0", _I64), ("max", _I64), ("out", _PTR), ("swap", _I32),
+              ("endpos", _PTR), ("caps", _PTR), ("origs", _PTR), ("tss", _PTR), ("scale", _I64)],
+             ["loop", "hdr", "len", "fit", "store", "done"])
+    a = fn.a
+    b = fn.at("entry")
+    sw = b.icmp_unsigned("!=", a["swap"], _c(0, _I32), "sw")
+    fn.br("loop")
+
+    b = fn.at("loop")
+    pos, n = fn.phi("pos"), fn.phi("n")
+    fn.cbr(b.icmp_signed(">=", n, a["max"], "full"), "done", "hdr")
+
+    b = fn.at("hdr")
+    p16 = b.add(pos, _c(16), "p16")
+    fn.cbr(b.icmp_unsigned(">", p16, a["size"], "nohdr"), "done", "len")
+
+    b = fn.at("len")
+    cl = fn.file_u32(a["buf"], b.add(pos, _c(8), "p8"), sw, "cl")
+    cl64 = b.zext(cl, _I64, "cl64")
+    fn.cbr(b.icmp_unsigned(">", cl64, _c(MAX_SNAPLEN), "big"), "done", "fit")
+
+    b = fn.at("fit")
+    nxt = b.add(p16, cl64, "nxt")
+    fn.cbr(b.icmp_unsigned(">", nxt, a["size"], "over"), "done", "store")
+
+    b = fn.at("store")
+    b.store(pos, fn.elem_ptr(a["out"], _I64, n, "op"), align=8)
+    b.store(cl, fn.elem_ptr(a["caps"], _I32, n, "cp"), align=4)
+    sec = fn.file_u32(a["buf"], pos, sw, "sec")
+    frac = fn.file_u32(a["buf"], b.add(pos, _c(4), "p4"), sw, "frac")
+    orig = fn.file_u32(a["buf"], b.add(pos, _c(12), "p12"), sw, "orig")
+    b.store(b.zext(orig, _I64, "orig64"), fn.elem_ptr(a["origs"], _I64, n, "oq"), align=8)
+    sec64, frac64 = b.zext(sec, _I64, "sec64"), b.zext(frac, _I64, "frac64")
+    secns = b.mul(sec64, _c(1_000_000_000), "secns")
+    fracns = b.mul(frac64, a["scale"], "fracns")
+    b.store(b.add(secns, fracns, "ts"), fn.elem_ptr(a["tss"], _I64, n, "tq"), align=8)
+    n1 = b.add(n, _c(1), "n1")
+    fn.br("loop")
+
+    pos.add_incoming(a["pos0"], fn.bb["entry"])
+    pos.add_incoming(nxt, fn.bb["store"])
+    n.add_incoming(_c(0), fn.bb["entry"])
+    n.add_incoming(n1, fn.bb["store"])
+
+    b = fn.at("done")
+    b.store(pos, a["endpos"], align=8)
+    b.ret(n)
+
+
+def _build_put_headers(m: ir.Module) -> None:
+    """xdpsim_put_headers(out, hdrs, hsize, offs, n): copies header row i to out[offs[i] - hsize:]."""
+    fn = _Fn(m, "xdpsim_put_headers", _VOID,
+             [("out", _PTR), ("hdrs", _PTR), ("hsize", _I64), ("offs", _PTR), ("n", _I64)],
+             ["check", "body", "done"])
+    a = fn.a
+    fn.at("entry")
+    fn.br("check")
+
+    b = fn.at("check")
+    i = fn.phi("i")
+    fn.cbr(b.icmp_signed("<", i, a["n"], "more"), "body", "done")
+
+    b = fn.at("body")
+    hp = fn.byte_ptr(a["hdrs"], b.mul(i, a["hsize"], "hsrc"), "hp")
+    off = b.load(fn.elem_ptr(a["offs"], _I64, i, "offp"), "off", typ=_I64, align=8)
+    op = fn.byte_ptr(a["out"], b.sub(off, a["hsize"], "dst"), "op")
+    fn.memcpy(op, hp, a["hsize"])
+    i1 = b.add(i, _c(1), "i1")
+    fn.br("check")
+
+    i.add_incoming(_c(0), fn.bb["entry"])
+    i.add_incoming(i1, fn.bb["body"])
+
+    fn.at("done").ret_void()
+
+
+def _build_interleave(m: ir.Module) -> None:
+    """xdpsim_interleave(out, hdrs, hsize, data, offs, lens, n) -> bytes written.
+
+    Writes header row i then data[offs[i]:offs[i] + lens[i]] for each i, back to back from out.
+    """
+    fn = _Fn(m, "xdpsim_interleave", _I64,
+             [("out", _PTR), ("hdrs", _PTR), ("hsize", _I64), ("data", _PTR), ("offs", _PTR),
+              ("lens", _PTR), ("n", _I64)],
+             ["check", "body", "done"])
+    a = fn.a
+    fn.at("entry")
+    fn.br("check")
+
+    b = fn.at("check")
+    i, pos = fn.phi("i"), fn.phi("pos")
+    fn.cbr(b.icmp_signed("<", i, a["n"], "more"), "body", "done")
+
+    b = fn.at("body")
+    hp = fn.byte_ptr(a["hdrs"], b.mul(i, a["hsize"], "hsrc"), "hp")
+    fn.memcpy(fn.byte_ptr(a["out"], pos, "op"), hp, a["hsize"])
+    pos1 = b.add(pos, a["hsize"], "pos1")
+    off = b.load(fn.elem_ptr(a["offs"], _I64, i, "offp"), "off", typ=_I64, align=8)
+    length = b.load(fn.elem_ptr(a["lens"], _I64, i, "lenp"), "len", typ=_I64, align=8)
+    dp = fn.byte_ptr(a["data"], off, "dp")
+    fn.memcpy(fn.byte_ptr(a["out"], pos1, "op2"), dp, length)
+    pos2 = b.add(pos1, length, "pos2")
+    i1 = b.add(i, _c(1), "i1")
+    fn.br("check")
+
+    i.add_incoming(_c(0), fn.bb["entry"])
+    i.add_incoming(i1, fn.bb["body"])
+    pos.add_incoming(_c(0), fn.bb["entry"])
+    pos.add_incoming(pos2, fn.bb["body"])
+
+    fn.at("done").ret(pos)
+
+
+def _build_pcapng_index(m: ir.Module) -> None:
+    """xdpsim_pcapng_index(buf, size, pos0, max, out, swap, nif, snaps, endpos) -> blocks.
+
+    Walks plain Enhanced Packet Blocks: stops at any other block, or at one with anything the streaming
+    reader would warn about or refuse (bad length or trailer, unknown interface, an interface marked
+    slow (snaps[id] < 0), captured length beyond the block or the snap length, orig_len < caplen).
+    """
+    fn = _Fn(m, "xdpsim_pcapng_index", _I64,
+             [("buf", _PTR), ("size", _I64), ("pos0", _I64), ("max", _I64), ("out", _PTR), ("swap", _I32),
+              ("nif", _I64), ("snaps", _PTR), ("endpos", _PTR)],
+             ["loop", "room", "type", "blen", "trail", "iface", "snap", "cap", "store", "done"])
+    a = fn.a
+
+    def u32_at(off: ir.Value, name: str) -> ir.Value:
+        """The u32 at pos + off, as i64."""
+        v = fn.file_u32(a["buf"], fn.b.add(pos, off, name + ".a"), sw, name)
+        return fn.b.zext(v, _I64, name)
+
+    b = fn.at("entry")
+    sw = b.icmp_unsigned("!=", a["swap"], _c(0, _I32), "sw")
+    fn.br("loop")
+
+    b = fn.at("loop")
+    pos, n = fn.phi("pos"), fn.phi("n")
+    fn.cbr(b.icmp_signed(">=", n, a["max"], "full"), "done", "room")
+
+    b = fn.at("room")
+    p32 = b.add(pos, _c(32), "p32")
+    fn.cbr(b.icmp_unsigned(">", p32, a["size"], "short"), "done", "type")
+
+    b = fn.at("type")
+    btype = u32_at(_c(0), "btype")
+    fn.cbr(b.icmp_unsigned("==", btype, _c(6), "isepb"), "blen", "done")
+
+    b = fn.at("blen")
+    length = u32_at(_c(4), "len")
+    small = b.icmp_unsigned("<", length, _c(32), "small")
+    misb = b.icmp_unsigned("!=", b.and_(length, _c(3), "mis"), _c(0), "misb")
+    big = b.icmp_unsigned(">", length, _c(MAX_BLOCK), "big")
+    bad2 = b.or_(b.or_(small, misb, "bad1"), big, "bad2")
+    nxt = b.add(pos, length, "nxt")
+    bad3 = b.or_(bad2, b.icmp_unsigned(">", nxt, a["size"], "over"), "bad3")
+    fn.cbr(bad3, "done", "trail")
+
+    b = fn.at("trail")
+    trailer = u32_at(b.sub(length, _c(4), "toff"), "trailer")
+    fn.cbr(b.icmp_unsigned("!=", trailer, length, "tbad"), "done", "iface")
+
+    b = fn.at("iface")
+    ifid = u32_at(_c(8), "ifid")
+    fn.cbr(b.icmp_unsigned(">=", ifid, a["nif"], "noif"), "done", "snap")
+
+    b = fn.at("snap")
+    snaplen = b.load(fn.elem_ptr(a["snaps"], _I64, ifid, "sp"), "snaplen", typ=_I64, align=8)
+    fn.cbr(b.icmp_signed("<", snaplen, _c(0), "slow"), "done", "cap")
+
+    b = fn.at("cap")
+    caplen = u32_at(_c(20), "caplen")
+    orig = u32_at(_c(24), "orig")
+    c1 = b.icmp_unsigned(">", caplen, b.sub(length, _c(32), "room2"), "c1")
+    hassnap = b.icmp_signed(">", snaplen, _c(0), "hassnap")
+    c2 = b.and_(hassnap, b.icmp_unsigned(">", caplen, snaplen, "oversnap"), "c2")
+    c3 = b.icmp_unsigned("<", orig, caplen, "c3")
+    fn.cbr(b.or_(b.or_(c1, c2, "c12"), c3, "c123"), "done", "store")
+
+    b = fn.at("store")
+    b.store(pos, fn.elem_ptr(a["out"], _I64, n, "op"), align=8)
+    n1 = b.add(n, _c(1), "n1")
+    fn.br("loop")
+
+    pos.add_incoming(a["pos0"], fn.bb["entry"])
+    pos.add_incoming(nxt, fn.bb["store"])
+    n.add_incoming(_c(0), fn.bb["entry"])
+    n.add_incoming(n1, fn.bb["store"])
+
+    b = fn.at("done")
+    b.store(pos, a["endpos"], align=8)
+    b.ret(n)
+
+
+def _module() -> ir.Module:
+    """The IR module of every walker, as text llvmlite can compile."""
+    m = ir.Module(name="xdpsim_io")
+    for build in (_build_pcap_index, _build_put_headers, _build_interleave, _build_pcapng_index):
+        build(m)
+    return m
+
+
+_CI64, _CVP = ctypes.c_int64, ctypes.c_void_p
+_INDEX = ctypes.CFUNCTYPE(_CI64, _CVP, _CI64, _CI64, _CI64, _CVP, ctypes.c_int32, _CVP, _CVP, _CVP, _CVP,
+                          _CI64)
+_INTERLEAVE = ctypes.CFUNCTYPE(_CI64, _CVP, _CVP, _CI64, _CVP, _CVP, _CVP, _CI64)
+_PUT_HEADERS = ctypes.CFUNCTYPE(None, _CVP, _CVP, _CI64, _CVP, _CI64)
+_NG_INDEX = ctypes.CFUNCTYPE(_CI64, _CVP, _CI64, _CI64, _CI64, _CVP, ctypes.c_int32, _CI64, _CVP, _CVP)
 _lock = threading.Lock()
 # [(engine, index, interleave, pcapng index, put headers)] once compiled, [None] when llvmlite is unusable
 _compiled: list = []
@@ -250,7 +329,7 @@ def _native():
                 llvm.initialize_native_target()
                 llvm.initialize_native_asmprinter()
                 tm = llvm.Target.from_default_triple().create_target_machine(opt=2)
-                mod = llvm.parse_assembly(_IR + _IR_PCAPNG.format(max_block=MAX_BLOCK))
+                mod = llvm.parse_assembly(str(_module()))
                 mod.verify()
                 engine = llvm.create_mcjit_compiler(mod, tm)
                 engine.finalize_object()
