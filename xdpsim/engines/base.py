@@ -185,6 +185,15 @@ def budget_fault(budget: int) -> ProgramFault:
     )
 
 
+def ctx_atomic_fault(addr: int, size: int) -> ProgramFault:
+    """An atomic read-modify-write on the context: the kernel's verifier refuses BPF_ATOMIC on ctx
+    ("BPF_ATOMIC stores into R1 ctx is not allowed"), whatever the field."""
+    return ProgramFault(
+        f"atomic operation of {size} bytes on the context at {addr:#x}: the kernel refuses atomics on ctx",
+        kind="ctx", address=addr, size=size, region="ctx",
+    )
+
+
 def call_depth_fault(depth: int) -> ProgramFault:
     return ProgramFault(
         f"call to a function in frame {depth + 1}: at most {MAX_CALL_FRAMES} frames "

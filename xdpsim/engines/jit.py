@@ -35,6 +35,7 @@ from .base import (
     bad_call_target_fault,
     budget_fault,
     call_depth_fault,
+    ctx_atomic_fault,
     frame_pointer,
     in_helper,
     internal_helper_fault,
@@ -324,6 +325,9 @@ class _RuntimeJit:
                 int(env[abi.E_FAULT_SIZE]),
                 bool(env[abi.E_FAULT_WRITE]),
             )
+            ins = self.rt.programs[prog_id].insns[pc]
+            if addr >> 32 == CTX and ins.cls == isa.BPF_STX and ins.mode == isa.BPF_ATOMIC:
+                raise locate(ctx_atomic_fault(addr, size), self.rt, prog_id, pc)
             try:
                 self.rt.mem.check(addr, size, write)
             except ProgramFault as f:
