@@ -290,9 +290,12 @@ def _check(cases: list[dict]) -> None:
             raise AssertionError(f"interp and JIT disagree on case {json.dumps(cases[res['i']])}: {diff}")
 
 
-# no shrinking: one example is a whole batch run in a subprocess; the failure message names the case
+# no shrinking: one example is a whole batch run in a subprocess; the failure message names the case.
+# Derandomized so CI is a stable gate; XDPSIM_FUZZ_RANDOM=1 explores new cases (and more of them with
+# XDPSIM_FUZZ_EXAMPLES=N) — what it finds becomes a regression test of its own (tests/test_ctx_atomics.py).
 SETTINGS = settings(
-    max_examples=3,
+    max_examples=int(os.environ.get("XDPSIM_FUZZ_EXAMPLES", "3")),
+    derandomize=os.environ.get("XDPSIM_FUZZ_RANDOM") != "1",
     deadline=None,
     suppress_health_check=list(HealthCheck),
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
