@@ -24,15 +24,19 @@ and nothing more:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno as _errno
+import mmap
 import re
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..asm.patch import Patched, remap_log
 from ..errors import KernelError, LoadError, MapError
 from ..kernel import bpf
+from ..kernel import redirects as rd
 from ..kernel.btfload import btf_strings, func_info_records, line_col, line_info_records
 from ..kernel.netns import Interface, NetNamespace
 from ..spec import MapSpec, MapType, ObjectSpec, ProgramSpec, ProgType
@@ -88,6 +92,9 @@ class KernelResult:
     duration_ns: int
     meta: bytes = b""
     ctx_out: bytes | None = None
+    # where an XDP_REDIRECT / TC_ACT_REDIRECT went (None for other verdicts, or when the collection
+    # does not record redirects); see xdpsim.kernel.redirects
+    redirect: rd.KernelRedirect | None = None
 
     @property
     def skb(self) -> dict[str, Any]:
@@ -326,8 +333,18 @@ class KernelProgram:
     fd: bpf.Fd
     id: int
     tag: str
-    log: str = ""  # the load log when a log level was asked for
+    log: str = ""  # the load log when a log level was asked for (original instruction numbering)
     notes: list[str] = field(default_factory=list)
+    index: int = 0  # position in the object's programs (what recorded redirects name)
+    patch: Patched | None = None  # the instrumentation (redirect recording) of the loaded code
+    # the fd test runs use when it is not `fd`: a devmap/cpumap program's plain-XDP twin
+    run_fd: bpf.Fd | None = None
+    run_refused: str = ""  # why a devmap/cpumap program has no twin to test-run
+
+    @property
+    def entry(self) -> bool:
+        """A devmap or cpumap entry program (BPF_PROG_TEST_RUN refuses them; a twin runs instead)."""
+        return expected_attach_type(self.spec) in (bpf.AttachType.XDP_DEVMAP, bpf.AttachType.XDP_CPUMAP)
 
 
 def expected_attach_type(prog: ProgramSpec) -> int:
@@ -389,6 +406,7 @@ class KernelCollection:
         use_btf: bool = True,
         log_level: int = 0,
         load: bool = True,
+        record_redirects: bool = True,
     ):
         bpf.require_kernel()
         self.spec = objspec
@@ -403,10 +421,16 @@ class KernelCollection:
         self.netns: NetNamespace | None = netns
         self._btf_strings: dict[str, int] | None = None
         self._prog_ids: dict[int, str] = {}
+        self._hidden: int | None = None  # map index of the redirect record (xdpsim.kernel.redirects)
+        self._hidden_fd: bpf.Fd | None = None
+        self._rec: mmap.mmap | None = None
+        self._redirect_maps: list[rd.RedirectMap] = []
         try:
             if use_btf:
                 self._load_btf()
             self._create_maps()
+            if load and record_redirects:
+                self._create_recorder()
             if load:
                 wanted = list(objspec.programs) if programs is None else list(programs)
                 for name in wanted:
@@ -429,6 +453,13 @@ class KernelCollection:
     def close(self) -> None:
         for p in self.programs.values():
             p.fd.close()
+            if p.run_fd is not None:
+                p.run_fd.close()
+        if self._rec is not None:
+            self._rec.close()
+            self._rec = None
+        if self._hidden_fd is not None:
+            self._hidden_fd.close()
         for m in self.maps.values():
             m.fd.close()
         if self.btf_fd is not None:
@@ -508,6 +539,37 @@ class KernelCollection:
             if spec.frozen:
                 m.freeze()
 
+    def _create_recorder(self) -> None:
+        """The hidden map redirect calls are recorded in, mmapped, and the redirect maps' kernel
+        addresses (how a recorded bpf_redirect_map names its map)."""
+        n = len(self.spec.maps)
+        try:
+            fd = bpf.map_create(int(MapType.ARRAY), 4, rd.value_size(n), 1, flags=bpf.BPF_F_MMAPABLE,
+                                name="xdpsim_redir")
+        except KernelError as e:
+            self.notes.append(f"redirect targets not recorded: the record map cannot be created ({e})")
+            return
+        self._hidden_fd, self._hidden = fd, n
+        self._map_fds.append(fd.fd)
+        self._rec = mmap.mmap(fd.fd, mmap.PAGESIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        kinds = (MapType.DEVMAP, MapType.DEVMAP_HASH, MapType.CPUMAP, MapType.XSKMAP)
+        wanted = [i for i, m in enumerate(self.spec.maps) if m.type in kinds]
+        addrs: dict[int, int] = {}
+        if wanted:
+            cal = ProgramSpec("xdpsim_cal", "xdp", ProgType.XDP, "xdp", rd.calibration(wanted, n))
+            insns = _link_fds(cal, self._map_fds, [])
+            res = bpf.prog_load_raw(int(ProgType.XDP), insns, name="xdpsim_cal", log_level=1)
+            if res.fd is None:
+                self.notes.append("redirect maps not identified (bpf_redirect_map targets unknown): the "
+                                  f"kernel refused storing map addresses ({log_error_line(res.log)})")
+            else:
+                with res.fd:
+                    bpf.prog_test_run(res.fd.fd, bytes(64))
+                for i in wanted:
+                    addrs[i] = struct.unpack_from("<Q", self._rec, rd.OFF_MAPS + 8 * i)[0]
+        self._redirect_maps = [rd.RedirectMap(m.name, int(m.type), m.value_size, addrs.get(i, 0))
+                               for i, m in enumerate(self.spec.maps)]
+
     def _btf_info(self, prog: ProgramSpec) -> tuple[bytes, bytes, list[str]]:
         """func_info and line_info records for BPF_PROG_LOAD (empty without BTF), and notes."""
         notes: list[str] = []
@@ -537,7 +599,8 @@ class KernelCollection:
     def _prog_license(self, prog: ProgramSpec) -> str:
         return prog.license or self.spec.license or ""
 
-    def load_raw(self, prog: ProgramSpec, *, log_level: int = 0) -> tuple[bpf.ProgLoad, list[str]]:
+    def load_raw(self, prog: ProgramSpec, *, log_level: int = 0,
+                 attach: int | None = None) -> tuple[bpf.ProgLoad, list[str]]:
         """One BPF_PROG_LOAD of `prog` against this collection's maps; the refusal is returned, not raised.
 
         When the load with func/line info fails over that info (EINVAL naming it), it is tried again
@@ -548,7 +611,7 @@ class KernelCollection:
         kw: dict[str, Any] = dict(
             license=self._prog_license(prog),
             name=prog.name,
-            expected_attach_type=int(expected_attach_type(prog)),
+            expected_attach_type=int(expected_attach_type(prog) if attach is None else attach),
             prog_flags=bpf.BPF_F_XDP_HAS_FRAGS if prog.frags else 0,
             kern_version=self.spec.kernel_version,
         )
@@ -564,16 +627,60 @@ class KernelCollection:
             res = bpf.prog_load_raw(int(prog.type), insns, log_level=max(log_level, 1), **kw)
         return res, notes
 
+    def _instrumented(self, prog: ProgramSpec, index: int, entry: bool) -> tuple[ProgramSpec, Patched] | None:
+        """`prog` with its redirect calls recorded (entry programs: ctx->egress_ifindex reads replaced)."""
+        if self._hidden is None:
+            return None
+        p = rd.instrument(prog.insns, index, self._hidden, egress=entry)
+        if p is None:
+            return None
+        spec = dataclasses.replace(prog, insns=p.insns, func_info=p.shift(prog.func_info),
+                                   line_info=p.shift(prog.line_info),
+                                   functions=p.shift_functions(prog.functions))
+        return spec, p
+
     def _load_program(self, prog: ProgramSpec) -> KernelProgram:
-        res, notes = self.load_raw(prog, log_level=self.log_level)
+        index = list(self.spec.programs).index(prog.name)
+        entry = expected_attach_type(prog) in (bpf.AttachType.XDP_DEVMAP, bpf.AttachType.XDP_CPUMAP)
+        inst = self._instrumented(prog, index, entry)
+        patched: Patched | None = None
+        res: bpf.ProgLoad | None = None
+        notes: list[str] = []
+        if inst is not None and not entry:
+            # the instrumented code is the program (prog arrays hold it too: tail calls record as well)
+            res, notes = self.load_raw(inst[0], log_level=self.log_level)
+            if res.fd is None:
+                log = remap_log(res.log, inst[1])
+                notes = [f"redirect targets not recorded: the kernel refused the instrumented program "
+                         f"({refusal_message(prog.name, res.errno, log)})"]
+                res = None
+            else:
+                patched = inst[1]
+        if res is None:
+            res, more = self.load_raw(prog, log_level=self.log_level)
+            notes += more
         if res.fd is None:
             raise KernelError(refusal_message(prog.name, res.errno, res.log), res.errno, res.log)
         info = bpf.prog_info(res.fd.fd)
+        log = remap_log(res.log, patched) if patched is not None and res.log else res.log
         kp = KernelProgram(prog.name, prog, res.fd, int(info["id"]), str(info["tag"]),  # type: ignore[arg-type]
-                           res.log, notes)
+                           log, notes, index=index, patch=patched)
+        if entry:
+            self._load_twin(kp, inst)
         self._prog_ids[kp.id] = prog.name
-        self.notes.extend(f"program {prog.name}: {n}" for n in notes)
+        self.notes.extend(f"program {prog.name}: {n}" for n in kp.notes)
         return kp
+
+    def _load_twin(self, kp: KernelProgram, inst: tuple[ProgramSpec, Patched] | None) -> None:
+        """A devmap/cpumap program's plain-XDP copy for test runs (module doc of kernel/redirects.py)."""
+        spec, p = inst if inst is not None else (kp.spec, None)
+        res, _ = self.load_raw(spec, log_level=1, attach=int(bpf.AttachType.XDP))
+        if res.fd is None:
+            log = remap_log(res.log, p) if p is not None else res.log
+            kp.run_refused = refusal_message(kp.name, res.errno, log)
+            kp.notes.append(f"cannot be test-run: its plain-XDP twin was refused ({kp.run_refused})")
+            return
+        kp.run_fd, kp.patch = res.fd, p
 
     def _fd_of(self, m: KernelMap, name: str) -> int:
         if m.type == MapType.PROG_ARRAY:
@@ -689,8 +796,12 @@ class KernelCollection:
         rx_queue_index: int = 0,
         meta: bytes = b"",
         repeat: int = 1,
+        egress_ifindex: int = 0,
     ) -> KernelResult:
         """BPF_PROG_TEST_RUN of an XDP program with a `struct xdp_md` context.
+
+        A devmap/cpumap entry program runs as its plain-XDP twin; a devmap program reads
+        `egress_ifindex` as its ctx->egress_ifindex. An XDP_REDIRECT's target is in `.redirect`.
 
         `ingress_ifindex` 0 lets the kernel use the namespace's loopback (the program reads 1);
         `meta` is put before the packet as XDP metadata: a multiple of 4 bytes, at most 216 on 6.18
@@ -700,11 +811,14 @@ class KernelCollection:
         prog = self.program(prog_name)
         ctx = XDP_MD.pack(len(meta), len(meta) + len(data), 0, ingress_ifindex, rx_queue_index, 0)
         ns = self._ensure_ifindex(ingress_ifindex, rx_queue_index + 1)
+        if self._rec is not None:
+            struct.pack_into("<I", self._rec, rd.OFF_EGRESS, egress_ifindex)
         run = self._test_run(prog, ns, bytes(meta) + bytes(data), ctx, XDP_MD.size, repeat)
         d = XDP_MD.unpack(run.ctx_out) if run.ctx_out and len(run.ctx_out) >= XDP_MD.size else (len(meta),)
         start = d[0]
+        target = self._redirect(tc=False) if run.retval == rd.XDP_REDIRECT else None
         return KernelResult(run.retval, run.data_out[start:], run.duration_ns, run.data_out[:start],
-                            run.ctx_out)
+                            run.ctx_out, target)
 
     def run_skb(
         self,
@@ -739,7 +853,8 @@ class KernelCollection:
         ifindex = struct.unpack_from("<I", ctx, 40)[0]
         ns = self._ensure_ifindex(ifindex if ifindex > 1 else 0, 1)
         run = self._test_run(prog, ns, bytes(data), ctx, SK_BUFF_SIZE, repeat, flags)
-        return KernelResult(run.retval, run.data_out, run.duration_ns, b"", run.ctx_out)
+        target = self._redirect(tc=True) if run.retval == rd.TC_ACT_REDIRECT else None
+        return KernelResult(run.retval, run.data_out, run.duration_ns, b"", run.ctx_out, target)
 
     def run(self, prog_name: str, data: bytes, **kw: Any) -> KernelResult:
         """run_xdp or run_skb by the program's type."""
@@ -749,15 +864,40 @@ class KernelCollection:
 
     def _test_run(self, prog: KernelProgram, ns: NetNamespace | None, data: bytes, ctx: bytes, ctx_size: int,
                   repeat: int, flags: int = 0) -> bpf.TestRun:
+        fd = prog.run_fd if prog.run_fd is not None else prog.fd
+        if prog.entry and prog.run_fd is None:
+            raise KernelError(f"program {prog.name}: a {prog.spec.section} program cannot be test-run "
+                              f"(BPF_PROG_TEST_RUN refuses its attach type) and its plain-XDP twin was "
+                              f"refused: {prog.run_refused}", _errno.EINVAL)
+        if self._rec is not None:
+            self._rec[rd.OFF_HELPER : rd.OFF_HELPER + 4] = bytes(4)  # no redirect call yet
         try:
             if ns is None:
-                return bpf.prog_test_run(prog.fd.fd, data, ctx_in=ctx, ctx_out_size=ctx_size, repeat=repeat,
+                return bpf.prog_test_run(fd.fd, data, ctx_in=ctx, ctx_out_size=ctx_size, repeat=repeat,
                                          flags=flags)
             with ns.entered():
-                return bpf.prog_test_run(prog.fd.fd, data, ctx_in=ctx, ctx_out_size=ctx_size, repeat=repeat,
+                return bpf.prog_test_run(fd.fd, data, ctx_in=ctx, ctx_out_size=ctx_size, repeat=repeat,
                                          flags=flags)
         except KernelError as e:
             raise KernelError(f"program {prog.name}: {e}", e.errno, e.log) from e
+
+    def _redirect(self, *, tc: bool) -> rd.KernelRedirect | None:
+        """The last run's redirect target, from the record its instrumented code left (None when this
+        collection does not record redirects)."""
+        if self._rec is None:
+            return None
+        names = list(self.spec.programs)
+
+        def lookup(index: int, key: int) -> bytes | None:
+            m = self.maps[self.spec.maps[index].name]
+            return bpf.map_lookup(m.fd.fd, key.to_bytes(4, "little"), m.value_size)
+
+        return rd.resolve(rd.read_record(self._rec), tc=tc, programs=names, maps=self._redirect_maps,
+                          lookup=lookup)
+
+    def program_name(self, kernel_id: int) -> str | None:
+        """The name of this collection's program with that kernel id (devmap/cpumap values hold ids)."""
+        return self._prog_ids.get(kernel_id)
 
 
 def verify(objspec: ObjectSpec, *, log_level: int = bpf.BPF_LOG_LEVEL1,

@@ -2,9 +2,9 @@
 
 Both backends load the pipeline's objects, apply `[[map_entries]]`, run one program on one frame
 (returning an `XdpResult`), and give the final maps and the ring buffer / perf records. The kernel
-backend runs each program with one BPF_PROG_TEST_RUN (`engines/kernel.py`); it cannot say where a
-redirect went (the kernel does not report it), has no bpf_printk lines in its results, and its per-CPU
-maps have one value per possible CPU of this machine.
+backend runs each program with one BPF_PROG_TEST_RUN (`engines/kernel.py`), learns where a redirect
+went from the engine's instrumentation of the redirect helper calls (`kernel/redirects.py`), has no
+bpf_printk lines in its results, and its per-CPU maps have one value per possible CPU of this machine.
 """
 
 from __future__ import annotations
@@ -115,6 +115,12 @@ class SimBackend:
         return run_xdp(self.runtime, self.engine, pid, data, ifindex=ifindex, queue=queue, now_ns=now_ns,
                        meta=meta, budget=self.budget, egress_ifindex=egress_ifindex)
 
+    def run_entry(self, prog: int, data: bytes, *, ifindex: int, queue: int, now_ns: int,
+                  egress_ifindex: int = 0) -> XdpResult:
+        """A devmap/cpumap entry's program (`RedirectTarget.prog`: a runtime program id)."""
+        return run_xdp(self.runtime, self.engine, prog, data, ifindex=ifindex, queue=queue, now_ns=now_ns,
+                       budget=self.budget, egress_ifindex=egress_ifindex)
+
     def run_tc(self, path: str, name: str, data: bytes, meta: bytes, skb: SkbState, *, now_ns: int,
                cpu: int = 0, prog_id: int | None = None, dev_addr: bytes = bytes(6)) -> TcResult:
         """One TC program on a packet carrying `skb` (its metadata from the stages before)."""
@@ -206,7 +212,8 @@ class KernelBackend:
                                program=name)
             return XdpResult(XdpAction.XDP_ABORTED, data, error=err, program=name)
         try:
-            r = coll.run_xdp(name, data, ingress_ifindex=ifindex, rx_queue_index=queue, meta=meta)
+            r = coll.run_xdp(name, data, ingress_ifindex=ifindex, rx_queue_index=queue, meta=meta,
+                             egress_ifindex=egress_ifindex)
         except KernelError as e:
             raise XdpsimError(f"kernel engine, program {name}: {e}") from e
         act = r.retval & 0xFFFF_FFFF
@@ -216,15 +223,28 @@ class KernelBackend:
             action = XdpAction.XDP_ABORTED
         else:
             action = XdpAction(act)
-        return XdpResult(action, r.data_out, r.meta, program=name, retval=r.retval, notes=notes)
+        redirect = _kernel_target(r.redirect, notes)
+        return XdpResult(action, r.data_out, r.meta, redirect=redirect, program=name, retval=r.retval,
+                         notes=notes)
+
+    def run_entry(self, prog: int, data: bytes, *, ifindex: int, queue: int, now_ns: int,
+                  egress_ifindex: int = 0) -> XdpResult:
+        """A devmap/cpumap entry's program (`RedirectTarget.prog`: its kernel id), as its plain-XDP twin."""
+        for path, coll in self.collections.items():
+            name = coll.program_name(prog)
+            if name is not None:
+                return self.run(path, name, data, b"", ifindex=ifindex, queue=queue, now_ns=now_ns,
+                                egress_ifindex=egress_ifindex)
+        raise XdpsimError(f"kernel engine: a redirect map entry names program id {prog}, which is not a "
+                          "program of the pipeline")
 
     def run_tc(self, path: str, name: str, data: bytes, meta: bytes, skb: SkbState, *, now_ns: int,
                cpu: int = 0, prog_id: int | None = None, dev_addr: bytes = bytes(6)) -> TcResult:
         """One BPF_PROG_TEST_RUN (SCHED_CLS). ctx_in carries what the kernel accepts (mark, priority,
         the ifindexes, cb, tstamp, wire_len); ctx_out gives back mark, priority, cb, tstamp. Not seen:
-        tc_classid, tc_index, VLAN offload, hash, the redirect target (a TC_ACT_REDIRECT goes on as
-        target kind "unknown"), clones (clone_redirect really transmits), XDP metadata (TC's data_meta
-        is empty under the test run)."""
+        tc_classid, tc_index, VLAN offload, hash, clones (clone_redirect really transmits), XDP metadata
+        (TC's data_meta is empty under the test run). The redirect target is recorded by the kernel
+        engine's instrumentation (xdpsim.kernel.redirects); kind "unknown" where it could not be."""
         from ..engines.kernel import decode_sk_buff
 
         coll = self.collections[path]
@@ -245,8 +265,12 @@ class KernelBackend:
             st.cb = bytearray(b"".join(int(v).to_bytes(4, "little") for v in out["cb"]))
         code = s32(r.retval)
         action: TcAction | int = TcAction(code) if code in TcAction._value2member_map_ else code
-        redirect = RedirectTarget("unknown", 0) if action == TcAction.TC_ACT_REDIRECT else None
-        return TcResult(action, r.data_out, b"", st, redirect=redirect, program=name, retval=r.retval)
+        notes: list[str] = []
+        redirect = None
+        if action == TcAction.TC_ACT_REDIRECT:
+            redirect = _kernel_target(r.redirect, notes) or RedirectTarget("unknown", 0)
+        return TcResult(action, r.data_out, b"", st, redirect=redirect, program=name, retval=r.retval,
+                        notes=notes)
 
     def apply(self, entry: MapEntry) -> None:
         path, name = _find_map(entry, {p: c.maps for p, c in self.collections.items()})
@@ -288,6 +312,16 @@ class KernelBackend:
         for c in self.collections.values():
             c.close()
         self.collections.clear()
+
+
+def _kernel_target(t: Any, notes: list[str]) -> RedirectTarget | None:
+    """A kernel run's recorded redirect (engines.kernel KernelRedirect) as a RedirectTarget (`prog`: the
+    entry program's kernel id); why a target is "unknown" goes to `notes`."""
+    if t is None:
+        return None
+    if t.kind == "unknown":
+        notes.append(f"redirect target unknown: {t.why}")
+    return RedirectTarget(t.kind, t.index, t.prog)
 
 
 def _kernel_json(m: Any) -> dict[str, Any]:

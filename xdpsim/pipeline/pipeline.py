@@ -13,10 +13,10 @@ the verdict (routing.py); a frame XDP passes goes on through the interface's TC 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from ..hooks.xdp import XdpAction, XdpResult
 from ..loader import load_object
+from ..maps import RedirectTarget
 from ..spec import ObjectSpec
 from .backends import KernelBackend, SimBackend, make_backend
 from .config import InterfaceSpec, PipelineError, PipelineSpec
@@ -25,9 +25,6 @@ from .fib import PipelineFib
 from .routing import Decision, decide
 from .rss import RssSpreader
 from .tc_stage import TcFlow, TcHooks, build_hooks
-
-if TYPE_CHECKING:
-    from ..maps import RedirectTarget
 
 ETH_HLEN = 14
 
@@ -164,11 +161,15 @@ class Pipeline:
 
     def redirect(self, iface: Interface, d: Decision, target: RedirectTarget | None, queue: int,
                  now_ns: int) -> Decision:
+        if target is None and isinstance(self.backend, KernelBackend):
+            target = RedirectTarget("unknown", 0)  # a collection that could not record redirects
         if target is None:
-            if isinstance(self.backend, KernelBackend):
-                d.reason = "target_unknown"
-                return d
             d.outcome, d.reason = "drop", "redirect_no_target"
+            return d
+        if target.kind == "unknown":  # the kernel engine could not tell (its notes say why)
+            d.reason = "target_unknown"
+            notes = d.result.notes if d.result is not None else []
+            d.error = next((n for n in notes if n.startswith("redirect target unknown")), None)
             return d
         if target.kind == "cpu":
             d.reason, d.target = "cpu", f"cpu{target.index}"
@@ -181,13 +182,10 @@ class Pipeline:
             d.outcome, d.reason = "drop", "redirect_failed"
             d.error = f"redirect to ifindex {target.index}, which is not an interface of the pipeline"
             return d
-        if target.prog is not None and isinstance(self.backend, SimBackend):
+        if target.prog is not None:
             # the devmap entry's program runs on the frame at the egress device
-            from ..hooks.xdp import run_xdp
-
-            b = self.backend
-            r = run_xdp(b.runtime, b.engine, target.prog, d.data, ifindex=iface.ifindex, queue=queue,
-                        now_ns=now_ns, budget=b.budget, egress_ifindex=out.ifindex)
+            r = self.backend.run_entry(target.prog, d.data, ifindex=iface.ifindex, queue=queue, now_ns=now_ns,
+                                       egress_ifindex=out.ifindex)
             if r.error is not None:
                 return Decision("error", "program_fault", r.data, program=r.program, error=str(r.error),
                                 result=r)

@@ -230,8 +230,9 @@ class TcFlow:
             return dec("drop", "tc_stolen")
         if v == "redirect":
             kind = res.redirect.kind
-            if kind == "unknown":
-                return dec("redirect", "target_unknown")
+            if kind == "unknown":  # the kernel engine could not tell; its notes say why
+                why = next((n for n in getattr(result, "notes", []) if n.startswith("redirect target")), None)
+                return dec("redirect", "target_unknown", error=why)
             return dec("drop", f"tc_redirect_{kind}", error=f"bpf_redirect_{kind} to ifindex "
                        f"{res.redirect.index}: not modelled by the pipeline (no veth peers or neighbours)")
         if where == "ingress":

@@ -1,0 +1,251 @@
+"""Redirect targets and devmap entry programs on the kernel engine (xdpsim.kernel.redirects).
+
+The instrumentation is first checked without the kernel: instrumented programs run through the
+interpreter leave the record the kernel engine reads, and behave as before. Then, in the running
+kernel (skipped without root/BPF): bpf_redirect / bpf_redirect_map targets, devmap entry programs run
+as their plain-XDP twin with egress_ifindex, TC redirects, and pipelines on the kernel engine routing
+redirects as interp does."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+from kernel_fixtures import kernel  # noqa: F401 - the fixture
+
+from xdpsim import isa
+from xdpsim.engines.interp import Interpreter
+from xdpsim.hooks.xdp import run_xdp
+from xdpsim.kernel import redirects as rd
+from xdpsim.loader import load_object
+from xdpsim.runtime import Runtime
+from xdpsim.spec import MapSpec, MapType, ObjectSpec
+
+ROOT = Path(__file__).resolve().parent.parent
+PROGRAMS = ROOT / "programs"
+PCAPS = ROOT / "pcaps"
+SOURCE = Path(__file__).with_name("pipeline_progs.c")
+FRAME = bytes.fromhex("ffffffffffff02000000000108004500001c0001000040017cdd0a0000010a000002") + bytes(20)
+
+
+@pytest.fixture(scope="module")
+def progs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/pipeline_progs.c built as the kernel takes it (to_port, egress_mark, steer, ...)."""
+    clang = shutil.which("clang-19") or shutil.which("clang")
+    if clang is None:
+        pytest.skip("clang-19 is not installed: cannot build the test programs")
+    obj = tmp_path_factory.mktemp("rprogs") / "p.o"
+    arch = subprocess.run(["uname", "-m"], capture_output=True, text=True).stdout.strip()
+    subprocess.run([clang, "-O2", "-g", "-target", "bpf", f"-I/usr/include/{arch}-linux-gnu", "-DKERNEL_SAFE",
+                    "-c", str(SOURCE), "-o", str(obj)], check=True)
+    return obj
+
+
+# --- the instrumentation, on the interpreter -------------------------------------------------------
+
+
+def with_record_map(spec: ObjectSpec, egress: bool = False) -> ObjectSpec:
+    """`spec` with every program instrumented and the hidden record map appended, as the kernel engine
+    loads it (runnable by the interpreter)."""
+    n = len(spec.maps)
+    hidden = MapSpec("xdpsim_redir", MapType.ARRAY, 4, rd.value_size(n), 1)
+    out = {}
+    for i, (name, p) in enumerate(spec.programs.items()):
+        patched = rd.instrument(p.insns, i, n, egress=egress and "devmap" in p.section)
+        if patched is None:
+            out[name] = p
+            continue
+        out[name] = dataclasses.replace(p, insns=patched.insns, line_info=patched.shift(p.line_info),
+                                        func_info=patched.shift(p.func_info),
+                                        functions=patched.shift_functions(p.functions))
+    return dataclasses.replace(spec, programs=out, maps=[*spec.maps, hidden])
+
+
+def test_recorder_leaves_the_call_and_its_arguments() -> None:
+    spec = load_object(str(PROGRAMS / "redirect.o"))
+    inst = with_record_map(spec)
+    rt = Runtime()
+    coll = rt.load(inst)
+    orig = spec.programs["redirect_ifindex"]
+    call = rd.redirect_calls(orig.insns)
+    assert len(call) == 1 and orig.insns[call[0]].imm == rd.REDIRECT
+    r = run_xdp(rt, Interpreter(), coll.programs["redirect_ifindex"], FRAME)
+    assert r.redirect.index == 2 and r.action == 4
+    rec = rd.read_record(coll.maps["xdpsim_redir"].lookup(0))
+    names = list(spec.programs)
+    assert rec == rd.Record(rd.REDIRECT, call[0], names.index("redirect_ifindex"), (2, 0, 0, 0))
+    # bpf_redirect_map: r1 is the map (here the interpreter's handle), r2 the key, r3 the flags
+    coll.maps["tx_ports"].update(0, 1)
+    run_xdp(rt, Interpreter(), coll.programs["redirect_map"], FRAME)
+    rec = rd.read_record(coll.maps["xdpsim_redir"].lookup(0))
+    assert rec.helper == rd.REDIRECT_MAP and rec.args[:3] == (coll.maps["tx_ports"].handle, 0, 2)
+
+
+def test_instrumented_programs_behave_the_same() -> None:
+    spec = load_object(str(PROGRAMS / "redirect.o"))
+    results = []
+    for s in (spec, with_record_map(spec)):
+        rt = Runtime()
+        coll = rt.load(s)
+        coll.maps["tx_ports"].update(0, 1)
+        out = []
+        for q in (0, 1):
+            for name in ("redirect_map", "redirect_ifindex"):
+                r = run_xdp(rt, Interpreter(), coll.programs[name], FRAME, queue=q)
+                out.append((name, int(r.action), r.redirect, r.data))
+        results.append((out, coll.maps["tx_ports"].to_json(), coll.maps[".bss"].to_json()))
+    assert results[0] == results[1]
+
+
+def test_egress_reads_are_found_through_moves_and_spills(progs: Path) -> None:
+    spec = load_object(str(progs))
+    p = spec.programs["egress_mark"]
+    reads = rd.egress_reads(p.insns, len(spec.maps))
+    assert len(reads) == 1
+    (pc,) = reads
+    assert p.insns[pc].cls == isa.BPF_LDX and p.insns[pc].off == rd.XDP_MD_EGRESS
+    # hand-made: ctx saved in r6, spilled and filled, then read at +20; a non-ctx +20 read stays
+    prog = [isa.Instruction(0xBF, 6, 1), isa.Instruction(0x7B, 10, 6, -8), isa.Instruction(0xB7, 6, 0, 0, 0),
+            isa.Instruction(0x79, 7, 10, -8), isa.Instruction(0x61, 2, 7, 20),
+            isa.Instruction(0x61, 3, 10, 20 - 64), isa.Instruction(0x95)]
+    assert sorted(rd.egress_reads(prog, 3)) == [4]
+    # a register that is ctx on one path only is not replaced (the verifier then says where)
+    prog2 = [isa.Instruction(0x15, 2, 0, 1, 0), isa.Instruction(0xBF, 1, 2), isa.Instruction(0x61, 0, 1, 20),
+             isa.Instruction(0x95)]
+    assert rd.egress_reads(prog2, 3) == {}
+
+
+def test_devmap_program_twin_reads_the_written_egress(progs: Path) -> None:
+    spec = load_object(str(progs))
+    inst = with_record_map(spec, egress=True)
+    rt = Runtime()
+    coll = rt.load(inst)
+    hidden = coll.maps["xdpsim_redir"]
+    value = bytearray(hidden.lookup(0))
+    struct.pack_into("<I", value, rd.OFF_EGRESS, 9)
+    hidden.update(0, bytes(value))
+    r = run_xdp(rt, Interpreter(), coll.programs["egress_mark"], FRAME)  # egress_ifindex 0 for the hook
+    assert r.action == 2 and r.data[0] == 9
+
+
+def test_resolve_without_a_record_or_with_bad_flags() -> None:
+    t = rd.resolve(None, tc=False, programs=["p"], maps=[], lookup=lambda i, k: None)
+    assert t.kind == "unknown" and "without calling" in t.why
+    t = rd.resolve(rd.Record(rd.REDIRECT, 5, 0, (3, 1, 0, 0)), tc=False, programs=["p"], maps=[],
+                   lookup=lambda i, k: None)
+    assert t.kind == "unknown" and "flags 0x1" in t.why
+    t = rd.resolve(rd.Record(rd.REDIRECT, 5, 0, (3, 1, 0, 0)), tc=True, programs=["p"], maps=[],
+                   lookup=lambda i, k: None)
+    assert (t.kind, t.index, t.program, t.pc) == ("dev-ingress", 3, "p", 5)
+
+
+# --- in the kernel ---------------------------------------------------------------------------------
+
+
+def test_kernel_bpf_redirect_and_redirect_map_targets(kernel: str) -> None:  # noqa: F811
+    from xdpsim.engines.kernel import KernelCollection
+
+    spec = load_object(str(PROGRAMS / "redirect.o"))
+    with KernelCollection(spec) as c:
+        assert c.programs["redirect_map"].patch is not None
+        r = c.run_xdp("redirect_ifindex", FRAME)
+        assert r.retval == 4 and (r.redirect.kind, r.redirect.index) == ("dev", 2)
+        assert r.redirect.program == "redirect_ifindex"
+        assert c.read_map(".bss")[bytes(4)] == (1).to_bytes(8, "little")  # the program still counts
+        r = c.run_xdp("redirect_map", FRAME)
+        assert r.retval == 2 and r.redirect is None  # empty slot: the flags' XDP_PASS
+        c.maps["tx_ports"].update(0, 1)
+        r = c.run_xdp("redirect_map", FRAME)
+        assert r.retval == 4
+        t = r.redirect
+        assert (t.kind, t.index, t.map, t.key) == ("dev", 1, "tx_ports", 0)
+
+
+def test_kernel_devmap_entry_program_and_cpumap(kernel: str, progs: Path) -> None:  # noqa: F811
+    from xdpsim.engines.kernel import KernelCollection
+
+    spec = load_object(str(progs))
+    with KernelCollection(spec, interfaces=[("xs7", 7, 1)]) as c:
+        em = c.programs["egress_mark"]
+        assert em.entry and em.run_fd is not None and em.patch is not None
+        with c.entered():
+            c.maps["ports"].update(0, (7).to_bytes(4, "little") + em.fd.fd.to_bytes(4, "little"))
+        r = c.run_xdp("to_port", FRAME)
+        assert r.retval == 4
+        assert (r.redirect.kind, r.redirect.index, r.redirect.prog) == ("dev", 7, em.id)
+        assert c.program_name(r.redirect.prog) == "egress_mark"
+        r = c.run_xdp("egress_mark", FRAME, egress_ifindex=7)
+        assert r.retval == 2 and r.data_out == b"\x07" + FRAME[1:]
+        r = c.run_xdp("egress_mark", FRAME + b"\0", egress_ifindex=7)
+        assert r.retval == 1  # odd length: XDP_DROP
+        c.maps["cpus"].update(1, (192).to_bytes(4, "little") + bytes(4))
+        odd = FRAME + b"\0"
+        r = c.run_xdp("steer", odd)
+        assert r.retval == 4 and (r.redirect.kind, r.redirect.index, r.redirect.map) == ("cpu", 1, "cpus")
+
+
+def test_kernel_log_names_original_instructions(kernel: str) -> None:  # noqa: F811
+    from xdpsim.engines.kernel import KernelCollection
+
+    spec = load_object(str(PROGRAMS / "redirect.o"))
+    prog = spec.programs["redirect_ifindex"]
+    (call,) = rd.redirect_calls(prog.insns)
+    with KernelCollection(spec, programs=["redirect_ifindex"], log_level=2) as c:
+        log = c.programs["redirect_ifindex"].log
+    assert f"\n{call}: (85) call bpf_redirect#23" in log  # inserted code is numbered as the call
+    assert f"\n{call + 1}: (" in log and f"\n{call + 2}: (" not in log  # the exit after it
+
+
+def test_kernel_tc_redirect_target(kernel: str) -> None:  # noqa: F811
+    from xdpsim.engines.kernel import KernelCollection
+
+    spec = load_object(str(PROGRAMS / "tc_redirect.o"))
+    with KernelCollection(spec, programs=["tc_redirect"]) as c:
+        for flags, kind in ((0, "dev"), (1, "dev-ingress")):
+            c.maps["redirect_cfg"].update(0, struct.pack("<II", 5, flags))
+            r = c.run_skb("tc_redirect", FRAME)
+            assert r.retval == 7 and (r.redirect.kind, r.redirect.index) == (kind, 5)
+        c.maps["redirect_cfg"].update(0, struct.pack("<II", 5, 2))
+        r = c.run_skb("tc_redirect", FRAME)
+        assert r.retval == 2 and r.redirect is None  # TC_ACT_SHOT for flags the helper refuses
+
+
+DEVMAP = """
+[[interface]]
+name = "eth0"
+ifindex = 2
+xdp = [{{ object = "{obj}", program = "to_port" }}]
+[[interface]]
+name = "eth1"
+ifindex = 7
+[[map_entries]]
+map = "ports"
+key = "00000000"
+value = "07000000"
+program = "egress_mark"
+"""
+
+
+def test_kernel_pipeline_routes_devmap_redirects_like_interp(kernel: str, progs: Path,  # noqa: F811
+                                                            tmp_path: Path) -> None:
+    from xdpsim.pipeline.replay import replay_to_dir
+
+    toml = tmp_path / "d.toml"
+    toml.write_text(DEVMAP.format(obj=progs))
+    got = {}
+    for engine in ("interp", "kernel"):
+        out = tmp_path / engine
+        stats = replay_to_dir(str(toml), PCAPS / "mixed.pcap", out, engine=engine, log=True)
+        rows = [json.loads(line) for line in (out / "packets.jsonl").read_text().splitlines()]
+        sink = (out / "eth0" / "redirect-eth1.pcap").read_bytes()
+        got[engine] = ([(r.get("outcome"), r.get("reason"), r.get("target")) for r in rows], stats["reasons"],
+                       stats["redirect_targets"], sink)
+    assert got["kernel"][0] == got["interp"][0]
+    assert got["kernel"][1:] == got["interp"][1:]
+    assert "target_unknown" not in json.dumps(got["kernel"][1])
+    assert got["kernel"][2] == {"eth1": got["interp"][2]["eth1"]} and got["interp"][2]["eth1"] > 0
