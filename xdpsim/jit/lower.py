@@ -101,6 +101,12 @@ class ModuleLowering:
             w: ir.Function(self.module, ir.FunctionType(INT[w // 8], [INT[w // 8]]), f"llvm.bswap.i{w}")
             for w in (16, 32, 64)
         }
+        # TBAA: program memory (region buffers) never overlaps the engine's own memory (env, the
+        # region table, map descriptors), so a program store does not force env/table loads again
+        m = self.module
+        root = m.add_metadata([ir.MetaDataString(m, "xdpsim")])
+        types = [m.add_metadata([ir.MetaDataString(m, n), root, ir.Constant(I64, 0)]) for n in ("env", "mem")]
+        self.tbaa_env, self.tbaa_mem = (m.add_metadata([t, t, ir.Constant(I64, 0)]) for t in types)
 
     def _cold_access_function(self, name: str) -> tuple[ir.Function, bool]:
         """The module's `i64 name(env, pc, addr, value)`, declared out of line and cold on first use;
@@ -171,6 +177,11 @@ class FuncLowering:
         self.b.store(self.fp, self.regs[10])
         self.cur_prog = self.b.load(self._env_ptr(abi.E_CUR_PROG), typ=I64)
         self.budget_ptr = self._env_ptr(abi.E_BUDGET)
+        # the budget lives in a local (a register after mem2reg): env BUDGET is written back before
+        # anything that may run program code or end the function (sync_budget_out, ret) and read
+        # again after it (sync_budget_in), so env holds the exact count wherever Python looks
+        self.budget_var = self.b.alloca(I64, name="budget")
+        self.b.store(self.b.load(self.budget_ptr, typ=I64), self.budget_var)
         self.budget_block: ir.Block | None = None  # the function's shared budget fault (charge_budget)
         self.budget_phis: tuple[ir.PhiInstr, ir.PhiInstr] | None = None
         self.cov: ir.Value | None = None
@@ -183,8 +194,8 @@ class FuncLowering:
         # hook opened the whole xdp_md window: tested once here, the proven paths branch on it.
         b = self.b
         table = self.table = b.inttoptr(self.env_load(abi.E_TABLE), PTR)
-        ctx_hi = b.load(b.gep(table, [c64(CTX * 24 + 12)], source_etype=I8), typ=I32, align=4)
-        ctx_lo = b.load(b.gep(table, [c64(CTX * 24 + 8)], source_etype=I8), typ=I32, align=4)
+        ctx_hi = self.meta(b.load(b.gep(table, [c64(CTX * 24 + 12)], source_etype=I8), typ=I32, align=4))
+        ctx_lo = self.meta(b.load(b.gep(table, [c64(CTX * 24 + 8)], source_etype=I8), typ=I32, align=4))
         self.ctx_ok = b.and_(
             b.icmp_unsigned("==", args[0], c64(CTX << REGION_SHIFT)),
             b.and_(b.icmp_unsigned(">=", ctx_hi, c32(20)), b.icmp_unsigned("==", ctx_lo, c32(0))),
@@ -204,10 +215,20 @@ class FuncLowering:
         return self.b.gep(self.env, [c64(word)], source_etype=I64)
 
     def env_load(self, word: int) -> ir.Value:
-        return self.b.load(self._env_ptr(word), typ=I64)
+        return self.meta(self.b.load(self._env_ptr(word), typ=I64))
 
     def env_store(self, word: int, val: ir.Value) -> None:
-        self.b.store(val, self._env_ptr(word))
+        self.meta(self.b.store(val, self._env_ptr(word)))
+
+    def meta(self, instr: ir.Instruction) -> ir.Instruction:
+        """Tag a load/store of the engine's memory (env, region table, descriptors) for TBAA."""
+        instr.set_metadata("tbaa", self.mod.tbaa_env)
+        return instr
+
+    def prog_mem(self, instr: ir.Instruction) -> ir.Instruction:
+        """Tag a load/store/atomic of program memory (a region buffer) for TBAA."""
+        instr.set_metadata("tbaa", self.mod.tbaa_mem)
+        return instr
 
     def table_ptr(self) -> ir.Value:
         """The region table (its address never changes during a run: loaded once per function)."""
@@ -257,7 +278,7 @@ class FuncLowering:
         if self._unwind_block is None:
             self._unwind_block = self.fn.append_basic_block("unwind")
             with self.b.goto_block(self._unwind_block):
-                self.b.ret(c64(0))
+                self.ret(c64(0))
         f = self.env_load(abi.E_FAULT)
         ok = self.fn.append_basic_block()
         self.b.cbranch(self.b.icmp_unsigned("!=", f, c64(0)), self._unwind_block, ok).set_weights([1, 99])
@@ -273,7 +294,24 @@ class FuncLowering:
             self.env_store(abi.E_FAULT_ADDR, addr)
             self.env_store(abi.E_FAULT_SIZE, c64(size))
             self.env_store(abi.E_FAULT_WRITE, c64(write))
-        self.b.ret(c64(0))
+        self.ret(c64(0))
+
+    budget_var: ir.Value | None = None  # HelperBody functions do not count instructions
+
+    def sync_budget_out(self) -> None:
+        """env BUDGET = the local count (before calls that may run program code, and returns)."""
+        if self.budget_var is not None:
+            self.meta(self.b.store(self.b.load(self.budget_var, typ=I64), self.budget_ptr))
+
+    def sync_budget_in(self) -> None:
+        """The local count = env BUDGET (after a call that may have run program code)."""
+        if self.budget_var is not None:
+            self.b.store(self.meta(self.b.load(self.budget_ptr, typ=I64)), self.budget_var)
+
+    def ret(self, v: ir.Value) -> None:
+        """Leave the function: env gets the budget first."""
+        self.sync_budget_out()
+        self.b.ret(v)
 
     # ---------------------------------------------------------------- driver
 
@@ -296,8 +334,9 @@ class FuncLowering:
         if not self.b.block.is_terminated:
             # falling off the end of a function: validate() refuses this for whole programs; a
             # subprogram can still run into the next function, which the interpreter reports
+            self.sync_budget_out()
             self.b.call(self._py_insn_fn(), [self.env, c64(self.func.end)])
-            self.b.ret(c64(0))
+            self.ret(c64(0))
 
     def count(self, slot: int, inc: ir.Value) -> None:
         """Coverage: counters[slot] += inc (abi.E_COVER)."""
@@ -316,9 +355,9 @@ class FuncLowering:
     def charge_budget(self, pc: int) -> None:
         n = self._block_len(pc)
         b = self.b
-        before = b.load(self.budget_ptr, typ=I64)
+        before = b.load(self.budget_var, typ=I64)
         left = b.sub(before, c64(n))
-        b.store(left, self.budget_ptr)
+        b.store(left, self.budget_var)
         exhausted = b.icmp_signed("<", left, c64(0))
         if self._slots(pc, n) != list(range(pc, pc + n)):  # an lddw inside: its own fault block
             with b.if_then(exhausted, likely=False):
@@ -469,7 +508,7 @@ class FuncLowering:
             if len(self.mod.funcs) > 1:  # the caller's r1-r5 after the call are ours (interpreter)
                 for r in range(1, 6):
                     self.env_store(abi.E_RET_REGS + r - 1, self.get(r))
-            self.b.ret(self.get(0))
+            self.ret(self.get(0))
             return
         if code == isa.BPF_CALL:
             self.lower_call(pc, ins)
@@ -529,7 +568,7 @@ class FuncLowering:
         b.position_at_end(bad)
         self.env_store(abi.E_FAULT_ADDR, target)
         self.b.call(self._py_insn_fn(), [self.env, c64(pc)])
-        b.ret(c64(0))
+        self.ret(c64(0))
         b.position_at_end(done)
         phi = b.phi(I64)
         for v, blk in results:
@@ -548,7 +587,7 @@ class FuncLowering:
         """Open the stack window down to the frame below `fp_off` (the interpreter's stack_low)."""
         table = self.b.inttoptr(self.env_load(abi.E_TABLE), PTR)
         lo = self.b.gep(table, [c64(STACK * 24 + 8)], source_etype=I8)
-        self.b.store(self.b.trunc(self.b.sub(fp_off, c64(abi.FRAME_BYTES)), I32), lo, align=4)
+        self.meta(self.b.store(self.b.trunc(self.b.sub(fp_off, c64(abi.FRAME_BYTES)), I32), lo, align=4))
 
     def emit_subcall(self, pc: int, callee: ir.Function) -> ir.Value:
         # depth = (4096 - fp_offset) / 512; a call from depth 7 would need a ninth frame
@@ -562,7 +601,9 @@ class FuncLowering:
         self.stack_lo(self.b.and_(callee_fp, c64(U32)))
         args = [self.env] + [self.get(r) for r in range(1, 6)] + [callee_fp]
         self.pass_entry_regs()
+        self.sync_budget_out()
         r0 = self.b.call(callee, args)
+        self.sync_budget_in()
         self.ret_if_fault()
         for r in range(1, 6):
             self.put(r, self.env_load(abi.E_RET_REGS + r - 1))
@@ -581,7 +622,9 @@ class FuncLowering:
         fnp = self.b.inttoptr(self.env_load(abi.E_PY_HELPER), PY_HELPER_TYPE.as_pointer())
         hid_v = c64(hid) if isinstance(hid, int) else hid
         args = [self.env, self._pc(pc), hid_v] + [self.get(r) for r in range(1, 6)] + [self.fp]
+        self.sync_budget_out()  # a Python helper may call back into program code (bpf_loop)
         r0 = self.b.call(fnp, args)
+        self.sync_budget_in()
         self.ret_if_fault()
         self.put(0, r0)
 
@@ -611,11 +654,11 @@ class FuncLowering:
         op = ins.imm
         if op == isa.BPF_CMPXCHG:
             r0 = self.b.trunc(self.get(0), ty) if size == 4 else self.get(0)
-            pair = self.b.cmpxchg(ptr, r0, src, "seq_cst", "seq_cst")
+            pair = self.prog_mem(self.b.cmpxchg(ptr, r0, src, "seq_cst", "seq_cst"))
             self.put(0, self.widen(self.b.extract_value(pair, 0), size))
             return
         rmw = ATOMIC_RMW[op & ~isa.BPF_FETCH] if op != isa.BPF_XCHG else "xchg"
-        old = self.b.atomic_rmw(rmw, ptr, src, "seq_cst")
+        old = self.prog_mem(self.b.atomic_rmw(rmw, ptr, src, "seq_cst"))
         if op & isa.BPF_FETCH:
             self.put(ins.src, self.widen(old, size))
 
@@ -656,13 +699,17 @@ class FuncLowering:
             phi.add_incoming(v_other, other_end)
             return phi
         if proof is not None and proof.kind in ("stack", "mapval"):
-            return self.widen(b.load(self.proven_ptr(addr, proof), typ=INT[size], align=1), size, sx)
+            return self.widen(
+                self.prog_mem(b.load(self.proven_ptr(addr, proof), typ=INT[size], align=1)), size, sx
+            )
         if proof is not None and proof.kind == "packet":
             proven, checked = self.fn.append_basic_block("ld.proven"), self.fn.append_basic_block("ld.check")
             done = self.fn.append_basic_block("ld.done")
             b.cbranch(self.ctx_ok, proven, checked).set_weights([1000, 1])
             b.position_at_end(proven)
-            v_proven = self.widen(b.load(self.proven_ptr(addr, proof), typ=INT[size], align=1), size, sx)
+            v_proven = self.widen(
+                self.prog_mem(b.load(self.proven_ptr(addr, proof), typ=INT[size], align=1)), size, sx
+            )
             proven_end = b.block
             b.branch(done)
             b.position_at_end(checked)
@@ -679,7 +726,7 @@ class FuncLowering:
         fast, slow, done = (self.fn.append_basic_block(n) for n in ("ld.fast", "ld.slow", "ld.done"))
         ptr = self.check(addr, size, R_READ, fast, slow)
         b.position_at_end(fast)
-        v_fast = self.widen(b.load(ptr, typ=INT[size], align=1), size, sx)
+        v_fast = self.widen(self.prog_mem(b.load(ptr, typ=INT[size], align=1)), size, sx)
         fast_end = b.block
         b.branch(done)
         b.position_at_end(slow)
@@ -696,14 +743,14 @@ class FuncLowering:
         b = self.b
         v = b.trunc(value, INT[size]) if size < 8 else value
         if proof is not None and proof.kind in ("stack", "mapval"):
-            b.store(v, self.proven_ptr(addr, proof), align=1)
+            self.prog_mem(b.store(v, self.proven_ptr(addr, proof), align=1))
             return
         if proof is not None and proof.kind == "packet":
             proven, checked = self.fn.append_basic_block("st.proven"), self.fn.append_basic_block("st.check")
             done = self.fn.append_basic_block("st.done")
             b.cbranch(self.ctx_ok, proven, checked).set_weights([1000, 1])
             b.position_at_end(proven)
-            b.store(v, self.proven_ptr(addr, proof), align=1)
+            self.prog_mem(b.store(v, self.proven_ptr(addr, proof), align=1))
             b.branch(done)
             b.position_at_end(checked)
             b.call(self.mod.checked_function(abi.M_STORE, size), [self.env, self._pc(pc), addr, value])
@@ -714,7 +761,7 @@ class FuncLowering:
         fast, slow, done = (self.fn.append_basic_block(n) for n in ("st.fast", "st.slow", "st.done"))
         ptr = self.check(addr, size, R_WRITE, fast, slow)
         b.position_at_end(fast)
-        b.store(v, ptr, align=1)
+        self.prog_mem(b.store(v, ptr, align=1))
         b.branch(done)
         b.position_at_end(slow)
         self.slow_access(pc, addr, size, abi.M_STORE, value)
@@ -749,10 +796,10 @@ class FuncLowering:
         in_table = b.icmp_unsigned("<", rid, c64(MAX_REGIONS))
         rid_safe = b.select(in_table, rid, c64(0))  # row 0 (null) never allows anything
         row = b.gep(self.table_ptr(), [b.mul(rid_safe, c64(24))], source_etype=I8)
-        base = b.load(row, typ=I64, align=8)
-        lo = b.zext(b.load(b.gep(row, [c64(8)], source_etype=I8), typ=I32, align=4), I64)
-        hi = b.zext(b.load(b.gep(row, [c64(12)], source_etype=I8), typ=I32, align=4), I64)
-        flags = b.load(b.gep(row, [c64(16)], source_etype=I8), typ=I32, align=4)
+        base = self.meta(b.load(row, typ=I64, align=8))
+        lo = b.zext(self.meta(b.load(b.gep(row, [c64(8)], source_etype=I8), typ=I32, align=4)), I64)
+        hi = b.zext(self.meta(b.load(b.gep(row, [c64(12)], source_etype=I8), typ=I32, align=4)), I64)
+        flags = self.meta(b.load(b.gep(row, [c64(16)], source_etype=I8), typ=I32, align=4))
         flag_ok = b.icmp_unsigned("==", b.and_(flags, c32(need | R_CTX)), c32(need))
         ok_c = b.and_(flag_ok, b.icmp_unsigned("!=", base, c64(0)))
         ok_c = b.and_(ok_c, b.icmp_unsigned("<=", lo, off))
@@ -809,8 +856,8 @@ class FuncLowering:
         b = self.b
         table = b.inttoptr(self.env_load(abi.E_TABLE), PTR)
         row = b.gep(table, [c64(CTX * 24)], source_etype=I8)
-        lo = b.zext(b.load(b.gep(row, [c64(8)], source_etype=I8), typ=I32, align=4), I64)
-        hi = b.zext(b.load(b.gep(row, [c64(12)], source_etype=I8), typ=I32, align=4), I64)
+        lo = b.zext(self.meta(b.load(b.gep(row, [c64(8)], source_etype=I8), typ=I32, align=4)), I64)
+        hi = b.zext(self.meta(b.load(b.gep(row, [c64(12)], source_etype=I8), typ=I32, align=4)), I64)
         off_v = c64(off) if isinstance(off, int) else off
         return b.and_(b.icmp_unsigned("<=", lo, off_v), b.icmp_unsigned("<=", b.add(off_v, c64(size)), hi))
 
@@ -860,7 +907,7 @@ class FuncLowering:
             row = b.gep(table, [b.mul(b.lshr(addr, c64(REGION_SHIFT)), c64(24))], source_etype=I8)
         else:
             row = b.gep(table, [c64((STACK if proof.kind == "stack" else PACKET) * 24)], source_etype=I8)
-        base = b.load(row, typ=I64, align=8)
+        base = self.meta(b.load(row, typ=I64, align=8))
         return b.gep(b.inttoptr(base, PTR), [b.and_(addr, c64(U32))], source_etype=I8)
 
     def ctx_field_load(self, off: int) -> ir.Value:

@@ -26,7 +26,7 @@ from ..maps import native as mnat
 from ..memory import CTX, MAP_HANDLES, PACKET, R_READ, R_WRITE, REGION_SHIFT
 from ..spec import MapType
 from . import abi
-from .lower import FN_TYPE, I1, I8, I32, I64, PTR, U32, VOID, NativeHelpers, c64
+from .lower import FN_TYPE, I1, I8, I32, I64, PTR, U32, VOID, NativeHelpers, Proof, c64
 
 if TYPE_CHECKING:
     from .lower import FuncLowering
@@ -151,6 +151,10 @@ class Natives(NativeHelpers):
         if hid in (H_TAIL_CALL, H_KTIME, H_SMP_ID):  # a guaranteed tail call / one load: inline
             fn(fl, pc)
             return True
+        proof = fl.mod.prog.proofs.get(pc)
+        if hid == H_MAP_LOOKUP and proof is not None and proof.kind == "maplookup":
+            self.map_lookup_proven(fl, pc, proof.offset)
+            return True
         # the others: one function per helper in the module, called from every site
         helper = self.function(fl.mod, hid, fn)
         args = [fl.env] + [fl.get(r) for r in range(6)] + [fl.fp, c64(pc)]
@@ -178,14 +182,14 @@ class Natives(NativeHelpers):
         b = fl.b
         counts = b.inttoptr(fl.env_load(abi.E_HELPER_COUNTS), PTR)
         p = b.gep(counts, [c64(hid)], source_etype=I64)
-        b.store(b.add(b.load(p, typ=I64), c64(1)), p)
+        fl.meta(b.store(b.add(fl.meta(b.load(p, typ=I64)), c64(1)), p))
 
     def uncount(self, fl: FuncLowering, hid: int) -> None:
         """The Python fallback counts the call itself."""
         b = fl.b
         counts = b.inttoptr(fl.env_load(abi.E_HELPER_COUNTS), PTR)
         p = b.gep(counts, [c64(hid)], source_etype=I64)
-        b.store(b.sub(b.load(p, typ=I64), c64(1)), p)
+        fl.meta(b.store(b.sub(fl.meta(b.load(p, typ=I64)), c64(1)), p))
 
     def map_of(
         self, fl: FuncLowering, handle: ir.Value, types: tuple[int, ...]
@@ -199,17 +203,17 @@ class Natives(NativeHelpers):
         )
         safe = b.select(ok, mid, c64(0))
         types_p = b.inttoptr(fl.env_load(abi.E_MAP_TYPES), PTR)
-        mtype = b.load(b.gep(types_p, [safe], source_etype=I64), typ=I64)
+        mtype = fl.meta(b.load(b.gep(types_p, [safe], source_etype=I64), typ=I64))
         tok = ir.Constant(I1, 0)
         for t in types:
             tok = b.or_(tok, b.icmp_unsigned("==", mtype, c64(int(t))))
         ok = b.and_(ok, tok)
         maps_p = b.inttoptr(fl.env_load(abi.E_MAPS), PTR)
-        desc = b.inttoptr(b.load(b.gep(maps_p, [safe], source_etype=I64), typ=I64), PTR)
+        desc = b.inttoptr(fl.meta(b.load(b.gep(maps_p, [safe], source_etype=I64), typ=I64)), PTR)
         return ok, mid, desc
 
     def dw(self, fl: FuncLowering, desc: ir.Value, word: int) -> ir.Value:
-        return fl.b.load(fl.b.gep(desc, [c64(8 * word)], source_etype=I8), typ=I64, align=8)
+        return fl.meta(fl.b.load(fl.b.gep(desc, [c64(8 * word)], source_etype=I8), typ=I64, align=8))
 
     def probe(
         self, fl: FuncLowering, addr: ir.Value, size: ir.Value | int, need: int
@@ -224,10 +228,10 @@ class Natives(NativeHelpers):
         rid_safe = b.select(in_table, rid, c64(0))
         table = b.inttoptr(fl.env_load(abi.E_TABLE), PTR)
         row = b.gep(table, [b.mul(rid_safe, c64(24))], source_etype=I8)
-        base = b.load(row, typ=I64, align=8)
-        lo = b.zext(b.load(b.gep(row, [c64(8)], source_etype=I8), typ=I32, align=4), I64)
-        hi = b.zext(b.load(b.gep(row, [c64(12)], source_etype=I8), typ=I32, align=4), I64)
-        flags = b.load(b.gep(row, [c64(16)], source_etype=I8), typ=I32, align=4)
+        base = fl.meta(b.load(row, typ=I64, align=8))
+        lo = b.zext(fl.meta(b.load(b.gep(row, [c64(8)], source_etype=I8), typ=I32, align=4)), I64)
+        hi = b.zext(fl.meta(b.load(b.gep(row, [c64(12)], source_etype=I8), typ=I32, align=4)), I64)
+        flags = fl.meta(b.load(b.gep(row, [c64(16)], source_etype=I8), typ=I32, align=4))
         from ..memory import R_CTX
 
         ok = b.icmp_unsigned("==", b.and_(flags, ir.Constant(I32, need | R_CTX)), ir.Constant(I32, need))
@@ -298,7 +302,7 @@ class Natives(NativeHelpers):
         b.position_at_end(bad)
         self.uncount(fl, H_TAIL_CALL)
         fl.call_py_helper(pc, H_TAIL_CALL)  # raises the interpreter's fault
-        b.ret(c64(0))
+        fl.ret(c64(0))
         b.position_at_end(good)
         idx = b.and_(fl.get(3), c64(U32))
         in_range = b.icmp_unsigned("<", idx, self.dw(fl, desc, mnat.W_MAX_ENTRIES))
@@ -322,13 +326,14 @@ class Natives(NativeHelpers):
         b.position_at_end(other)
         self.uncount(fl, H_TAIL_CALL)
         fl.call_py_helper(pc, H_TAIL_CALL)
-        b.ret(c64(0))
+        fl.ret(c64(0))
         b.position_at_end(jump)
         fl.env_store(abi.E_TAIL_CALLS, b.add(tcc, c64(1)))
         fl.env_store(abi.E_CUR_PROG, pid)
         target = b.inttoptr(entry, FN_TYPE.as_pointer())
         args = [fl.env] + [fl.get(r) for r in range(1, 6)] + [fl.fp]
         fl.pass_entry_regs()
+        fl.sync_budget_out()  # the target starts from env BUDGET; nothing may follow a musttail call
         r = b.call(target, args, tail="musttail")
         b.ret(r)
         b.position_at_end(fall)  # fall through: r0 unchanged
@@ -348,7 +353,7 @@ class Natives(NativeHelpers):
             arr, other, done = (fl.fn.append_basic_block(n) for n in ("ml.array", "ml.call", "ml.done"))
             b.cbranch(is_array, arr, other)
             b.position_at_end(arr)
-            idx = b.zext(b.load(kptr, typ=I32, align=1), I64)
+            idx = b.zext(fl.prog_mem(b.load(kptr, typ=I32, align=1)), I64)
             percpu = b.icmp_unsigned(
                 "!=", b.and_(self.dw(fl, desc, mnat.W_FLAGS), c64(mnat.F_PERCPU)), c64(0)
             )
@@ -370,6 +375,49 @@ class Natives(NativeHelpers):
             return phi
 
         self.with_fallback(fl, pc, H_MAP_LOOKUP, b.and_(ok, kok), native)
+
+    def map_lookup_proven(self, fl: FuncLowering, pc: int, fact: int) -> None:
+        """bpf_map_lookup_elem where verify.py proved r1 the handle of map `fact >> 10` (a map with a
+        native lookup) and r2 a pointer into this function's frame with `fact & 1023` bytes from it to
+        the frame's top (so an array's 4-byte key needs no check): inline, no handle or key checks."""
+        b = fl.b
+        mid, room = fact >> 10, fact & 1023
+        maps_p = b.inttoptr(fl.env_load(abi.E_MAPS), PTR)
+        desc = b.inttoptr(fl.meta(b.load(b.gep(maps_p, [c64(mid)], source_etype=I64), typ=I64)), PTR)
+        kptr = fl.proven_ptr(fl.get(2), Proof("stack"))
+        is_array = b.icmp_unsigned("==", self.dw(fl, desc, mnat.W_KIND), c64(mnat.K_ARRAY))
+        arr, other, done = (fl.fn.append_basic_block(n) for n in ("mlp.array", "mlp.call", "mlp.done"))
+        b.cbranch(is_array, arr, other)
+        b.position_at_end(arr)
+        idx = b.zext(fl.prog_mem(b.load(kptr, typ=I32, align=1)), I64)
+        percpu = b.icmp_unsigned("!=", b.and_(self.dw(fl, desc, mnat.W_FLAGS), c64(mnat.F_PERCPU)), c64(0))
+        rid = b.add(self.dw(fl, desc, mnat.W_VALUES_RID), b.select(percpu, fl.env_load(abi.E_CPU), c64(0)))
+        addr = b.or_(b.shl(rid, c64(REGION_SHIFT)), b.mul(idx, self.dw(fl, desc, mnat.W_VALUE_STRIDE)))
+        v_arr = b.select(b.icmp_unsigned("<", idx, self.dw(fl, desc, mnat.W_MAX_ENTRIES)), addr, c64(0))
+        arr_end = b.block
+        b.branch(done)
+        # hash-like maps: the native algorithm; a key longer than the room left in the frame goes to
+        # Python (which reports the interpreter's fault)
+        b.position_at_end(other)
+        native, python = fl.fn.append_basic_block("mlp.native"), fl.fn.append_basic_block("mlp.python")
+        b.cbranch(b.icmp_unsigned("<=", self.dw(fl, desc, mnat.W_KEY_SIZE), c64(room)), native, python)
+        b.position_at_end(native)
+        lookup = _declare(fl.mod.module, "xdpsim_map_lookup", I64, [PTR, PTR, I64])
+        v_call = b.call(lookup, [desc, kptr, fl.env_load(abi.E_CPU)])
+        call_end = b.block
+        b.branch(done)
+        b.position_at_end(python)
+        self.uncount(fl, H_MAP_LOOKUP)
+        fl.call_py_helper(pc, H_MAP_LOOKUP)
+        v_py = fl.get(0)
+        py_end = b.block
+        b.branch(done)
+        b.position_at_end(done)
+        phi = b.phi(I64)
+        phi.add_incoming(v_arr, arr_end)
+        phi.add_incoming(v_call, call_end)
+        phi.add_incoming(v_py, py_end)
+        fl.put(0, phi)
 
     def map_update(self, fl: FuncLowering, pc: int) -> None:
         b = fl.b

@@ -208,7 +208,7 @@ class _Prover:
                 if code == isa.BPF_EXIT:
                     return []
                 if code == isa.BPF_CALL:
-                    self.call(st, ins, record)
+                    self.call(st, ins, pc, record)
                     pc += 1
                     continue
                 if code == isa.BPF_JA:
@@ -234,7 +234,7 @@ class _Prover:
             return ("map", v & 0xFFFF_FFFF)
         return Scalar(v, v)
 
-    def call(self, st: State, ins: Instruction, record: bool = False) -> None:
+    def call(self, st: State, ins: Instruction, pc: int = -1, record: bool = False) -> None:
         nargs = HELPER_ARGS.get(ins.imm, 5) if ins.src == isa.CALL_HELPER else 5
         for r in range(1, nargs + 1):  # buffers a helper reads or writes start at its arguments
             v = st.regs[r]
@@ -244,6 +244,12 @@ class _Prover:
             m = st.regs[1]
             if isinstance(m, tuple) and m[0] == "map":
                 r0 = MapOrNull(self.map_sizes[m[1]], m[1] in self.writable)
+                key = st.regs[2]
+                # a map with a native lookup and a key in this frame with at least 4 bytes above it
+                # (natives.map_lookup_proven: no handle or key checks); the room left in the frame
+                # is kept for longer (hash) keys, which the lowering compares with the key size
+                if isinstance(key, Stack) and -FRAME <= key.off <= -4:
+                    self.prove(pc, Proof("maplookup", (m[1] << 10) | -key.off), record)
         pure = ins.src == isa.CALL_HELPER and ins.imm in PURE_HELPERS
         if not pure:
             self.forget_packet(st)
