@@ -46,8 +46,14 @@ def test_first_difference_order_and_kernel_rules() -> None:
     # the action is reported before the bytes
     field, vals = first_difference({"interp": _o(2, b"a"), "kernel": _o(1, b"b")}, kernel_ok=True)
     assert field == "action" and vals == {"interp": 2, "kernel": 1}
-    # redirect targets and printk lines are compared between interp and jit only
-    outs = {"interp": _o(4, redirect="dev 3"), "jit": _o(4, redirect="dev 3"), "kernel": _o(4)}
+    # redirect targets are compared with the kernel's recorded one, except where it could not tell;
+    # printk lines between interp and jit only
+    outs = {e: _o(4, redirect="dev 3") for e in ("interp", "jit", "kernel")}
+    assert first_difference(outs, kernel_ok=True) is None
+    outs["kernel"] = _o(4, redirect="dev 2")
+    assert first_difference(outs, kernel_ok=True) == ("redirect", {"interp": "dev 3", "jit": "dev 3",
+                                                                   "kernel": "dev 2"})
+    outs["kernel"] = _o(4, redirect="unknown: the map is none of the object's")
     assert first_difference(outs, kernel_ok=True) is None
     outs["jit"] = _o(4, redirect="dev 4")
     assert first_difference(outs, kernel_ok=True)[0] == "redirect"

@@ -135,10 +135,16 @@ def test_devmap_program_twin_reads_the_written_egress(progs: Path) -> None:
 
 def test_resolve_without_a_record_or_with_bad_flags() -> None:
     t = rd.resolve(None, tc=False, programs=["p"], maps=[], lookup=lambda i, k: None)
-    assert t.kind == "unknown" and "without calling" in t.why
+    assert t.kind == "none" and "without calling" in t.why
     t = rd.resolve(rd.Record(rd.REDIRECT, 5, 0, (3, 1, 0, 0)), tc=False, programs=["p"], maps=[],
                    lookup=lambda i, k: None)
-    assert t.kind == "unknown" and "flags 0x1" in t.why
+    assert t.kind == "none" and "flags 0x1" in t.why
+    t = rd.resolve(rd.Record(rd.REDIRECT_MAP, 7, 0, (0xFFFF8888, 1, 0, 0)), tc=False, programs=["p"],
+                   maps=[rd.RedirectMap("m", rd.DEVMAP, 4, 0x1234)], lookup=lambda i, k: None)
+    assert t.kind == "unknown" and "none of the object's" in t.why
+    t = rd.resolve(rd.Record(rd.REDIRECT_MAP, 7, 0, (0x1234, 1, 0, 0)), tc=False, programs=["p"],
+                   maps=[rd.RedirectMap("m", rd.DEVMAP, 4, 0x1234)], lookup=lambda i, k: None)
+    assert t.kind == "none" and "m[1] is empty" in t.why
     t = rd.resolve(rd.Record(rd.REDIRECT, 5, 0, (3, 1, 0, 0)), tc=True, programs=["p"], maps=[],
                    lookup=lambda i, k: None)
     assert (t.kind, t.index, t.program, t.pc) == ("dev-ingress", 3, "p", 5)
@@ -249,3 +255,26 @@ def test_kernel_pipeline_routes_devmap_redirects_like_interp(kernel: str, progs:
     assert got["kernel"][1:] == got["interp"][1:]
     assert "target_unknown" not in json.dumps(got["kernel"][1])
     assert got["kernel"][2] == {"eth1": got["interp"][2]["eth1"]} and got["interp"][2]["eth1"] > 0
+
+
+def test_diff_compares_kernel_redirect_targets(kernel: str, progs: Path, tmp_path: Path) -> None:  # noqa: F811
+    from xdpsim.difftest import KernelRunner, PacketIn, SimRunner
+    from xdpsim.difftest.pipeline import diff_pipeline
+
+    spec = load_object(str(PROGRAMS / "redirect.o"))
+    pkt = PacketIn(0, FRAME)
+    with KernelRunner(spec, "redirect_ifindex") as k:
+        sim = SimRunner("interp", spec, "redirect_ifindex").run(pkt)
+        assert k.run(pkt).redirect == sim.redirect == "dev 2"
+    k.close()
+    # a devmap entry program runs in the kernel (as its twin) and its bytes are compared
+    pspec = load_object(str(progs))
+    with KernelRunner(pspec, "egress_mark") as k:
+        assert k.run(pkt).data == SimRunner("interp", pspec, "egress_mark").run(pkt).data == b"\0" + FRAME[1:]
+    k.close()
+    toml = tmp_path / "d.toml"
+    toml.write_text(DEVMAP.format(obj=progs))
+    report = diff_pipeline(str(toml), str(PCAPS / "mixed.pcap"), engines=["interp", "kernel"])
+    assert report.engines == ["interp", "kernel"] and report.compared > 400
+    assert report.ok, report.disagreements[:3]
+    assert not report.kernel_not_compared

@@ -3,7 +3,9 @@
 `SimRunner` runs the interpreter or the JIT on a fresh Runtime of its own (same seed for all, so
 bpf_get_prandom_u32 agrees between them); `KernelRunner` runs the running kernel through
 BPF_PROG_TEST_RUN with the calling thread pinned to one CPU, the CPU the simulated engines are told
-they run on, so per-CPU map slots and bpf_get_smp_processor_id line up.
+they run on, so per-CPU map slots and bpf_get_smp_processor_id line up. The kernel engine records the
+redirect helper calls (kernel/redirects.py), so redirect targets are compared with the kernel's too;
+devmap/cpumap entry programs run there as their plain-XDP twin.
 """
 
 from __future__ import annotations
@@ -50,7 +52,9 @@ class Outcome:
     action: int
     data: bytes
     meta: bytes = b""
-    redirect: str | None = None  # "dev 3", "cpu 1", "xsk 0"; None: no redirect (or, kernel: unknown)
+    # "dev 3", "dev 7 prog egress_mark", "cpu 1", "xsk 0", "dev-ingress 5" (TC); None: no redirect target;
+    # kernel: "unknown: <why>" where its recording cannot tell (not compared then)
+    redirect: str | None = None
     error: str | None = None
     trace: list[str] = field(default_factory=list)
     helpers: frozenset[str] = frozenset()
@@ -75,10 +79,6 @@ class EngineUnavailable(XdpsimError):
 # Measured on 6.18: a TC test run of an IPv4 (IPv6) frame needs the 20 (40) bytes of its IP header.
 _SKB_L3_MIN = {b"\x08\x00": ETH_HLEN + 20, b"\x86\xdd": ETH_HLEN + 40}
 
-#: program sections whose programs BPF_PROG_TEST_RUN refuses to run (EINVAL in bpf_prog_test_run_xdp)
-UNRUNNABLE_ATTACH = ("devmap", "cpumap")
-
-
 def skip_reason(spec: ObjectSpec, prog: str, pkt: PacketIn) -> str | None:
     """Why a packet cannot be run in BPF_PROG_TEST_RUN the way a device would deliver it, or None.
 
@@ -102,10 +102,27 @@ def skip_reason(spec: ObjectSpec, prog: str, pkt: PacketIn) -> str | None:
     return None
 
 
-def _target(t: Any) -> str | None:
+def target_text(kind: str, index: int, prog: str | None) -> str:
+    """A redirect target as the engines' outcomes show it (an entry program by name: ids differ)."""
+    return f"{kind} {index}" + (f" prog {prog}" if prog is not None else "")
+
+
+def _target(t: Any, runtime: Any) -> str | None:
     if t is None:
         return None
-    return f"{t.kind} {t.index}" + (f" prog {t.prog}" if getattr(t, "prog", None) is not None else "")
+    prog = runtime.programs[t.prog].name if getattr(t, "prog", None) is not None else None
+    return target_text(t.kind, t.index, prog)
+
+
+def _kernel_target(t: Any, collection: Any) -> str | None:
+    """A kernel run's recorded redirect (kernel/redirects.py) in the same words; None when the run set
+    no target (kind "none"), "unknown: <why>" when the recording cannot tell."""
+    if t is None or t.kind == "none":
+        return None
+    if t.kind == "unknown":
+        return f"unknown: {t.why}"
+    prog = None if t.prog is None else (collection.program_name(t.prog) or f"id:{t.prog}")
+    return target_text(t.kind, t.index, prog)
 
 
 class SimRunner:
@@ -137,10 +154,10 @@ class SimRunner:
             r = run_tc(self.runtime, self.engine, self.prog_id, pkt.data, now_ns=pkt.ts_ns, cpu=self.cpu,
                        tracer=tracer)
             action = s32(r.retval) if r.error is None else int(r.action)
-            return Outcome(action, bytes(r.data), bytes(r.meta), _target(r.redirect), _fault_text(r.error),
-                           list(r.trace), frozenset(r.helper_counts), _sim_skb(r.skb))
-        return Outcome(action, bytes(r.data), bytes(r.meta), _target(r.redirect), _fault_text(r.error),
-                       list(r.trace), frozenset(r.helper_counts))
+            return Outcome(action, bytes(r.data), bytes(r.meta), _target(r.redirect, self.runtime),
+                           _fault_text(r.error), list(r.trace), frozenset(r.helper_counts), _sim_skb(r.skb))
+        return Outcome(action, bytes(r.data), bytes(r.meta), _target(r.redirect, self.runtime),
+                       _fault_text(r.error), list(r.trace), frozenset(r.helper_counts))
 
     def close(self) -> None:
         pass
@@ -190,10 +207,6 @@ class KernelRunner:
         self.prog = prog
         self.cpu = cpu
         self.type = spec.programs[prog].type
-        where = (spec.programs[prog].attach or spec.programs[prog].section or "").lower()
-        if self.type == ProgType.XDP and any(a in where for a in UNRUNNABLE_ATTACH):
-            raise EngineUnavailable(f"engine kernel: BPF_PROG_TEST_RUN refuses programs for {where} entries "
-                                    "(EINVAL); they run only after a live redirect")
         try:
             self.collection = KernelCollection(spec)
         except KernelError as e:
@@ -204,6 +217,12 @@ class KernelRunner:
                                     + ("; ".join(refused) or str(e))) from e
         except XdpsimError as e:
             raise EngineUnavailable(f"engine kernel: {e}") from e
+        kp = self.collection.programs[prog]
+        if kp.entry and kp.run_fd is None:  # devmap/cpumap programs run as a plain-XDP twin
+            self.collection.close()
+            raise EngineUnavailable(f"engine kernel: {kp.name} ({kp.spec.section}) cannot be test-run: "
+                                    f"BPF_PROG_TEST_RUN refuses its attach type and its plain-XDP twin was "
+                                    f"refused: {kp.run_refused}")
         self._saved: set[int] | None = None
 
     def __enter__(self) -> KernelRunner:
@@ -237,7 +256,7 @@ class KernelRunner:
 
             fields = decode_sk_buff(r.ctx_out or b"")
             skb = {k: fields.get(k) for k in SKB_COMPARED}
-        return Outcome(action, bytes(r.data_out), bytes(r.meta), skb=skb)
+        return Outcome(action, bytes(r.data_out), bytes(r.meta), _kernel_target(r.redirect, c), skb=skb)
 
     def close(self) -> None:
         self.collection.close()

@@ -2,8 +2,10 @@
 engine through `xdpsim.pipeline.Pipeline`, packet by packet.
 
 Compared per packet: the outcome (pass, tx, redirect, drop, error), its reason, the bytes, the chain's
-programs that ran and, between interp and jit only, the redirect sink (a kernel test run does not say
-where a redirect goes: its reason is then `target_unknown`). After the run, every map of every object.
+programs that ran and the redirect sink (the kernel engine learns the target from its recording of the
+redirect helper calls, and runs devmap entry programs as plain-XDP twins; where it cannot tell, its
+reason is `target_unknown` and the sink is compared between interp and jit only). After the run, every
+map of every object.
 Every interface gets one rx queue (`parse_spec(queues=1)`): the kernel's test runs all happen on the
 CPU the diff pins them to, which is then the one simulated CPU whose per-CPU slots are compared.
 """
@@ -24,11 +26,10 @@ def _decision_fields(d: Any, kernel: bool) -> dict[str, Any]:
     out = {"outcome": d.outcome, "fault": d.error is not None and d.outcome == "error",
            "data": None if d.outcome == "error" else bytes(d.data), "programs": tuple(d.ran)}
     if not kernel:
+        out["error"] = d.error
+    if d.reason != "target_unknown":  # only the kernel engine says so; the others always know
         out["reason"] = d.reason
         out["target"] = d.target
-        out["error"] = d.error
-    elif d.reason != "target_unknown":
-        out["reason"] = d.reason
     return out
 
 
@@ -93,6 +94,9 @@ def diff_pipeline(path: str, pcap: str, *, engines: list[str], seed: int = 0, li
                     report.kernel_not_compared[why] += 1
                     tainted.add(why)
                 report.compared += 1
+                k = decisions.get("kernel")
+                if k is not None and k.reason == "target_unknown":
+                    report.kernel_not_compared[k.error or "redirect target unknown"] += 1
                 keys = {e: _decision_fields(d, "kernel" in decisions)
                         for e, d in decisions.items() if not (e == "kernel" and why)}
                 sims = {e: _decision_fields(d, False) for e, d in decisions.items() if e != "kernel"}

@@ -248,8 +248,10 @@ class KernelRedirect:
     """Where a kernel run's redirect went. kind: "dev" (index = ifindex; `prog` = kernel id of a devmap
     entry's program), "dev-ingress", "peer", "neigh" (TC), "cpu" (index = CPU; `prog`: the cpumap
     entry's program), "xsk" (index = the xskmap key), "broadcast" (index = the map's index in the
-    object), or "unknown" (`why` says why). `map`/`key`/`flags`: the bpf_redirect_map call's, `program`
-    and `pc`: the call site (original numbering)."""
+    object); "none" when the run set no target (no call, flags the helper refused, a lookup miss: the
+    kernel's xdp_do_redirect / skb_do_redirect would fail) and "unknown" when it cannot be told (the
+    map is not one of the object's); `why` says which. `map`/`key`/`flags`: the bpf_redirect_map
+    call's, `program` and `pc`: the call site (original numbering)."""
 
     kind: str
     index: int = 0
@@ -277,14 +279,14 @@ def resolve(rec: Record | None, *, tc: bool, programs: Sequence[str], maps: Sequ
     """The target of a run that returned XDP_REDIRECT / TC_ACT_REDIRECT, from its last recorded call.
     `lookup(map_index, key) -> bytes | None` reads a redirect map's entry from user space."""
     if rec is None:
-        return KernelRedirect("unknown", why="the run returned a redirect without calling a redirect helper")
+        return KernelRedirect("none", why="the run returned a redirect without calling a redirect helper")
     where = dict(program=programs[rec.prog] if rec.prog < len(programs) else f"#{rec.prog}", pc=rec.pc)
     name = _NAMES.get(rec.helper, str(rec.helper))
     r1, r2, r3, r4 = rec.args
     if rec.helper == REDIRECT:
         ok = not (r2 & ~BPF_F_INGRESS) if tc else r2 == 0
         if not ok:
-            return KernelRedirect("unknown", flags=r2, why=f"{name} at insn {rec.pc} with flags {r2:#x}: "
+            return KernelRedirect("none", flags=r2, why=f"{name} at insn {rec.pc} with flags {r2:#x}: "
                                   "the helper refused them", **where)  # type: ignore[arg-type]
         kind = "dev-ingress" if tc and r2 & BPF_F_INGRESS else "dev"
         return KernelRedirect(kind, r1 & U32, flags=r2, **where)  # type: ignore[arg-type]
@@ -306,7 +308,7 @@ def resolve(rec: Record | None, *, tc: bool, programs: Sequence[str], maps: Sequ
     value = lookup(index, key)
     if value is None:
         why = f"{name} at insn {rec.pc}: {m.name}[{key}] is empty after the run"
-        return KernelRedirect("unknown", why=why, **kw)  # type: ignore[arg-type]
+        return KernelRedirect("none", why=why, **kw)  # type: ignore[arg-type]
     prog = int.from_bytes(value[4:8], "little") if len(value) >= 8 else 0
     if m.type == CPUMAP:
         return KernelRedirect("cpu", key, prog or None, **kw)  # type: ignore[arg-type]

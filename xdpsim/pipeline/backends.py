@@ -223,7 +223,7 @@ class KernelBackend:
             action = XdpAction.XDP_ABORTED
         else:
             action = XdpAction(act)
-        redirect = _kernel_target(r.redirect, notes)
+        redirect = _kernel_target(r.redirect, notes) if action == XdpAction.XDP_REDIRECT else None
         return XdpResult(action, r.data_out, r.meta, redirect=redirect, program=name, retval=r.retval,
                          notes=notes)
 
@@ -268,7 +268,7 @@ class KernelBackend:
         notes: list[str] = []
         redirect = None
         if action == TcAction.TC_ACT_REDIRECT:
-            redirect = _kernel_target(r.redirect, notes) or RedirectTarget("unknown", 0)
+            redirect = _kernel_target(r.redirect, notes)
         return TcResult(action, r.data_out, b"", st, redirect=redirect, program=name, retval=r.retval,
                         notes=notes)
 
@@ -315,9 +315,15 @@ class KernelBackend:
 
 
 def _kernel_target(t: Any, notes: list[str]) -> RedirectTarget | None:
-    """A kernel run's recorded redirect (engines.kernel KernelRedirect) as a RedirectTarget (`prog`: the
-    entry program's kernel id); why a target is "unknown" goes to `notes`."""
+    """A redirect verdict's recorded target (kernel/redirects.py KernelRedirect) as a RedirectTarget
+    (`prog`: the entry program's kernel id): None when the run set none (as xdpsim's engines say), kind
+    "unknown" when it cannot be told or the collection records no redirects; why goes to `notes`."""
     if t is None:
+        notes.append("redirect target unknown: the kernel engine does not record redirects here (see "
+                     "the collection's notes)")
+        return RedirectTarget("unknown", 0)
+    if t.kind == "none":
+        notes.append(f"no redirect target: {t.why}")
         return None
     if t.kind == "unknown":
         notes.append(f"redirect target unknown: {t.why}")

@@ -161,8 +161,6 @@ class Pipeline:
 
     def redirect(self, iface: Interface, d: Decision, target: RedirectTarget | None, queue: int,
                  now_ns: int) -> Decision:
-        if target is None and isinstance(self.backend, KernelBackend):
-            target = RedirectTarget("unknown", 0)  # a collection that could not record redirects
         if target is None:
             d.outcome, d.reason = "drop", "redirect_no_target"
             return d
