@@ -27,7 +27,8 @@ REASONS = {
         "interface": "redirected out of an interface of the pipeline (bpf_redirect, devmap, devmap_hash)",
         "cpu": "redirected to a CPU through a cpumap",
         "xsk": "redirected to an AF_XDP socket through an xskmap",
-        "target_unknown": "kernel engine: XDP_REDIRECT, but BPF_PROG_TEST_RUN does not say where to",
+        "target_unknown": "kernel engine: a redirect whose target its recording of the redirect helper calls "
+        "cannot tell (the packet log's error says why)",
         "tc_redirect": "TC redirect to an interface's egress, passed its TC egress: out of that interface",
         "tc_clone": "a bpf_clone_redirect copy that passed its target's TC egress: out of that interface",
     },
@@ -38,6 +39,8 @@ REASONS = {
         "redirect_no_target": "XDP_REDIRECT without a successful bpf_redirect*() call "
         "(xdp_do_redirect fails)",
         "devmap_program": "the devmap entry's program (xdp/devmap) did not return XDP_PASS",
+        "cpumap_program": "the cpumap entry's program (xdp/cpumap) returned neither XDP_PASS nor "
+        "XDP_REDIRECT",
         "frame_too_short": "a frame shorter than an Ethernet header (14 bytes): NICs drop runts, and "
         "BPF_PROG_TEST_RUN refuses them",
         "frame_too_long": "a frame longer than a single-buffer XDP frame (3520 bytes) for a program "
@@ -49,7 +52,8 @@ REASONS = {
         "tc_redirect_no_target": "TC_ACT_REDIRECT without a successful bpf_redirect*() call",
         "tc_redirect_peer": "bpf_redirect_peer: the pipeline has no veth/netkit peers (the kernel drops it)",
         "tc_redirect_neigh": "bpf_redirect_neigh: neighbour resolution is not modelled by the pipeline",
-        "redirect_loop": "TC redirects nested deeper than the kernel's limit of 8 (a redirect loop)",
+        "redirect_loop": "TC redirects nested deeper than the kernel's limit of 8 (a redirect loop), or a "
+        "frame cpumap programs redirected 8 times",
     },
     "aborted": {
         "xdp_aborted": "an XDP program returned XDP_ABORTED",
