@@ -278,3 +278,122 @@ def test_diff_compares_kernel_redirect_targets(kernel: str, progs: Path, tmp_pat
     assert report.engines == ["interp", "kernel"] and report.compared > 400
     assert report.ok, report.disagreements[:3]
     assert not report.kernel_not_compared
+
+
+# --- cpumap entry programs -------------------------------------------------------------------------
+
+CPUMAP_SOURCE = Path(__file__).with_name("kernel_redirect_progs.c")
+
+CPUMAP = """
+[[interface]]
+name = "eth0"
+ifindex = 2
+queues = 2
+xdp = [{{ object = "{obj}", program = "to_cpu" }}]
+[[interface]]
+name = "eth1"
+ifindex = 7
+[[map_entries]]
+map = "cpus"
+key = "01000000"
+value = "c0000000"
+program = "on_cpu"
+[[map_entries]]
+map = "ports"
+key = "00000000"
+value = "0700000000000000"
+"""
+
+
+@pytest.fixture(scope="module")
+def cpumap_obj(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    clang = shutil.which("clang-19") or shutil.which("clang")
+    if clang is None:
+        pytest.skip("clang-19 is not installed: cannot build the test programs")
+    obj = tmp_path_factory.mktemp("cprogs") / "c.o"
+    arch = subprocess.run(["uname", "-m"], capture_output=True, text=True).stdout.strip()
+    subprocess.run([clang, "-O2", "-g", "-target", "bpf", f"-I/usr/include/{arch}-linux-gnu", "-c",
+                    str(CPUMAP_SOURCE), "-o", str(obj)], check=True)
+    return obj
+
+
+def replay_cpumap(obj: Path, tmp_path: Path, engine: str) -> tuple[dict, list, dict[str, list[bytes]], dict]:
+    from xdpsim.io import open_capture
+    from xdpsim.pipeline.replay import replay_to_dir
+
+    toml = tmp_path / "c.toml"
+    toml.write_text(CPUMAP.format(obj=obj))
+    out = tmp_path / engine
+    stats = replay_to_dir(str(toml), PCAPS / "mixed.pcap", out, engine=engine, log=True)
+    rows = [(r.get("outcome"), r.get("reason"), r.get("target"))
+            for r in map(json.loads, (out / "packets.jsonl").read_text().splitlines())]
+    sinks = {str(p.relative_to(out)): [x.data for x in open_capture(p)] for p in sorted(out.rglob("*.pcap"))}
+    maps = json.loads((out / "maps.json").read_text())
+    return stats, rows, sinks, maps
+
+
+@pytest.mark.parametrize("engine", ["interp", "jit"])
+def test_cpumap_program_in_the_pipeline(cpumap_obj: Path, tmp_path: Path, engine: str) -> None:
+    """The cpumap entry's program runs on CPU 1: PASS goes up the stack there (cpu1 sink, its bytes),
+    XDP_REDIRECT redirects again (devmap -> eth1), DROP drops with reason cpumap_program."""
+    stats, rows, sinks, maps = replay_cpumap(cpumap_obj, tmp_path, engine)
+    src = [f for f in _frames(PCAPS / "mixed.pcap") if len(f) >= 14]
+    want = {"cpu1": [b"\xcc" + f[1:] for f in src if len(f) % 3 == 2],
+            "eth1": [f for f in src if len(f) % 3 == 1]}
+    cpu_sink = next(v for k, v in sinks.items() if k.endswith("redirect-cpu1.pcap"))
+    eth1_sink = next(v for k, v in sinks.items() if k.endswith("redirect-eth1.pcap"))
+    assert cpu_sink == want["cpu1"] and eth1_sink == want["eth1"]
+    assert stats["reasons"]["drop"]["cpumap_program"] == sum(1 for f in src if len(f) % 3 == 0)
+    assert stats["redirect_targets"] == {"cpu1": len(want["cpu1"]), "eth1": len(want["eth1"])}
+    entries = maps["seen"]["entries"].items()
+    seen = {int(k[:2], 16): int.from_bytes(bytes.fromhex(v), "little") for k, v in entries}
+    assert seen == {0: 0, 1: 2, 2: 1, 3: len(src)}  # rx queue lost, ingress device kept, on CPU 1
+
+
+def _frames(path: Path) -> list[bytes]:
+    from xdpsim.io import open_capture
+
+    with open_capture(str(path)) as cap:
+        return [bytes(p.data) for p in cap]
+
+
+def test_kernel_cpumap_program_context_live(kernel: str, cpumap_obj: Path) -> None:  # noqa: F811
+    """What the kernel gives a cpumap program (a live-frames test run redirects for real; the cpumap's
+    kthread on CPU 1 runs the program): rx_queue_index 0, the ingress device, CPU 1."""
+    import os
+    import time
+
+    from xdpsim.engines.kernel import XDP_MD, KernelCollection
+    from xdpsim.kernel import bpf
+
+    if bpf.possible_cpus() < 2 or 1 not in os.sched_getaffinity(0):
+        pytest.skip("needs CPU 1")
+    spec = load_object(str(cpumap_obj))
+    with KernelCollection(spec, interfaces=[("xs3", 3, 4)]) as c:
+        c.maps["cpus"].update(1, struct.pack("<II", 192, c.programs["on_cpu"].fd.fd))
+        ctx = XDP_MD.pack(0, len(FRAME), 0, 3, 2, 0)
+        with c.netns.entered():
+            bpf.prog_test_run(c.programs["to_cpu"].fd.fd, FRAME, ctx_in=ctx, data_out_size=0,
+                              flags=bpf.BPF_F_TEST_XDP_LIVE_FRAMES)
+        for _ in range(100):
+            seen = {int.from_bytes(k, "little"): int.from_bytes(v, "little")
+                    for k, v in c.read_map("seen").items()}
+            if seen[3]:
+                break
+            time.sleep(0.02)
+    assert seen == {0: 0, 1: 3, 2: 1, 3: 1}
+
+
+def test_kernel_cpumap_pipeline_agrees_with_interp(kernel: str, cpumap_obj: Path,  # noqa: F811
+                                                   tmp_path: Path) -> None:
+    import os
+
+    sim = replay_cpumap(cpumap_obj, tmp_path, "interp")
+    ker = replay_cpumap(cpumap_obj, tmp_path, "kernel")
+    assert ker[1] == sim[1]  # per packet: outcome, reason, target
+    assert ker[0]["reasons"] == sim[0]["reasons"] and ker[0]["redirect_targets"] == sim[0]["redirect_targets"]
+    assert ker[2] == sim[2]
+    seen_k, seen_s = ker[3]["seen"]["entries"], sim[3]["seen"]["entries"]
+    if 1 not in os.sched_getaffinity(0):
+        seen_k.pop("02000000"), seen_s.pop("02000000")  # the CPU: the thread could not be pinned to 1
+    assert seen_k == seen_s

@@ -9,7 +9,9 @@ bpf_printk lines in its results, and its per-CPU maps have one value per possibl
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -115,11 +117,12 @@ class SimBackend:
         return run_xdp(self.runtime, self.engine, pid, data, ifindex=ifindex, queue=queue, now_ns=now_ns,
                        meta=meta, budget=self.budget, egress_ifindex=egress_ifindex)
 
-    def run_entry(self, prog: int, data: bytes, *, ifindex: int, queue: int, now_ns: int,
-                  egress_ifindex: int = 0) -> XdpResult:
-        """A devmap/cpumap entry's program (`RedirectTarget.prog`: a runtime program id)."""
+    def run_entry(self, prog: int, data: bytes, meta: bytes = b"", *, ifindex: int, queue: int, now_ns: int,
+                  egress_ifindex: int = 0, cpu: int | None = None) -> XdpResult:
+        """A devmap/cpumap entry's program (`RedirectTarget.prog`: a runtime program id); `cpu`: where a
+        cpumap program runs (its entry's CPU)."""
         return run_xdp(self.runtime, self.engine, prog, data, ifindex=ifindex, queue=queue, now_ns=now_ns,
-                       budget=self.budget, egress_ifindex=egress_ifindex)
+                       meta=meta, budget=self.budget, egress_ifindex=egress_ifindex, cpu=cpu)
 
     def run_tc(self, path: str, name: str, data: bytes, meta: bytes, skb: SkbState, *, now_ns: int,
                cpu: int = 0, prog_id: int | None = None, dev_addr: bytes = bytes(6)) -> TcResult:
@@ -227,14 +230,17 @@ class KernelBackend:
         return XdpResult(action, r.data_out, r.meta, redirect=redirect, program=name, retval=r.retval,
                          notes=notes)
 
-    def run_entry(self, prog: int, data: bytes, *, ifindex: int, queue: int, now_ns: int,
-                  egress_ifindex: int = 0) -> XdpResult:
-        """A devmap/cpumap entry's program (`RedirectTarget.prog`: its kernel id), as its plain-XDP twin."""
+    def run_entry(self, prog: int, data: bytes, meta: bytes = b"", *, ifindex: int, queue: int, now_ns: int,
+                  egress_ifindex: int = 0, cpu: int | None = None) -> XdpResult:
+        """A devmap/cpumap entry's program (`RedirectTarget.prog`: its kernel id), as its plain-XDP twin;
+        `cpu`: the thread is pinned there for the run (a cpumap program runs on its entry's CPU), when
+        this process may run there."""
         for path, coll in self.collections.items():
             name = coll.program_name(prog)
             if name is not None:
-                return self.run(path, name, data, b"", ifindex=ifindex, queue=queue, now_ns=now_ns,
-                                egress_ifindex=egress_ifindex)
+                with _on_cpu(cpu):
+                    return self.run(path, name, data, meta, ifindex=ifindex, queue=queue, now_ns=now_ns,
+                                    egress_ifindex=egress_ifindex)
         raise XdpsimError(f"kernel engine: a redirect map entry names program id {prog}, which is not a "
                           "program of the pipeline")
 
@@ -312,6 +318,23 @@ class KernelBackend:
         for c in self.collections.values():
             c.close()
         self.collections.clear()
+
+
+@contextlib.contextmanager
+def _on_cpu(cpu: int | None) -> Iterator[None]:
+    """The calling thread pinned to `cpu` (if given and allowed), restored afterwards."""
+    try:
+        saved = os.sched_getaffinity(0) if cpu is not None else None
+    except (AttributeError, OSError):
+        saved = None
+    if saved is None or cpu not in saved or saved == {cpu}:
+        yield
+        return
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, saved)
 
 
 def _kernel_target(t: Any, notes: list[str]) -> RedirectTarget | None:

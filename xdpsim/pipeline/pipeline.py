@@ -27,6 +27,9 @@ from .rss import RssSpreader
 from .tc_stage import TcFlow, TcHooks, build_hooks
 
 ETH_HLEN = 14
+# a frame bounced between cpumap programs: the kernel has no limit (each hop is a kthread's queue), xdpsim
+# stops it so a replay ends
+MAX_CPUMAP_REDIRECTS = 8
 
 
 @dataclass
@@ -160,7 +163,8 @@ class Pipeline:
         return self.tc.send(iface, data, now_ns)
 
     def redirect(self, iface: Interface, d: Decision, target: RedirectTarget | None, queue: int,
-                 now_ns: int) -> Decision:
+                 now_ns: int, depth: int = 0) -> Decision:
+        """Route an XDP_REDIRECT (`depth`: redirects already behind the frame, made by cpumap programs)."""
         if target is None:
             d.outcome, d.reason = "drop", "redirect_no_target"
             return d
@@ -169,7 +173,10 @@ class Pipeline:
             notes = d.result.notes if d.result is not None else []
             d.error = next((n for n in notes if n.startswith("redirect target unknown")), None)
             return d
+        meta = d.result.meta if d.result is not None else b""
         if target.kind == "cpu":
+            if target.prog is not None:
+                return self.cpumap_program(iface, d, target, meta, now_ns, depth)
             d.reason, d.target = "cpu", f"cpu{target.index}"
             return d
         if target.kind == "xsk":
@@ -181,9 +188,9 @@ class Pipeline:
             d.error = f"redirect to ifindex {target.index}, which is not an interface of the pipeline"
             return d
         if target.prog is not None:
-            # the devmap entry's program runs on the frame at the egress device
-            r = self.backend.run_entry(target.prog, d.data, ifindex=iface.ifindex, queue=queue, now_ns=now_ns,
-                                       egress_ifindex=out.ifindex)
+            # the devmap entry's program runs on the frame at the egress device (XDP metadata kept)
+            r = self.backend.run_entry(target.prog, d.data, meta, ifindex=iface.ifindex, queue=queue,
+                                       now_ns=now_ns, egress_ifindex=out.ifindex)
             if r.error is not None:
                 return Decision("error", "program_fault", r.data, program=r.program, error=str(r.error),
                                 result=r)
@@ -193,6 +200,28 @@ class Pipeline:
             d.data = r.data
         d.reason, d.target = "interface", out.name
         return d
+
+    def cpumap_program(self, iface: Interface, d: Decision, target: RedirectTarget, meta: bytes, now_ns: int,
+                       depth: int) -> Decision:
+        """A cpumap entry's program on the frame, on the entry's CPU (kernel/bpf/cpumap.c,
+        cpu_map_bpf_prog_run_xdp): XDP_PASS sends it up the stack there (the `cpu<N>` sink), XDP_REDIRECT
+        redirects it again (xdp_do_redirect from that CPU), any other action drops it. The frame keeps its
+        metadata and ingress device; the rx queue index is lost (the kernel's rxq has queue_index 0)."""
+        cpu = target.index
+        r = self.backend.run_entry(target.prog, d.data, meta, ifindex=iface.ifindex, queue=0, now_ns=now_ns,
+                                   cpu=cpu)
+        if r.error is not None:
+            return Decision("error", "program_fault", r.data, program=r.program, error=str(r.error), result=r)
+        if r.action == XdpAction.XDP_PASS:
+            return Decision("redirect", "cpu", r.data, target=f"cpu{cpu}", program=r.program, result=r)
+        if r.action == XdpAction.XDP_REDIRECT:
+            if depth + 1 >= MAX_CPUMAP_REDIRECTS:
+                return Decision("drop", "redirect_loop", r.data, program=r.program, result=r,
+                                error=f"cpumap programs redirected the frame {depth + 1} times")
+            again = Decision("redirect", "", r.data, program=r.program, result=r)
+            return self.redirect(iface, again, r.redirect, 0, now_ns, depth + 1)
+        return Decision("drop", "cpumap_program", r.data, program=r.program, result=r,
+                        error=f"cpumap program {r.program} on CPU {cpu} returned {r.action.name}")
 
     # ------------------------------------------------------------------ the end
 
