@@ -397,3 +397,22 @@ def test_kernel_cpumap_pipeline_agrees_with_interp(kernel: str, cpumap_obj: Path
     if 1 not in os.sched_getaffinity(0):
         seen_k.pop("02000000"), seen_s.pop("02000000")  # the CPU: the thread could not be pinned to 1
     assert seen_k == seen_s
+
+
+def test_kernel_refused_instrumentation_falls_back_and_says_so(kernel: str,  # noqa: F811
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Instrumented code the verifier refuses: the program loads as it is, its redirects are "unknown"
+    with the reason, and the refusal names the C line of the call the code was put in front of."""
+    from xdpsim.engines.kernel import KernelCollection
+
+    bad = [isa.Instruction(0x7B, 0, 1, 0, 0)]  # *(u64 *)(r0 + 0) = r1 with r0 never written
+    monkeypatch.setattr(rd, "recorder", lambda helper, pc, prog, index: list(bad))
+    spec = load_object(str(PROGRAMS / "redirect.o"))
+    (call,) = rd.redirect_calls(spec.programs["redirect_ifindex"].insns)
+    with KernelCollection(spec, programs=["redirect_ifindex"]) as c:
+        assert c.programs["redirect_ifindex"].patch is None
+        note = next(n for n in c.notes if "redirect targets not recorded" in n)
+        line = spec.programs["redirect_ifindex"].source_line(call)
+        assert "R0 !read_ok" in note and f"redirect.c:{line.line}" in note  # line info moved with the code
+        r = c.run_xdp("redirect_ifindex", FRAME)
+        assert r.retval == 4 and r.redirect.kind == "unknown" and "redirect_ifindex" in r.redirect.why

@@ -425,6 +425,7 @@ class KernelCollection:
         self._hidden_fd: bpf.Fd | None = None
         self._rec: mmap.mmap | None = None
         self._redirect_maps: list[rd.RedirectMap] = []
+        self._unrecorded: list[str] = []  # programs with redirect calls loaded without the recording
         try:
             if use_btf:
                 self._load_btf()
@@ -654,6 +655,7 @@ class KernelCollection:
                 notes = [f"redirect targets not recorded: the kernel refused the instrumented program "
                          f"({refusal_message(prog.name, res.errno, log)})"]
                 res = None
+                self._unrecorded.append(prog.name)
             else:
                 patched = inst[1]
         if res is None:
@@ -886,6 +888,9 @@ class KernelCollection:
         collection does not record redirects)."""
         if self._rec is None:
             return None
+        if self._unrecorded:  # a redirect call of theirs would leave no record, or an older one
+            return rd.KernelRedirect("unknown", why=f"program(s) {', '.join(self._unrecorded)} run without "
+                                     "redirect recording (the kernel refused the instrumented code)")
         names = list(self.spec.programs)
 
         def lookup(index: int, key: int) -> bytes | None:
