@@ -19,6 +19,15 @@ and nothing more:
   `ingress_ifindex` must name a device in the calling thread's network namespace (the kernel resolves
   it there), so the collection owns a throwaway namespace with the requested devices and steps into it
   for each run (`xdpsim.kernel.netns`).
+
+Beyond what libbpf does, and only so that a test run can say what a device would have done
+(`xdpsim.kernel.redirects`, `record_redirects=True`): each bpf_redirect / bpf_redirect_map /
+bpf_redirect_neigh / bpf_redirect_peer call gets a few instructions in front of it that record its
+arguments in a hidden mmapped map, so `KernelResult.redirect` says where an XDP_REDIRECT or
+TC_ACT_REDIRECT went; `KernelProgram.patch` maps instruction indexes (load logs are given back in the
+original numbering, BTF line info moves with the code). Programs for devmap/cpumap entries are loaded
+as they are (for the map values) and once more as plain XDP programs for test runs, which
+bpf_prog_test_run_xdp refuses for their attach types. `verify` (xdpsim check) loads the unchanged code.
 """
 
 from __future__ import annotations
