@@ -416,3 +416,25 @@ def test_kernel_refused_instrumentation_falls_back_and_says_so(kernel: str,  # n
         assert "R0 !read_ok" in note and f"redirect.c:{line.line}" in note  # line info moved with the code
         r = c.run_xdp("redirect_ifindex", FRAME)
         assert r.retval == 4 and r.redirect.kind == "unknown" and "redirect_ifindex" in r.redirect.why
+
+
+@pytest.mark.parametrize(("hook", "cfg"), [("tc_egress", "0200000000000000"),
+                                           ("tc_ingress", "0200000001000000")], ids=["egress", "ingress"])
+def test_kernel_tc_pipeline_follows_redirects_like_interp(kernel: str, tmp_path: Path, hook: str,  # noqa: F811
+                                                          cfg: str) -> None:
+    """A TC redirect to the second interface's egress (or, BPF_F_INGRESS, its ingress): the kernel's
+    recorded target is followed as interp's, to the same sinks, stages and maps."""
+    pytest.importorskip("scapy")
+    from test_pipeline_tc import REDIRECT, TCP80, UDP53, log, replay, sink
+
+    toml = REDIRECT.replace("@HOOK@", hook).replace("@CFG@", cfg)
+    toml = toml.replace('name = "eth0"\n', 'name = "eth0"\nifindex = 3\n', 1)  # 1 is the namespace's loopback
+    got = {}
+    for engine in ("interp", "kernel"):
+        (tmp_path / engine).mkdir()
+        stats, out = replay(tmp_path / engine, toml, [UDP53, TCP80], engine)
+        got[engine] = ([(r["outcome"], r["reason"], r["target"]) for r in log(out)], stats["stages"],
+                       sink(out / "eth0", "redirect-eth1.pcap"), sink(out / "eth0", "pass.pcap"),
+                       json.loads((out / "maps.json").read_text())["egress_marks"]["entries"])
+    assert got["kernel"] == got["interp"]
+    assert "target_unknown" not in str(got["kernel"][0])
