@@ -94,9 +94,68 @@ class MapOrNull:
 class Scalar:
     umax: int | None  # None: unknown
     const: int | None = None
+    # signed bounds of the 64-bit value and of its low 32 bits as an s32 (None: only what umax or
+    # const say; see _s64/_s32), as the kernel verifier keeps them: a sign-extended 32-bit result
+    # (<<= 32, s>>= 32) compared with 0 gets a small non-negative bound this way
+    smin: int | None = None
+    smax: int | None = None
+    s32min: int | None = None
+    s32max: int | None = None
 
 
 UNKNOWN = Scalar(None)
+U64_MAX = (1 << 64) - 1
+S64 = (-(1 << 63), (1 << 63) - 1)
+S32 = (-(1 << 31), (1 << 31) - 1)
+
+
+def _signed(v: int, bits: int) -> int:
+    v &= (1 << bits) - 1
+    return v - (1 << bits) if v >> (bits - 1) else v
+
+
+def _s64(v: Scalar) -> tuple[int, int] | None:
+    """Signed bounds of the 64-bit value (None: unknown)."""
+    if v.const is not None:
+        c = _signed(v.const, 64)
+        return c, c
+    if v.smin is not None and v.smax is not None:
+        return v.smin, v.smax
+    if v.umax is not None and v.umax <= S64[1]:
+        return 0, v.umax
+    return None
+
+
+def _s32(v: Scalar) -> tuple[int, int] | None:
+    """Signed bounds of the low 32 bits read as an s32 (None: unknown)."""
+    if v.const is not None:
+        c = _signed(v.const, 32)
+        return c, c
+    if v.s32min is not None and v.s32max is not None:
+        return v.s32min, v.s32max
+    r = _s64(v)
+    if r is not None and S32[0] <= r[0] and r[1] <= S32[1]:
+        return r  # the value is its own low half
+    return None
+
+
+def _meet(a: tuple[int, int] | None, b: tuple[int, int]) -> tuple[int, int]:
+    return b if a is None else (max(a[0], b[0]), min(a[1], b[1]))
+
+
+def _scalar(umax: int | None, s64: tuple[int, int] | None, s32: tuple[int, int] | None) -> Scalar:
+    """A Scalar from facts that all hold, each sharpened by the others."""
+    if s64 is not None and s64[0] >= 0:
+        umax = s64[1] if umax is None else min(umax, s64[1])
+    if umax is not None and umax <= S64[1]:
+        s64 = _meet(s64, (0, umax))
+    if s64 is not None and S32[0] <= s64[0] and s64[1] <= S32[1]:
+        s32 = _meet(s32, s64)
+    if s64 is None and s32 is None:
+        return Scalar(umax)
+    lo, hi = s64 if s64 is not None else (None, None)
+    lo32, hi32 = s32 if s32 is not None else (None, None)
+    return Scalar(umax, None, lo, hi, lo32, hi32)
 
 
 @dataclass
@@ -123,11 +182,14 @@ class State:
         )
 
 
+def _hull(a: tuple[int, int] | None, b: tuple[int, int] | None) -> tuple[int, int] | None:
+    return None if a is None or b is None else (min(a[0], b[0]), max(a[1], b[1]))
+
+
 def _join_val(a: object, b: object) -> object:
     if isinstance(a, Scalar) and isinstance(b, Scalar):
-        if a.umax is None or b.umax is None:
-            return UNKNOWN
-        return Scalar(max(a.umax, b.umax))
+        umax = None if a.umax is None or b.umax is None else max(a.umax, b.umax)
+        return _scalar(umax, _hull(_s64(a), _s64(b)), _hull(_s32(a), _s32(b)))
     return UNKNOWN
 
 
@@ -278,6 +340,10 @@ class _Prover:
             else:
                 r[d] = _trunc32(src)
             return
+        if code == isa.BPF_MOV and ins.off == 32 and is64 and isinstance(src, Scalar):
+            s32 = _s32(src)  # movsx from 32 bits: the s32 value, sign-extended
+            r[d] = _scalar(None, s32, s32) if s32 is not None else UNKNOWN
+            return
         if is64 and code in (isa.BPF_ADD, isa.BPF_SUB) and isinstance(src, Scalar):
             k = src.const
             if k is not None and code == isa.BPF_SUB:
@@ -359,6 +425,7 @@ class _Prover:
 
     def branch(self, st: State, ins: Instruction) -> tuple[State, State]:
         taken, fall = st.copy(), st.copy()
+        self.refine(st, ins, taken, fall)
         if ins.source != isa.BPF_X or ins.cls != isa.BPF_JMP:
             self.null_check(ins, taken, fall)
             return taken, fall
@@ -384,6 +451,27 @@ class _Prover:
             elif code == isa.BPF_JLT:
                 _extend(taken, a)
         return taken, fall
+
+    def refine(self, st: State, ins: Instruction, taken: State, fall: State) -> None:
+        """A 64-bit comparison of a scalar with a constant bounds the scalar on each edge."""
+        code = ins.code
+        if ins.cls != isa.BPF_JMP or code not in _FLIP:
+            return
+        a = st.regs[ins.dst]
+        if ins.source == isa.BPF_K:
+            b: object = Scalar(ins.imm & U64_MAX, ins.imm & U64_MAX)
+        else:
+            b = st.regs[ins.src]
+        reg = ins.dst
+        if isinstance(a, Scalar) and a.const is not None and isinstance(b, Scalar) and b.const is None:
+            if ins.source != isa.BPF_X:
+                return
+            a, b, reg, code = b, a, ins.src, _FLIP[code]  # "c op x" as "x op' c"
+        if not isinstance(a, Scalar) or not isinstance(b, Scalar) or b.const is None or a.const is not None:
+            return  # (a constant keeps its value: pointer arithmetic relies on it)
+        c = b.const & U64_MAX
+        for state, op in ((taken, code), (fall, _NEGATE[code])):
+            state.regs[reg] = _bound(a, op, c)
 
     def null_check(self, ins: Instruction, taken: State, fall: State) -> None:
         if ins.source != isa.BPF_K or ins.imm != 0 or ins.cls != isa.BPF_JMP:
@@ -489,6 +577,58 @@ class _Prover:
             self.proofs[pc] = proof
 
 
+# "x op c" <-> "c op' x", and the condition that holds on the fall-through edge
+_FLIP = {
+    isa.BPF_JGT: isa.BPF_JLT,
+    isa.BPF_JLT: isa.BPF_JGT,
+    isa.BPF_JGE: isa.BPF_JLE,
+    isa.BPF_JLE: isa.BPF_JGE,
+    isa.BPF_JSGT: isa.BPF_JSLT,
+    isa.BPF_JSLT: isa.BPF_JSGT,
+    isa.BPF_JSGE: isa.BPF_JSLE,
+    isa.BPF_JSLE: isa.BPF_JSGE,
+}
+_NEGATE = {
+    isa.BPF_JGT: isa.BPF_JLE,
+    isa.BPF_JLE: isa.BPF_JGT,
+    isa.BPF_JGE: isa.BPF_JLT,
+    isa.BPF_JLT: isa.BPF_JGE,
+    isa.BPF_JSGT: isa.BPF_JSLE,
+    isa.BPF_JSLE: isa.BPF_JSGT,
+    isa.BPF_JSGE: isa.BPF_JSLT,
+    isa.BPF_JSLT: isa.BPF_JSGE,
+}
+
+
+def _bound(v: Scalar, op: int, c: int) -> Scalar:
+    """v once `v op c` (64-bit, c as u64) is known to hold."""
+    umax, s64, s32 = v.umax, _s64(v), _s32(v)
+    sc = _signed(c, 64)
+    if op == isa.BPF_JLE:
+        umax = c if umax is None else min(umax, c)
+    elif op == isa.BPF_JLT:
+        if c == 0:
+            return v  # never holds: an unreachable edge keeps what it had
+        umax = c - 1 if umax is None else min(umax, c - 1)
+    elif op == isa.BPF_JSLE:
+        s64 = _meet(s64, (S64[0], sc))
+    elif op == isa.BPF_JSLT:
+        if sc == S64[0]:
+            return v
+        s64 = _meet(s64, (S64[0], sc - 1))
+    elif op == isa.BPF_JSGE:
+        s64 = _meet(s64, (sc, S64[1]))
+    elif op == isa.BPF_JSGT:
+        if sc == S64[1]:
+            return v
+        s64 = _meet(s64, (sc + 1, S64[1]))
+    else:  # JGT / JGE give lower bounds, which this domain does not keep
+        return v
+    if s64 is not None and s64[0] > s64[1]:
+        return v  # an unreachable edge
+    return _scalar(umax, s64, s32)
+
+
 def _extend(st: State, p: Pkt) -> None:
     if p.off > st.ranges.get(p.pid, 0):
         st.ranges[p.pid] = p.off
@@ -507,6 +647,7 @@ def _trunc32(v: object) -> object:
             return Scalar(c, c)
         if v.umax is not None and v.umax <= 0xFFFF_FFFF:
             return v
+        return _scalar(0xFFFF_FFFF, None, _s32(v))  # the low half is unchanged
     return Scalar(0xFFFF_FFFF)
 
 
@@ -518,6 +659,15 @@ def _scalar_op(code: int, is64: bool, a: object, b: object, ins: Instruction) ->
     if code == isa.BPF_AND:
         bounds = [x.umax for x in (a, b) if x.umax is not None]
         return Scalar(min(bounds)) if bounds else Scalar(None if is64 else limit)
+    if code == isa.BPF_LSH and is64 and b.const is not None and b.const & 63 == 32:
+        # x << 32 read as an s64 is the low half read as an s32, times 2^32
+        s32 = _s32(a)
+        if s32 is not None:
+            return _scalar(None, (s32[0] << 32, s32[1] << 32), (0, 0))
+    if code == isa.BPF_ARSH and is64 and b.const is not None and _s64(a) is not None:
+        k = b.const & 63
+        lo, hi = _s64(a)  # type: ignore[misc]
+        return _scalar(None, (lo >> k, hi >> k), None)
     if code == isa.BPF_RSH and b.const is not None and a.umax is not None:
         return Scalar(a.umax >> (b.const & (63 if is64 else 31)))
     if code == isa.BPF_LSH and b.const is not None and a.umax is not None:
