@@ -406,7 +406,7 @@ def test_kernel_refused_instrumentation_falls_back_and_says_so(kernel: str,  # n
     from xdpsim.engines.kernel import KernelCollection
 
     bad = [isa.Instruction(0x7B, 0, 1, 0, 0)]  # *(u64 *)(r0 + 0) = r1 with r0 never written
-    monkeypatch.setattr(rd, "recorder", lambda helper, pc, prog, index: list(bad))
+    monkeypatch.setattr(rd, "recorder", lambda *args: list(bad))
     spec = load_object(str(PROGRAMS / "redirect.o"))
     (call,) = rd.redirect_calls(spec.programs["redirect_ifindex"].insns)
     with KernelCollection(spec, programs=["redirect_ifindex"]) as c:
@@ -438,3 +438,36 @@ def test_kernel_tc_pipeline_follows_redirects_like_interp(kernel: str, tmp_path:
                        json.loads((out / "maps.json").read_text())["egress_marks"]["entries"])
     assert got["kernel"] == got["interp"]
     assert "target_unknown" not in str(got["kernel"][0])
+
+
+def test_static_map_finds_the_lddw_into_r1(progs: Path) -> None:
+    spec = load_object(str(progs))
+    index = {m.name: i for i, m in enumerate(spec.maps)}
+    to_port = spec.programs["to_port"].insns
+    assert [rd.static_map(to_port, pc) for pc in rd.redirect_calls(to_port)] == [index["ports"]]
+    # clang merged steer's two bpf_redirect_map calls into one, r1 set on two paths to two maps: the
+    # code cannot say which (the kernel engine identifies the map by its recorded address instead)
+    steer = spec.programs["steer"].insns
+    assert [rd.static_map(steer, pc) for pc in rd.redirect_calls(steer)] == [None]
+    ld = [isa.Instruction(isa.LDDW, 6, isa.PSEUDO_MAP_FD, 0, 3), isa.Instruction(0)]
+    call = isa.Instruction(isa.CALL, 0, 0, 0, rd.REDIRECT_MAP)
+    # through a copy in the same block; a jump target between the lddw and the call ends the search
+    assert rd.static_map([*ld, isa.Instruction(0xBF, 1, 6), call], 3) == 3
+    prog = [*ld, isa.Instruction(0x15, 2, 0, 0, 0), isa.Instruction(0xBF, 1, 6), call]
+    assert rd.static_map(prog, 4) is None
+    moved = [*ld, isa.Instruction(0xBF, 1, 6), isa.Instruction(0x07, 1, 0, 0, 8), call]  # r1 += 8
+    assert rd.static_map(moved, 4) is None
+
+
+def test_kernel_redirect_map_found_in_the_code(kernel: str, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """Where the kernel refuses storing map pointers, the map of a bpf_redirect_map comes from the code."""
+    from xdpsim.engines.kernel import KernelCollection
+
+    monkeypatch.setattr(rd, "calibration", lambda maps, hidden: [isa.Instruction(0x7B, 0, 1, 0, 0),
+                                                                 isa.Instruction(0x95)])
+    spec = load_object(str(PROGRAMS / "redirect.o"))
+    with KernelCollection(spec) as c:
+        assert any("found in the code" in n for n in c.notes)
+        c.maps["tx_ports"].update(0, 1)
+        r = c.run_xdp("redirect_map", FRAME)
+        assert r.retval == 4 and (r.redirect.kind, r.redirect.index, r.redirect.map) == ("dev", 1, "tx_ports")

@@ -435,6 +435,7 @@ class KernelCollection:
         self._rec: mmap.mmap | None = None
         self._redirect_maps: list[rd.RedirectMap] = []
         self._unrecorded: list[str] = []  # programs with redirect calls loaded without the recording
+        self._map_pointers = True  # bpf_redirect_map's r1 (the map's kernel address) is recorded
         try:
             if use_btf:
                 self._load_btf()
@@ -570,8 +571,10 @@ class KernelCollection:
             insns = _link_fds(cal, self._map_fds, [])
             res = bpf.prog_load_raw(int(ProgType.XDP), insns, name="xdpsim_cal", log_level=1)
             if res.fd is None:
-                self.notes.append("redirect maps not identified (bpf_redirect_map targets unknown): the "
-                                  f"kernel refused storing map addresses ({log_error_line(res.log)})")
+                self._map_pointers = False
+                self.notes.append("bpf_redirect_map's map is found in the code (the lddw into r1), not by "
+                                  f"its kernel address: the kernel refused storing map addresses "
+                                  f"({log_error_line(res.log)})")
             else:
                 with res.fd:
                     bpf.prog_test_run(res.fd.fd, bytes(64))
@@ -641,7 +644,7 @@ class KernelCollection:
         """`prog` with its redirect calls recorded (entry programs: ctx->egress_ifindex reads replaced)."""
         if self._hidden is None:
             return None
-        p = rd.instrument(prog.insns, index, self._hidden, egress=entry)
+        p = rd.instrument(prog.insns, index, self._hidden, egress=entry, map_pointer=self._map_pointers)
         if p is None:
             return None
         spec = dataclasses.replace(prog, insns=p.insns, func_info=p.shift(prog.func_info),
@@ -906,8 +909,11 @@ class KernelCollection:
             m = self.maps[self.spec.maps[index].name]
             return bpf.map_lookup(m.fd.fd, key.to_bytes(4, "little"), m.value_size)
 
+        def static(prog: int, pc: int) -> int | None:
+            return rd.static_map(self.spec.programs[names[prog]].insns, pc) if prog < len(names) else None
+
         return rd.resolve(rd.read_record(self._rec), tc=tc, programs=names, maps=self._redirect_maps,
-                          lookup=lookup)
+                          lookup=lookup, static=static)
 
     def program_name(self, kernel_id: int) -> str | None:
         """The name of this collection's program with that kernel id (devmap/cpumap values hold ids)."""

@@ -87,12 +87,15 @@ def map_value(dst: int, map_index: int, offset: int) -> list[Instruction]:
     return [Instruction(LDDW, dst, PSEUDO_MAP_VALUE, 0, map_index, offset), Instruction(0, 0, 0, 0, offset)]
 
 
-def recorder(helper: int, pc: int, prog_index: int, map_index: int) -> list[Instruction]:
-    """What goes in front of a redirect call."""
+def recorder(helper: int, pc: int, prog_index: int, map_index: int,
+             map_pointer: bool = True) -> list[Instruction]:
+    """What goes in front of a redirect call (`map_pointer` False: bpf_redirect_map's r1 is not stored,
+    for kernels that refuse storing a pointer; the map is then found in the code, `static_map`)."""
     out = map_value(0, map_index, 0)
     out += [Instruction(_ST_W, 0, 0, OFF_HELPER, helper), Instruction(_ST_W, 0, 0, OFF_PC, pc),
             Instruction(_ST_W, 0, 0, OFF_PROG, prog_index)]
-    out += [Instruction(_STX_DW, 0, r, OFF_ARGS + 8 * (r - 1), 0) for r in RECORDED_ARGS[helper]]
+    regs = [r for r in RECORDED_ARGS[helper] if map_pointer or not (helper == REDIRECT_MAP and r == 1)]
+    out += [Instruction(_STX_DW, 0, r, OFF_ARGS + 8 * (r - 1), 0) for r in regs]
     return out
 
 
@@ -103,10 +106,11 @@ def redirect_calls(insns: Sequence[Instruction]) -> list[int]:
 
 
 def instrument(insns: Sequence[Instruction], prog_index: int, map_index: int, *,
-               egress: bool = False) -> Patched | None:
+               egress: bool = False, map_pointer: bool = True) -> Patched | None:
     """The program with redirect calls recorded (and, `egress`, ctx->egress_ifindex reads replaced);
     None when there is nothing to change."""
-    before = {pc: recorder(insns[pc].imm, pc, prog_index, map_index) for pc in redirect_calls(insns)}
+    before = {pc: recorder(insns[pc].imm, pc, prog_index, map_index, map_pointer)
+              for pc in redirect_calls(insns)}
     replace = egress_reads(insns, map_index) if egress else {}
     if not before and not replace:
         return None
@@ -120,6 +124,38 @@ def calibration(map_indexes: Sequence[int], hidden: int) -> list[Instruction]:
         out += [Instruction(LDDW, 1, 1, 0, i, 0), Instruction(0, 0, 0, 0, 0)]  # r1 = map (PSEUDO_MAP_FD)
         out.append(Instruction(_STX_DW, 0, 1, OFF_MAPS + 8 * i, 0))
     return out + [Instruction(BPF_ALU64 | BPF_MOV, 0, 0, 0, 2), Instruction(BPF_JMP | BPF_EXIT)]
+
+
+def static_map(insns: Sequence[Instruction], pc: int) -> int | None:
+    """The map index (the loader's PSEUDO_MAP_FD/IDX imm) in r1 at the call at `pc`, from the `lddw r1,
+    map` (or a register it was copied from) in the same basic block; None when the code does not say."""
+    leaders = {0}
+    for i, ins in enumerate(insns):
+        if ins.is_jump:
+            leaders.update((ins.jump_target(i), i + 1))
+    reg = 1
+    i = pc - 1
+    while i >= 0:
+        ins = insns[i]
+        if i and insns[i - 1].opcode == LDDW:  # the second slot: look at its lddw
+            i -= 1
+            ins = insns[i]
+        if ins.opcode == LDDW and ins.dst == reg:
+            return ins.imm if ins.src in (1, 5) else None  # PSEUDO_MAP_FD, PSEUDO_MAP_IDX
+        if ins.cls in (BPF_JMP, BPF_JMP32) and ins.code == BPF_CALL and reg <= 5:
+            return None
+        if ins.cls in (BPF_ALU, BPF_ALU64, BPF_LDX) and ins.dst == reg:
+            if ins.cls == BPF_ALU64 and ins.code == BPF_MOV and ins.source == BPF_X and ins.off == 0:
+                reg = ins.src
+            else:
+                return None
+        if ins.cls == BPF_STX and ins.mode == BPF_ATOMIC and ins.imm & 0x01 and \
+                (0 if ins.imm == 0xF1 else ins.src) == reg:
+            return None
+        if i in leaders:
+            return None
+        i -= 1
+    return None
 
 
 @dataclass(frozen=True)
@@ -275,9 +311,11 @@ class RedirectMap:
 
 
 def resolve(rec: Record | None, *, tc: bool, programs: Sequence[str], maps: Sequence[RedirectMap],
-            lookup: Callable[[int, int], bytes | None]) -> KernelRedirect:
+            lookup: Callable[[int, int], bytes | None],
+            static: Callable[[int, int], int | None] | None = None) -> KernelRedirect:
     """The target of a run that returned XDP_REDIRECT / TC_ACT_REDIRECT, from its last recorded call.
-    `lookup(map_index, key) -> bytes | None` reads a redirect map's entry from user space."""
+    `lookup(map_index, key) -> bytes | None` reads a redirect map's entry from user space; `static(prog,
+    pc) -> map index | None` finds a bpf_redirect_map's map in the code when its address is unknown."""
     if rec is None:
         return KernelRedirect("none", why="the run returned a redirect without calling a redirect helper")
     where = dict(program=programs[rec.prog] if rec.prog < len(programs) else f"#{rec.prog}", pc=rec.pc)
@@ -295,6 +333,11 @@ def resolve(rec: Record | None, *, tc: bool, programs: Sequence[str], maps: Sequ
     if rec.helper == REDIRECT_NEIGH:
         return KernelRedirect("neigh", r1 & U32, flags=r4, **where)  # type: ignore[arg-type]
     index = next((i for i, m in enumerate(maps) if m.address and m.address == r1), None)
+    if index is None and static is not None and not any(m.address for m in maps):
+        index = static(rec.prog, rec.pc)  # no addresses: the map is what the code loaded into r1
+        if index is not None and not (0 <= index < len(maps) and maps[index].type in
+                                      (DEVMAP, DEVMAP_HASH, CPUMAP, XSKMAP)):
+            index = None
     if index is None:
         return KernelRedirect("unknown", why=f"{name} at insn {rec.pc}: the map is none of the object's "
                               "redirect maps (an inner map?)", **where)  # type: ignore[arg-type]
