@@ -471,3 +471,15 @@ def test_kernel_redirect_map_found_in_the_code(kernel: str, monkeypatch: pytest.
         c.maps["tx_ports"].update(0, 1)
         r = c.run_xdp("redirect_map", FRAME)
         assert r.retval == 4 and (r.redirect.kind, r.redirect.index, r.redirect.map) == ("dev", 1, "tx_ports")
+
+
+def test_api_kernel_runs_give_the_redirect_target(kernel: str) -> None:  # noqa: F811
+    import xdpsim
+
+    obj = xdpsim.load(str(PROGRAMS / "redirect.o"))
+    try:
+        prog = obj.programs["redirect_ifindex"]
+        got = {e: prog.run(FRAME, engine=e).redirect for e in ("interp", "kernel")}
+    finally:
+        obj.close()
+    assert got["kernel"] == got["interp"] and (got["kernel"].kind, got["kernel"].index) == ("dev", 2)

@@ -193,8 +193,8 @@ class Object:
             action = XdpAction.XDP_ABORTED
         else:
             action = XdpAction(act)
-        return RunResult(action, r.data_out, r.meta, None, None, [], name, r.retval, "kernel", notes=notes,
-                         duration_ns=r.duration_ns)
+        return RunResult(action, r.data_out, r.meta, _kernel_redirect(r.redirect, notes), None, [], name,
+                         r.retval, "kernel", notes=notes, duration_ns=r.duration_ns)
 
     def _run_kernel_tc(self, name: str, data: bytes, fields: dict[str, Any]) -> RunResult:
         from .helpers.skbuff import SkbState
@@ -207,7 +207,9 @@ class Object:
                     if key == "cb" else value)
         code = s32(r.retval)
         action: TcAction | int = TcAction(code) if code in TcAction._value2member_map_ else code
-        return RunResult(action, r.data_out, b"", None, None, [], name, r.retval, "kernel",
+        notes: list[str] = []
+        target = _kernel_redirect(r.redirect, notes)
+        return RunResult(action, r.data_out, b"", target, None, [], name, r.retval, "kernel", notes=notes,
                          duration_ns=r.duration_ns, skb=st)
 
     def close(self) -> None:
@@ -232,3 +234,15 @@ def load(path: str | os.PathLike | ObjectSpec, *, engine: str = "interp", cpus: 
 
         spec = load_object(path)
     return Object(spec, engine=engine, cpus=cpus, seed=seed)
+
+
+def _kernel_redirect(t: Any, notes: list[str]) -> Any:
+    """The kernel engine's recorded redirect (kernel/redirects.py) as a RedirectTarget: None when the run
+    set none; kind "unknown" (why in `notes`) when it cannot be told; `prog` is a kernel program id."""
+    if t is None or t.kind == "none":
+        return None
+    from .maps import RedirectTarget
+
+    if t.kind == "unknown":
+        notes.append(f"redirect target unknown: {t.why}")
+    return RedirectTarget(t.kind, t.index, t.prog)
