@@ -120,6 +120,17 @@ def test_egress_reads_are_found_through_moves_and_spills(progs: Path) -> None:
     assert rd.egress_reads(prog2, 3) == {}
 
 
+def test_egress_reads_in_a_subprogram_given_ctx() -> None:
+    # main: r6 = r1; call sub (ctx in r1); r0 = 2; exit.  sub: r0 = *(u32 *)(r1 + 20); exit
+    prog = [isa.Instruction(0xBF, 6, 1), isa.Instruction(isa.CALL, 0, isa.PSEUDO_CALL, 0, 2),
+            isa.Instruction(0xB7, 0, 0, 0, 2), isa.Instruction(0x95), isa.Instruction(0x61, 0, 1, 20),
+            isa.Instruction(0x95)]
+    assert sorted(rd.egress_reads(prog, 3)) == [4]
+    # after the call r1 is clobbered: a +20 read through it is no ctx read
+    prog2 = [isa.Instruction(isa.CALL, 0, 0, 0, 8), isa.Instruction(0x61, 0, 1, 20), isa.Instruction(0x95)]
+    assert rd.egress_reads(prog2, 3) == {}
+
+
 def test_devmap_program_twin_reads_the_written_egress(progs: Path) -> None:
     spec = load_object(str(progs))
     inst = with_record_map(spec, egress=True)
