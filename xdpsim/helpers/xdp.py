@@ -139,7 +139,8 @@ def redirect(state: RunState, r1: int, r2: int, r3: int, r4: int, r5: int) -> in
 @register("redirect_map", "map", "key", "flags")
 def redirect_map(state: RunState, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
     """__bpf_xdp_redirect_map: the low two flag bits are the action on a miss; devmaps also take
-    BPF_F_BROADCAST / BPF_F_EXCLUDE_INGRESS (a broadcast target is kind "broadcast", index = map id)."""
+    BPF_F_BROADCAST / BPF_F_EXCLUDE_INGRESS (a broadcast target is kind "broadcast", index = map id,
+    flags = the call's broadcast flags: the pipeline sends the copies)."""
     m = the_map(state, "redirect_map", 1, r1, _REDIRECT_TYPES, "devmap, devmap_hash, cpumap or xskmap")
     allowed = BPF_F_ACTION_MASK
     if m.type in (MapType.DEVMAP, MapType.DEVMAP_HASH):
@@ -147,7 +148,8 @@ def redirect_map(state: RunState, r1: int, r2: int, r3: int, r4: int, r5: int) -
     if r3 & ~allowed:
         return XDP_ABORTED
     if r3 & BPF_F_BROADCAST:
-        state.redirect = RedirectTarget("broadcast", m.id, None)
+        flags = r3 & (BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS)
+        state.redirect = RedirectTarget("broadcast", m.id, None, flags)
         if r3 & BPF_F_EXCLUDE_INGRESS:
             state.notes.append(f"broadcast through {m.name} excluding ingress ifindex {state.ifindex}")
         return XDP_REDIRECT

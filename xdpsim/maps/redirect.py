@@ -33,11 +33,14 @@ CPUMAP_MAX_QSIZE = 16384
 @dataclass(frozen=True)
 class RedirectTarget:
     """Where bpf_redirect_map sends a frame: kind "dev" (index = ifindex), "cpu" (index = CPU),
-    or "xsk" (index = socket id); `prog` is the devmap/cpumap program id, if any."""
+    or "xsk" (index = socket id); `prog` is the devmap/cpumap program id, if any. Kind "broadcast"
+    (BPF_F_BROADCAST: every entry of a devmap / devmap_hash) has the map as index and the call's
+    flags in `flags` (BPF_F_EXCLUDE_INGRESS); `flags` is 0 for every other kind."""
 
     kind: str
     index: int
     prog: int | None = None
+    flags: int = 0
 
 
 def array_next_key(max_entries: int, key: bytes | None) -> bytes | None:

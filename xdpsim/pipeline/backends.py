@@ -23,6 +23,7 @@ from ..hooks.xdp import XdpAction, XdpResult, run_xdp
 from ..maps import RedirectTarget
 from ..runtime import Collection, Runtime
 from ..spec import MapType, ObjectSpec
+from .broadcast import Port, hash_order, parse_value, program_may_broadcast
 from .config import InterfaceSpec, MapEntry, PipelineError
 
 
@@ -124,6 +125,22 @@ class SimBackend:
         return run_xdp(self.runtime, self.engine, prog, data, ifindex=ifindex, queue=queue, now_ns=now_ns,
                        meta=meta, budget=self.budget, egress_ifindex=egress_ifindex, cpu=cpu)
 
+    def broadcast_ports(self, target: RedirectTarget) -> tuple[str, list[Port]]:
+        """A broadcast target's map (`target.index`: its runtime id): its name and its entries in the
+        kernel's walk order (broadcast.py)."""
+        m = self.runtime.maps[target.index]
+        ports = [parse_value(k, v) for k, v in m.items()]
+        if m.type == MapType.DEVMAP_HASH:
+            ports = hash_order(ports, m.max_entries)
+        return m.name, ports
+
+    def may_broadcast(self) -> bool:
+        """Whether any program of the runtime (a tail call may reach any) can broadcast."""
+        rt = self.runtime
+        if not any(m.type in (MapType.DEVMAP, MapType.DEVMAP_HASH) for m in rt.maps):
+            return False
+        return any(program_may_broadcast(p.insns) for p in rt.programs)
+
     def run_tc(self, path: str, name: str, data: bytes, meta: bytes, skb: SkbState, *, now_ns: int,
                cpu: int = 0, prog_id: int | None = None, dev_addr: bytes = bytes(6)) -> TcResult:
         """One TC program on a packet carrying `skb` (its metadata from the stages before)."""
@@ -189,6 +206,7 @@ class KernelBackend:
         except XdpsimError as e:
             raise XdpsimError(f"engine 'kernel' is not available here: {e}") from e
         self.collections: dict[str, Any] = {}
+        self._broadcast: list[tuple[str, str]] = []  # (object path, map name) of broadcast targets
         # devices for the ingress ifindexes, with their rx queues (ifindex 1 is the loopback: one queue)
         self.devices = []
         for i in interfaces or []:
@@ -227,8 +245,20 @@ class KernelBackend:
         else:
             action = XdpAction(act)
         redirect = _kernel_target(r.redirect, notes) if action == XdpAction.XDP_REDIRECT else None
+        if redirect is not None and redirect.kind == "broadcast":
+            # the map as an index into this backend's broadcast maps (several objects may have one)
+            key = (path, r.redirect.map)
+            if key not in self._broadcast:
+                self._broadcast.append(key)
+            redirect = RedirectTarget("broadcast", self._broadcast.index(key), None, r.redirect.flags)
         return XdpResult(action, r.data_out, r.meta, redirect=redirect, program=name, retval=r.retval,
                          notes=notes)
+
+    def broadcast_ports(self, target: RedirectTarget) -> tuple[str, list[Port]]:
+        """A broadcast target's map, read from the kernel: its name and its entries in the kernel's
+        order (BPF_MAP_GET_NEXT_KEY walks a devmap_hash bucket by bucket, as the broadcast does)."""
+        path, name = self._broadcast[target.index]
+        return name, [parse_value(k, v) for k, v in self.collections[path].maps[name].items()]  # type: ignore[arg-type]
 
     def run_entry(self, prog: int, data: bytes, meta: bytes = b"", *, ifindex: int, queue: int, now_ns: int,
                   egress_ifindex: int = 0, cpu: int | None = None) -> XdpResult:
@@ -350,7 +380,7 @@ def _kernel_target(t: Any, notes: list[str]) -> RedirectTarget | None:
         return None
     if t.kind == "unknown":
         notes.append(f"redirect target unknown: {t.why}")
-    return RedirectTarget(t.kind, t.index, t.prog)
+    return RedirectTarget(t.kind, t.index, t.prog, t.flags if t.kind == "broadcast" else 0)
 
 
 def _kernel_json(m: Any) -> dict[str, Any]:

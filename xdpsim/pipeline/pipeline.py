@@ -19,10 +19,11 @@ from ..loader import load_object
 from ..maps import RedirectTarget
 from ..spec import ObjectSpec
 from .backends import KernelBackend, SimBackend, make_backend
+from .broadcast import BPF_F_EXCLUDE_INGRESS, Port, walk
 from .config import InterfaceSpec, PipelineError, PipelineSpec
 from .dispatcher import ChainEntry, build_chain, choose_program, run_chain
 from .fib import PipelineFib
-from .routing import Decision, decide
+from .routing import Decision, decide, devmap_verdict
 from .rss import RssSpreader
 from .tc_stage import TcFlow, TcHooks, build_hooks
 
@@ -89,6 +90,8 @@ class Pipeline:
         tc_prog_id = self.backend.prog_id if sim else (lambda path, name: None)  # type: ignore[union-attr]
         self.has_tc = any(i.tc_refs() for i in spec.interfaces)
         self.interfaces: list[Interface] = []
+        # a broadcast's copies are packets of their own, which the JIT's batch path does not write
+        broadcasts = sim and self.backend.may_broadcast()  # type: ignore[union-attr]
         for ispec in spec.interfaces:
             refs = []
             for r in ispec.xdp:
@@ -100,7 +103,7 @@ class Pipeline:
             if isinstance(self.backend, SimBackend):
                 ids = [self.backend.prog_id(e.object, e.program) for e in chain]
                 iface.ids = dict(zip(chain, ids, strict=True))
-                iface.prog_ids = [] if self.has_tc else ids
+                iface.prog_ids = [] if self.has_tc or broadcasts else ids
             self.interfaces.append(iface)
         self.by_ifindex = {i.ifindex: i for i in self.interfaces}
         if isinstance(self.backend, SimBackend):
@@ -174,6 +177,8 @@ class Pipeline:
             d.error = next((n for n in notes if n.startswith("redirect target unknown")), None)
             return d
         meta = d.result.meta if d.result is not None else b""
+        if target.kind == "broadcast":
+            return self.broadcast(iface, d, target, meta, queue, now_ns)
         if target.kind == "cpu":
             if target.prog is not None:
                 return self.cpumap_program(iface, d, target, meta, now_ns, depth)
@@ -188,18 +193,55 @@ class Pipeline:
             d.error = f"redirect to ifindex {target.index}, which is not an interface of the pipeline"
             return d
         if target.prog is not None:
-            # the devmap entry's program runs on the frame at the egress device (XDP metadata kept)
             r = self.backend.run_entry(target.prog, d.data, meta, ifindex=iface.ifindex, queue=queue,
                                        now_ns=now_ns, egress_ifindex=out.ifindex)
-            if r.error is not None:
-                return Decision("error", "program_fault", r.data, program=r.program, error=str(r.error),
-                                result=r)
-            if r.action != XdpAction.XDP_PASS:
-                return Decision("drop", "devmap_program", r.data, program=r.program, result=r,
-                                error=f"devmap program {r.program} returned {r.action.name}")
+            refused = devmap_verdict(r)
+            if refused is not None:
+                return refused
             d.data = r.data
         d.reason, d.target = "interface", out.name
         return d
+
+    def broadcast(self, iface: Interface, d: Decision, target: RedirectTarget, meta: bytes, queue: int,
+                  now_ns: int) -> Decision:
+        """BPF_F_BROADCAST (broadcast.py): one copy per device of the devmap, each through its entry's
+        program. The packet itself ends as `redirect`, reason `broadcast` (sink redirect-broadcast.pcap,
+        the frame as the XDP program left it); its copies are packets of their own (`Decision.clones`,
+        counted in stats `clones` as bpf_clone_redirect copies are): reason `broadcast_copy` out of
+        their device, `devmap_program` when its program drops the copy. With no copy to send the
+        packet is dropped, reason `broadcast_empty` (the kernel frees the frame; xdp_do_redirect still
+        returns 0)."""
+        name, ports = self.backend.broadcast_ports(target)
+        mtu = {i.ifindex: i.spec.mtu for i in self.interfaces}
+        exclude = bool(target.flags & BPF_F_EXCLUDE_INGRESS)
+        keep, skipped = walk(ports, ingress=iface.ifindex, exclude_ingress=exclude, length=len(d.data),
+                             mtu=mtu)
+        if not keep:
+            why = "; ".join(skipped) if skipped else "the map is empty"
+            d.outcome, d.reason = "drop", "broadcast_empty"
+            d.error = f"broadcast through {name}: no device to send a copy to ({why})"
+            return d
+        d.reason, d.target = "broadcast", "broadcast"
+        for port in keep:
+            d.clones.append(self._copy(iface, d, port, meta, queue, now_ns))
+        return d
+
+    def _copy(self, iface: Interface, d: Decision, port: Port, meta: bytes, queue: int,
+              now_ns: int) -> Decision:
+        """One broadcast copy leaving through `port` (its devmap program first, on a copy of its own)."""
+        out = self.by_ifindex.get(port.ifindex)
+        if out is None:
+            c = Decision("drop", "redirect_failed", d.data, error=f"broadcast copy to ifindex "
+                         f"{port.ifindex} (key {port.key}), which is not an interface of the pipeline")
+        elif port.prog is None:
+            c = Decision("redirect", "broadcast_copy", d.data, target=out.name)
+        else:
+            r = self.backend.run_entry(port.prog, d.data, meta, ifindex=iface.ifindex, queue=queue,
+                                       now_ns=now_ns, egress_ifindex=out.ifindex)
+            c = devmap_verdict(r) or Decision("redirect", "broadcast_copy", r.data, target=out.name,
+                                              program=r.program, result=r)
+        c.interface = iface.name  # written and counted where the frame came in, as a redirect is
+        return c
 
     def cpumap_program(self, iface: Interface, d: Decision, target: RedirectTarget, meta: bytes, now_ns: int,
                        depth: int) -> Decision:

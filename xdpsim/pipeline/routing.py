@@ -2,7 +2,8 @@
 
 TX goes back out of the interface it came in on; REDIRECT goes out of the target interface (a devmap
 entry's program runs first, with `egress_ifindex` set; an XDP redirect does not pass the target's TC
-egress), to a CPU (cpumap: `redirect-cpu<N>`) or to an AF_XDP socket (xskmap: `xsk-<queue>`); PASS goes
+egress), to a CPU (cpumap: `redirect-cpu<N>`) or to an AF_XDP socket (xskmap: `xsk-<queue>`), or, with
+BPF_F_BROADCAST, out of every interface of the devmap, one copy each (broadcast.py); PASS goes
 to the host; DROP and ABORTED are dropped with their reason; a fault is an error. Every case returns
 an (outcome, reason) pair from stats.REASONS.
 """
@@ -31,7 +32,8 @@ class Decision:
     result: XdpResult | None = None
     ran: list[str] = field(default_factory=list)  # the chain's programs that ran, in order
     stages: list[tuple[str, str]] = field(default_factory=list)  # (xdp | tc_ingress | tc_egress, verdict)
-    clones: list[Decision] = field(default_factory=list)  # bpf_clone_redirect copies: packets of their own
+    # bpf_clone_redirect and broadcast copies: packets of their own
+    clones: list[Decision] = field(default_factory=list)
     interface: str | None = None  # a clone's: the interface where it ended
 
 
@@ -55,3 +57,15 @@ def decide(result: XdpResult, *, off_the_end: bool = False) -> Decision:
             return Decision("aborted", "unknown_action", d, program=p, result=result)
         return Decision("aborted", "xdp_aborted", d, program=p, result=result)
     return Decision("redirect", "", d, program=p, result=result)  # resolved by the pipeline
+
+
+def devmap_verdict(r: XdpResult) -> Decision | None:
+    """A devmap entry program's run on a redirected frame (at the egress device, XDP metadata kept):
+    None when it passes the frame on (XDP_PASS); else the frame's end: dropped with reason
+    `devmap_program` (kernel/bpf/devmap.c, dev_map_bpf_prog_run: any other action drops), or an error."""
+    if r.error is not None:
+        return Decision("error", "program_fault", r.data, program=r.program, error=str(r.error), result=r)
+    if r.action != XdpAction.XDP_PASS:
+        return Decision("drop", "devmap_program", r.data, program=r.program, result=r,
+                        error=f"devmap program {r.program} returned {r.action.name}")
+    return None

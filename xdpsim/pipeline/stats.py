@@ -31,6 +31,9 @@ REASONS = {
         "cannot tell (the packet log's error says why)",
         "tc_redirect": "TC redirect to an interface's egress, passed its TC egress: out of that interface",
         "tc_clone": "a bpf_clone_redirect copy that passed its target's TC egress: out of that interface",
+        "broadcast": "XDP broadcast (bpf_redirect_map with BPF_F_BROADCAST): sent as copies, one per "
+        "device of the devmap (each copy counted as a packet of its own)",
+        "broadcast_copy": "a broadcast copy out of one interface (after its devmap entry's program)",
     },
     "drop": {
         "xdp_drop": "an XDP program returned XDP_DROP",
@@ -39,6 +42,8 @@ REASONS = {
         "redirect_no_target": "XDP_REDIRECT without a successful bpf_redirect*() call "
         "(xdp_do_redirect fails)",
         "devmap_program": "the devmap entry's program (xdp/devmap) did not return XDP_PASS",
+        "broadcast_empty": "XDP broadcast with no device to send a copy to (empty map, every entry "
+        "excluded or too small an MTU): the kernel frees the frame",
         "cpumap_program": "the cpumap entry's program (xdp/cpumap) returned neither XDP_PASS nor "
         "XDP_REDIRECT",
         "frame_too_short": "a frame shorter than an Ethernet header (14 bytes): NICs drop runts, and "
@@ -93,7 +98,7 @@ class Stats:
     engine: str = ""
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)  # what these statistics do not cover, and why
-    clones: int = 0  # bpf_clone_redirect copies, each also counted as a packet (tc_stage.py)
+    clones: int = 0  # bpf_clone_redirect and XDP broadcast copies, each also counted as a packet
     stages: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))  # xdp, tc_* verdicts
 
     def note(self, text: str) -> None:
