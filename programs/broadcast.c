@@ -11,8 +11,9 @@
  * - `split_horizon` (xdp/devmap): a devmap entry program that drops the copy going back out of the
  *   port it came in on (what BPF_F_EXCLUDE_INGRESS does, decided per copy) and marks the others
  *   with their egress ifindex in the last byte of the source MAC address.
- * - `rx_count`: counts frames per receiving ifindex in `rx_seen` (index ifindex % 8) and keeps the
- *   last one's first 16 bytes in `rx_head`, then drops them: the far end of a broadcast in tests.
+ * - `rx_count`: counts IPv4 frames per receiving ifindex in `rx_seen` (index ifindex % 8) and keeps
+ *   the last one's first 16 bytes in `rx_head`, then drops every frame: the far end of a broadcast in
+ *   tests (IPv4 only: a veth also carries the kernel's own IPv6 neighbour discovery).
  */
 #include "common.h"
 
@@ -88,13 +89,18 @@ int rx_count(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
 	__u32 key = ctx->ingress_ifindex % 8;
-	__u64 *n = bpf_map_lookup_elem(&rx_seen, &key);
-	struct head16 *h = bpf_map_lookup_elem(&rx_head, &key);
+	__u64 *n;
+	struct head16 *h;
 
+	if (data + sizeof(struct head16) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return XDP_DROP;
+	n = bpf_map_lookup_elem(&rx_seen, &key);
+	h = bpf_map_lookup_elem(&rx_head, &key);
 	if (n)
 		__sync_fetch_and_add(n, 1);
-	if (h && data + sizeof(*h) <= data_end)
+	if (h)
 		__builtin_memcpy(h, data, sizeof(*h));
 	return XDP_DROP;
 }
