@@ -13,8 +13,12 @@ and replays it, capture to sinks (pcaps, stats.json, maps.json), with:
 - `jit` again on the kernel's subset, so that memory at two capture sizes can be compared.
 
 Each replay runs in its own process; packets/s counts the replay loop (objects loaded and programs
-compiled before) in elapsed time, "per CPU second" the same loop in the thread's CPU time (steadier on
-a machine shared with other work), wall seconds the whole command. Peak memory: VmHWM (peak resident
+compiled before; every record in its sink file at the end) in elapsed time, "per CPU second" the same
+loop in the CPU time of the whole process (every thread: the JIT's replay reads the capture ahead and
+writes the sinks in threads of their own, beside the one running the programs), "main thread" in that
+thread's CPU time alone (the figure elapsed time reaches when the other threads have a core of their
+own), wall seconds the whole command. `--repeat N` runs each replay N times and prints every run (the
+machine may be shared: the spread says how noisy the figures are). Peak memory: VmHWM (peak resident
 set; it includes the memory-mapped capture's file pages, which the kernel can drop at will) and the
 peak of RssAnon (anonymous memory, sampled every 10 ms: what the replay itself holds, constant in the
 capture's size).
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -59,32 +64,31 @@ def one(engine: str, pcap: str, out: str) -> None:
     stats = replay_to_dir(str(PARSER), pcap, Path(out), engine=engine)
     wall = time.perf_counter() - t
     print(json.dumps({"packets": stats["packets"], "seconds": stats["seconds"], "wall": wall,
-                      "cpu": cpu.loop_seconds(), "outcomes": stats["outcomes"],
+                      "cpu": cpu.process, "main": cpu.main, "outcomes": stats["outcomes"],
                       "hwm_kb": _status_kb("self", "VmHWM")}))
 
 
 class _CpuClock:
-    """CPU time of this process's thread spent in the replay loop (Replay.run: capture to sinks), the
-    kernel's time writing the sinks included: on a machine shared with other work, wall time also
-    counts the time the replay waited for a core."""
+    """CPU time spent in the replay loop (Replay.run: capture to sinks), the kernel's time reading the
+    capture and writing the sinks included: `process` counts every thread of the process, `main` the
+    thread that runs the programs. On a machine shared with other work, wall time also counts the time
+    the replay waited for a core."""
 
     def __init__(self) -> None:
         from xdpsim.pipeline.replay import Replay
 
-        self.seconds = 0.0
+        self.process = self.main = 0.0
         run = Replay.run
 
         def timed(replay: Replay, *a: object, **kw: object) -> object:
-            t0 = time.thread_time()
+            t0, p0 = time.thread_time(), time.process_time()
             try:
                 return run(replay, *a, **kw)  # type: ignore[arg-type]
             finally:
-                self.seconds += time.thread_time() - t0
+                self.main += time.thread_time() - t0
+                self.process += time.process_time() - p0
 
         Replay.run = timed  # type: ignore[method-assign]
-
-    def loop_seconds(self) -> float:
-        return self.seconds
 
 
 def kernel_raw(pcap: str) -> dict:
@@ -142,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kernel-packets", type=int, default=100_000, help="packets replayed through the kernel")
     ap.add_argument("--interp-packets", type=int, default=5_000, help="packets replayed by the interpreter")
     ap.add_argument("--jit-only", action="store_true", help="only the JIT's replay of the whole workload")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each replay (default 1)")
+    ap.add_argument("--pcap", help="replay this capture as the workload instead of generating one")
     ap.add_argument("--one", nargs=3, metavar=("ENGINE", "PCAP", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:
@@ -153,10 +159,11 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="xdpsim-bench-") as tmp:
         d = Path(tmp)
-        ref = d / "reference.pcap"
+        ref = Path(args.pcap) if args.pcap else d / "reference.pcap"
         t = time.perf_counter()
-        generate_reference(ref, args.n)
-        print(f"workload: {args.n:,} packets, {ref.stat().st_size / 1e6:.0f} MB, generated in "
+        if not args.pcap:
+            generate_reference(ref, args.n)
+        print(f"workload: {ref}, {ref.stat().st_size / 1e6:.0f} MB, generated in "
               f"{time.perf_counter() - t:.1f} s")
         runs: list[tuple[str, Path]] = [("jit", ref)]
         ok, ksub = False, 0
@@ -173,14 +180,18 @@ def main(argv: list[str] | None = None) -> int:
             runs += [("interp", interp), ("jit", small)]
         rows = []
         for engine, pcap in runs:
-            res = measure(engine, pcap, d / f"out-{engine}-{pcap.stem}")
-            rows.append((engine, res))
-            pps = res["packets"] / res["seconds"]
-            cpu = f"{res['packets'] / res['cpu']:>11,.0f}" if res.get("cpu") else f"{'-':>11}"
-            print(f"  {engine:10} {res['packets']:>9,} packets: {pps:>11,.0f} packets/s "
-                  f"({cpu} per CPU second; wall {res['wall']:.1f} s), "
-                  f"peak RSS {res['hwm_kb'] / 1024:.0f} MB, peak anonymous "
-                  f"{res['anon_kb'] / 1024:.0f} MB", flush=True)
+            for k in range(args.repeat):
+                res = measure(engine, pcap, d / f"out-{engine}-{pcap.stem}-{k}")
+                if k == 0:
+                    rows.append((engine, res))
+                pps = res["packets"] / res["seconds"]
+                cpu = f"{res['packets'] / res['cpu']:>11,.0f}" if res.get("cpu") else f"{'-':>11}"
+                main = f"{res['packets'] / res['main']:>11,.0f}" if res.get("main") else f"{'-':>11}"
+                print(f"  {engine:10} {res['packets']:>9,} packets: {pps:>11,.0f} packets/s "
+                      f"({cpu} per CPU second, {main} per main-thread CPU second; wall {res['wall']:.1f} s),"
+                      f" peak RSS {res['hwm_kb'] / 1024:.0f} MB, peak anonymous "
+                      f"{res['anon_kb'] / 1024:.0f} MB", flush=True)
+                shutil.rmtree(d / f"out-{engine}-{pcap.stem}-{k}", ignore_errors=True)
         jit = rows[0][1]["packets"] / rows[0][1]["seconds"]
         print("\nside by side (whole replay, capture to sinks, packets/s):")
         for engine, res in rows:

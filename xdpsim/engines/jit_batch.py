@@ -110,6 +110,49 @@ class BatchResult:
         return None
 
 
+@dataclass
+class Ran:
+    """A packet of a sink-mode batch that Python decides (a fault, a frame too long for the loop, a
+    redirect): what BatchResult holds for it in normal mode."""
+
+    index: int
+    retval: int
+    data: bytes
+    prog: int
+    tail_calls: int
+    error: ProgramFault | None
+    redirect: Any  # RedirectTarget | None
+    fault: bool = False
+
+
+@dataclass
+class SinkPlan:
+    """run_batch(sink=...): the loop writes pcap records to file buffers itself (batch.py, F_SINK).
+
+    `keys[a]` is the key of XDP action a (0..4), `keys[5]` that of an unknown action; nb.SINK_STOP
+    makes the loop stop after the packet and hand it to `decide`. `route[key]` is the slot of the file
+    the key's packets go to; `files` rows (base address, capacity, position) are those files' buffers,
+    `flush()` is called when one lacks a record's room (it must leave room in every one). Frames
+    shorter than `min_len` are not run: key `short_key`, written as they are, counted in the last row of
+    `counts` (rows: returning program id, then "not run"; columns: keys). `hdr_ts` are the records'
+    timestamps. `decide(ran)` gets every packet the loop did not route, in order; `tail_calls` sums
+    the successful tail calls of the packets routed natively.
+    """
+
+    keys: np.ndarray  # int32[6]
+    route: np.ndarray  # int32[nkeys]
+    files: np.ndarray  # uint64[slots, 3]
+    nfiles: int
+    counts: np.ndarray  # uint64[(nprogs + 1) * nkeys]
+    nkeys: int
+    short_key: int
+    hdr_ts: np.ndarray  # int64[n]
+    decide: Callable[[Ran], None]
+    flush: Callable[[], None]
+    min_len: int = 14
+    tail_calls: int = 0
+
+
 def run_batch(
     engine: JitEngine,
     runtime: Runtime,
@@ -126,6 +169,7 @@ def run_batch(
     on_batch: Callable[[int], None] | None = None,
     reuse: BatchResult | None = None,
     out_gap: int = 0,
+    sink: SinkPlan | None = None,
 ) -> BatchResult:
     n = len(offsets)
     if out_gap < 0:
@@ -141,7 +185,10 @@ def run_batch(
 
     rj = engine._rj(runtime)  # noqa: SLF001 - the engine's per-runtime state
     cp = rj.compiled[prog_id]
-    res = _result(n, int(lengths.sum()) + n * out_gap, runtime, reuse)
+    # sink mode: `out` only ever holds the one packet the loop stopped after
+    res = _result(n, int(lengths.sum()) + n * out_gap if sink is None else 0, runtime, reuse)
+    if cp is None and sink is not None:
+        raise ValueError("run_batch: sink mode needs a program the JIT compiled")
     if cp is None:  # the JIT declined the program: one run_xdp per packet with the fallback
         pos = 0
         for i in range(n):
@@ -186,6 +233,8 @@ def run_batch(
     a[nb.A_MAX_LEN] = pkt.max_len
     a[nb.A_CTX] = CTX << 32
     a[nb.A_OUT_GAP] = out_gap
+    if sink is not None:
+        _sink_args(a, sink, runtime)
     fn = BATCH_TYPE(compiler().batch_address())
     pos = 0
     i = 0
@@ -197,7 +246,7 @@ def run_batch(
         a[nb.A_STACK] = mem.stack.ctypes.data
         a[nb.A_OUT] = res.out.ctypes.data
         a[nb.A_OUT_CAP] = len(res.out)
-        a[nb.A_OUT_POS] = pos
+        a[nb.A_OUT_POS] = pos = 0 if sink is not None else pos
         a[nb.A_START] = i
         a[nb.A_N] = end
         rj.state = state
@@ -216,6 +265,13 @@ def run_batch(
                 on_batch(i)
             continue
         i = int(stopped)
+        if sink is not None:
+            i = _sink_stop(engine, runtime, prog_id, res, sink, reason, i, pos, rj, state, pkt,
+                           (data, offsets, lengths, times, queues, ifindex, budget, out_gap))
+            if reason != nb.STOP_FILES_FULL:  # Python ran or looked at packets: the frame is dirty
+                pkt.reset(b"")
+                pkt.attach(mem)
+            continue
         if reason == nb.STOP_OUT_FULL:
             grown = np.zeros(len(res.out) * 2, np.uint8)
             grown[:pos] = res.out[:pos]
@@ -253,6 +309,11 @@ def run_batch(
         i += 1
     res.out_base = res.out
     res.out = res.out[:pos]
+    if sink is not None:
+        sink.tail_calls += int(a[nb.A_TAILS_SUM])
+        engine._outputs(rj, state)  # noqa: SLF001 - helper counts gathered natively
+        res.helper_counts = dict(state.helper_counts)
+        return res
     acts = res.retval & 0xFFFF_FFFF
     np.copyto(
         res.action, np.where(acts > XdpAction.XDP_REDIRECT, XdpAction.XDP_ABORTED, acts), casting="unsafe"
@@ -261,6 +322,71 @@ def run_batch(
     engine._outputs(rj, state)  # noqa: SLF001 - helper counts gathered natively
     res.helper_counts = dict(state.helper_counts)
     return res
+
+
+def _sink_args(a: np.ndarray, sink: SinkPlan, runtime: Runtime) -> None:
+    for arr in (sink.keys, sink.route, sink.files, sink.counts, sink.hdr_ts):
+        assert arr.flags.c_contiguous
+    assert sink.keys.dtype == np.int32 and sink.route.dtype == np.int32 and len(sink.keys) == 6
+    assert sink.files.dtype == np.uint64 and sink.counts.dtype == np.uint64
+    assert len(sink.counts) >= (len(runtime.programs) + 1) * sink.nkeys and sink.hdr_ts.dtype == np.int64
+    a[nb.A_FLAGS] = nb.F_SINK
+    a[nb.A_KEYS] = sink.keys.ctypes.data
+    a[nb.A_ROUTE] = sink.route.ctypes.data
+    a[nb.A_FILES] = sink.files.ctypes.data
+    a[nb.A_NFILES] = sink.nfiles
+    a[nb.A_COUNTS] = sink.counts.ctypes.data
+    a[nb.A_NKEYS] = sink.nkeys
+    a[nb.A_HDR_TS] = sink.hdr_ts.ctypes.data
+    a[nb.A_MIN_LEN] = sink.min_len
+    a[nb.A_SHORT_KEY] = sink.short_key
+    a[nb.A_SHORT_SLOT] = len(runtime.programs) * sink.nkeys + sink.short_key
+    a[nb.A_TAILS_SUM] = 0
+
+
+def _sink_stop(engine: JitEngine, runtime: Runtime, prog_id: int, res: BatchResult, sink: SinkPlan,
+               reason: int, i: int, pos: int, rj: Any, state: RunState, pkt: Any, inputs: tuple) -> int:
+    """Sink mode: what the loop stopped for; returns the packet to resume at."""
+    if reason == nb.STOP_FILES_FULL:
+        sink.flush()
+        return i
+    # the batch's helper calls so far are the batch's (decide() may run a devmap program on this runtime)
+    counts = rj.helper_counts
+    for hid in np.flatnonzero(counts).tolist():
+        hd = runtime.helpers.get(hid)
+        name = hd.name if hd is not None else str(hid)
+        state.helper_counts[name] = state.helper_counts.get(name, 0) + int(counts[hid])
+    counts[:] = 0
+    if reason == nb.STOP_SINK:  # the loop ran it and left its output at A_OUT: a redirect
+        o = int(res.out_offset[i])
+        res.action[i] = XdpAction.XDP_REDIRECT
+        sink.decide(Ran(i, int(res.retval[i]), res.out[o : o + int(res.out_length[i])].tobytes(),
+                        int(res.prog[i]), int(res.tail_calls[i]), None, res.redirect_target(i)))
+        return i + 1
+    if reason == nb.STOP_TOO_LONG:
+        data, offsets, lengths, times, queues, ifindex, budget, out_gap = inputs
+        pkt.reset(b"")
+        _single(engine, runtime, prog_id, res, i, data, offsets, lengths, times, queues, ifindex, budget,
+                pos + out_gap)
+        o = int(res.out_offset[i])
+        out = res.out[o : o + int(res.out_length[i])].tobytes()
+        red = res.py_redirects.get(i) if (res.retval[i] & 0xFFFF_FFFF) == XdpAction.XDP_REDIRECT else None
+        sink.decide(Ran(i, int(res.retval[i]), out, int(res.prog[i]), int(res.tail_calls[i]),
+                        res.errors.get(i), red, bool(res.fault[i])))
+        return i + 1
+    # a fault: the interpreter's error from the fault record, the packet as it is
+    rj.env_to_python(state)
+    state.prog_id = int(rj.env[abi.E_CUR_PROG])
+    err: ProgramFault | None = None
+    try:
+        rj.raise_fault(state)
+    except ProgramFault as e:
+        err = e
+    if err is not None:
+        res.errors[i] = err
+    res.fault[i] = 1
+    sink.decide(Ran(i, 0, pkt.bytes(), state.prog_id, int(rj.env[abi.E_TAIL_CALLS]), err, None, True))
+    return i + 1
 
 
 def time_repeat(

@@ -4,23 +4,28 @@
 `.warnings`, `.offset`, `.records`, `.packets` and `.skipped` as the streaming readers, and raises the
 same CaptureErrors at the same points (after yielding the packets before the damage).
 
-pcap files (16-byte record headers) are memory-mapped and a tight loop (native.py) finds the record
-boundaries (and reads each record's lengths and timestamp on the way). Plain Ethernet records (no FCS)
-are not copied: the data array is a read-only view of the span of the mapped file holding the batch's
-records (record headers included; the mapping lives as long as any batch does), so packets are not
-back to back: packet i is always `data[offsets[i] : offsets[i] + lengths[i]]`. Records of other link types
-(or with an FCS) are converted one by one into back-to-back batches. pcapng files do the same for runs
-of plain Enhanced Packet Blocks on Ethernet interfaces and hand every other block (section and
-interface blocks, SPB, PB, anything the reader warns about) to PcapngReader.step(), whose packets are
-batched separately (so such batches may hold fewer than batch_size packets). The "modified" pcap
-format goes through PcapReader.
+pcap files (16-byte record headers) are read (not memory-mapped: a file truncated by someone else while
+it is read would make any access to the lost pages a SIGBUS; here the read comes back short and the
+reader raises a CaptureError naming the file and the offset) in pieces of 512 KiB into a buffer per
+batch, and a tight loop (native.py) walks the record headers of each piece as soon as it is read, while
+it is in cache (and reads each record's lengths and timestamp on the way). Plain Ethernet records (no
+FCS) are not copied again: the data array is a read-only view of the buffer span holding the batch's
+records (record headers included), so packets are not back to back: packet i is always
+`data[offsets[i] : offsets[i] + lengths[i]]`. Buffers are reused once no batch holds them (memory stays
+constant for a consumer that drops its batches). `prefetch=True` reads the next batch in a thread of
+its own (prefetch.py) while the caller works on the current one. Records of other link types (or with
+an FCS) are converted one by one into back-to-back batches. pcapng files do the same for runs of plain
+Enhanced Packet Blocks on Ethernet interfaces (read in windows, copied into their batches) and hand
+every other block (section and interface blocks, SPB, PB, anything the reader warns about) to
+PcapngReader.step(), whose packets are batched separately (so such batches may hold fewer than
+batch_size packets). The "modified" pcap format goes through PcapReader.
 """
 
 from __future__ import annotations
 
-import mmap
 import os
 import struct
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -29,7 +34,7 @@ import numpy as np
 from ..errors import CaptureError
 from . import linktype as lt
 from .capture import open_capture
-from .native import RecordWalk, index_pcapng, walk_records
+from .native import MAX_BLOCK, RecordWalk, RecordWalker, index_pcapng
 from .pcap import (
     HEADER_SIZE,
     PcapHeader,
@@ -43,6 +48,7 @@ from .pcap import (
     parse_header,
 )
 from .pcapng import END, TS_MAX, PcapngReader
+from .prefetch import Prefetch
 from .reader import MAX_SNAPLEN, CaptureReader
 from .records import CaptureWarning, Packet, WarningList
 
@@ -93,8 +99,11 @@ def pack(packets: list[Packet], index: int) -> Batch:
 class BatchReader:
     """Iterator of Batch over one capture file; see the module docstring."""
 
-    def __init__(self, path: str | os.PathLike[str], batch_size: int = 65536, *, native: bool = True):
+    def __init__(self, path: str | os.PathLike[str], batch_size: int = 65536, *, native: bool = True,
+                 prefetch: bool = False):
         self.native = native  # False: walk records in Python (tests compare both walks)
+        self.prefetch = prefetch  # pcap files: the next batch is read by a thread meanwhile (prefetch.py)
+        self._ahead: Prefetch | None = None
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.path = os.fspath(path)
@@ -108,16 +117,30 @@ class BatchReader:
         self._convert = lt.converter(self.linktype) or bytes
         self._own_warnings = WarningList()
         self._own = dict(offset=HEADER_SIZE, records=0, packets=0, skipped=0)
+        self._pool: list[np.ndarray] = []  # read buffers of the pcap path (reused)
+        self._batch_bytes = 0  # bytes the last batch of the pcap path took
         if self._fast:
             self._reader.close()
 
     # The streaming reader's bookkeeping, or the fast path's own.
     @property
     def warnings(self) -> WarningList:
-        return self._own_warnings if self._fast else self._reader.warnings
+        if not self._fast:
+            return self._reader.warnings
+        seen = self._ahead.seen if self._ahead is not None else None
+        if seen is None or seen[1] == len(self._own_warnings):
+            return self._own_warnings
+        return _first(self._own_warnings, seen[1], seen[2])  # (the reader thread is a batch ahead)
 
     def _stat(self, name: str) -> int:
-        return self._own[name] if self._fast else getattr(self._reader, name)
+        if not self._fast:
+            return getattr(self._reader, name)
+        seen = self._ahead.seen if self._ahead is not None else None
+        return (seen[0] if seen is not None else self._own)[name]
+
+    def _snapshot(self) -> tuple[dict[str, int], int, dict[str, int], int]:
+        w = self._own_warnings
+        return dict(self._own), len(w), dict(w.counts), w.dropped
 
     offset = property(lambda self: self._stat("offset"))
     records = property(lambda self: self._stat("records"))
@@ -125,6 +148,9 @@ class BatchReader:
     skipped = property(lambda self: self._stat("skipped"))
 
     def __iter__(self) -> Iterator[Batch]:
+        if self._fast and self.prefetch:
+            self._ahead = Prefetch(self._fast_batches(), self._snapshot)
+            return iter(self._ahead)
         if self._fast:
             return self._fast_batches()
         if isinstance(self._reader, PcapngReader) and self._reader.file_size:
@@ -153,16 +179,18 @@ class BatchReader:
     def _pcapng_batches(self) -> Iterator[Batch]:
         r = self._reader
         assert isinstance(r, PcapngReader)
-        with open(self.path, "rb") as f:
-            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        buf = np.frombuffer(mm, dtype=np.uint8)
+        f = open(self.path, "rb", buffering=0)  # noqa: SIM115 - closed below
+        # read, not mapped (a file truncated meanwhile is a CaptureError, not a SIGBUS); the batches are
+        # copies, so one buffer serves every window
+        win = _Window(f.fileno(), r.file_size, self.path, [])
         pending: list[Packet] = []  # packets from step(), packed before anything after them
         try:
             while True:
                 snaps = np.array([i.snaplen if i.linktype == lt.ETHERNET and not i.broken and r.ethernet
                                   else -1 for i in r._section], dtype=np.int64)
-                starts, _end = index_pcapng(buf, r.offset, self.batch_size, r._endian, snaps, self.native)
-                batch = self._gather_ng(buf, starts, r) if len(starts) else None
+                starts, buf, base = self._ng_index(win, r.offset, r._endian, snaps)
+                batch = self._gather_ng(buf, base, starts, r) if len(starts) else None
+                del buf
                 if batch is not None:
                     if pending:
                         yield pack(pending, pending[0].index)
@@ -186,12 +214,28 @@ class BatchReader:
                 yield pack(pending, pending[0].index)
         finally:
             r.close()
-            del buf
-            mm.close()
+            f.close()
 
-    def _gather_ng(self, buf: np.ndarray, starts: np.ndarray, r: PcapngReader) -> Batch | None:
-        """The batch of the plain EPBs at `starts`, cut before the first whose timestamp is out of range
-        (the streaming reader warns about that one); None when that is the first. Updates r's counters."""
+    def _ng_index(self, win: _Window, pos: int, endian: str,
+                  snaps: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """Up to batch_size plain EPBs from file offset `pos`: (their offsets in the buffer, the buffer,
+        the file offset of its first byte); a window that cuts the run short is read again bigger."""
+        want = _Window.START // 4
+        while True:
+            buf, base = win.view(pos, want)
+            starts, end = index_pcapng(buf, pos - base, self.batch_size, endian, snaps, self.native)
+            if len(starts) == self.batch_size or base + len(buf) >= win.size or len(buf) >= 2 * MAX_BLOCK:
+                return starts, buf, base
+            if end + 8 <= len(buf):  # the block the walk stopped at: inside the window, or not a block
+                length = int(buf[end + 4 : end + 8].view(endian + "u4")[0])
+                if not 32 <= length <= MAX_BLOCK or end + length <= len(buf):
+                    return starts, buf, base
+            want = 2 * len(buf)
+
+    def _gather_ng(self, buf: np.ndarray, base: int, starts: np.ndarray, r: PcapngReader) -> Batch | None:
+        """The batch of the plain EPBs at `starts` (in `buf`, whose first byte is the file's `base`), cut
+        before the first whose timestamp is out of range (the streaming reader warns about that one);
+        None when that is the first. Updates r's counters."""
         fields = buf[starts[:, None] + np.arange(8, 28)].view(r._endian + "u4").astype(np.int64)
         ifid, hi, lo, caplen, orig = (fields[:, i] for i in range(5))
         units = (hi.astype(np.uint64) << np.uint64(32)) | lo.astype(np.uint64)
@@ -222,7 +266,7 @@ class BatchReader:
         batch = Batch(buf[first:last].copy(), starts[:k] + 28 - first, caplen[:k].astype(np.int32), ts[:k],
                       index[ifid[:k]], r.packets, orig[:k])
         end = int(starts[k - 1]) + struct.unpack_from(r._endian + "I", buf, int(starts[k - 1]) + 4)[0]
-        r.offset = end
+        r.offset = base + end
         r.records += k
         r.packets += k
         r._last_ts = int(ts[k - 1])
@@ -234,70 +278,96 @@ class BatchReader:
             self._own["skipped"] += 1
 
     def _fast_batches(self) -> Iterator[Batch]:
-        with open(self.path, "rb") as f:
+        f = open(self.path, "rb", buffering=0)  # noqa: SIM115 - closed below
+        try:
             header = parse_header(f.read(HEADER_SIZE), self.path)
-            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        try:
-            yield from self._scan(mm, header)
+            yield from self._scan(f.fileno(), os.fstat(f.fileno()).st_size, header)
         finally:
-            try:
-                mm.close()
-            except BufferError:  # batches still in use hold views of it: unmapped when they are gone
-                pass
+            f.close()
 
-    def _scan(self, mm: mmap.mmap, h: PcapHeader) -> Iterator[Batch]:
-        size = len(mm)
-        buf = np.frombuffer(mm, dtype=np.uint8)
+    def _scan(self, fd: int, size: int, h: PcapHeader) -> Iterator[Batch]:
+        """Batches of the records from HEADER_SIZE on, read (not mapped: a file truncated meanwhile gives
+        a CaptureError, not a SIGBUS) into buffers that are reused once no batch holds them."""
         limit = effective_snaplen(h.snaplen)
+        win = _Window(fd, size, self.path, self._pool)
         pos = HEADER_SIZE
-        try:
-            while True:
-                w = walk_records(buf, pos, self.batch_size, h.endian, h.frac_scale, self.native)
-                pos = w.end
-                if len(w.starts):
-                    batch = self._gather(buf, w, h, limit)
-                    self._own["offset"] = pos
-                    if len(batch):  # (every record of it may have been unconvertible)
-                        yield batch
-                    del batch
-                if len(w.starts) < self.batch_size:
-                    break
-            # The walk stopped early: at the end, or at a damaged record (pos).
-            if pos == size:
-                return
-            self._own["records"] += 1
-            if pos + 16 > size:
-                self._warn(pos, msg_truncated_header(size - pos, 16), "truncated", record=True)
-                return
-            caplen = struct.unpack_from(h.endian + "I", mm, pos + 8)[0]
-            if caplen > MAX_SNAPLEN:
-                self._own["skipped"] += 1
-                raise CaptureError(msg_too_long(caplen, h.snaplen), self.path, pos)
-            self._warn(pos, msg_truncated(caplen, size - pos - 16), "truncated", record=True)
-        finally:
-            del buf
+        while True:
+            w, buf, base = self._walk(win, pos, h)
+            if len(w.starts):
+                pos = base + w.end
+                batch = self._gather(buf, base, w, h, limit)
+                self._own["offset"] = pos
+                if len(batch):  # (every record of it may have been unconvertible)
+                    yield batch
+                del batch
+            if len(w.starts) < self.batch_size or pos == size:
+                break
+        del buf
+        # The walk stopped early: at the end, or at a damaged record (pos).
+        if pos == size:
+            return
+        self._own["records"] += 1
+        if pos + 16 > size:
+            self._warn(pos, msg_truncated_header(size - pos, 16), "truncated", record=True)
+            return
+        caplen = struct.unpack(h.endian + "I", win.read_at(pos + 8, 4))[0]
+        if caplen > MAX_SNAPLEN:
+            self._own["skipped"] += 1
+            raise CaptureError(msg_too_long(caplen, h.snaplen), self.path, pos)
+        self._warn(pos, msg_truncated(caplen, size - pos - 16), "truncated", record=True)
 
-    def _gather(self, buf: np.ndarray, w: RecordWalk, h: PcapHeader, limit: int) -> Batch:
+    def _walk(self, win: _Window, pos: int, h: PcapHeader) -> tuple[RecordWalk, np.ndarray, int]:
+        """Up to batch_size whole records from file offset `pos`: (walk, buffer, file offset of buffer[0]).
+        The buffer is read piece by piece, each piece walked at once, until the batch is complete, the
+        file ends or the walk meets damage; a batch bigger than the buffer gets a bigger one (up to
+        _Window.MAX: then a shorter batch)."""
+        size = win.size
+        cap = _Window.START
+        # the first piece: about what the last batch took, so that small batches read little
+        piece = max(4096, min(_PIECE, self._batch_bytes + self._batch_bytes // 16 + 4096))
+        while True:
+            walker = RecordWalker(self.batch_size, h.endian, h.frac_scale, self.native)
+            buf = win.buffer(min(cap, size - pos))
+            have = rel = 0
+            while have < len(buf):
+                n = min(piece, len(buf) - have)
+                win.read_into(buf[have : have + n], pos + have)
+                have += n
+                piece = _PIECE
+                rel = walker.step(buf, have, rel)
+                if walker.n == self.batch_size:
+                    break
+                if rel + 16 <= have and int(buf[rel + 8 : rel + 12].view(h.endian + "u4")[0]) > MAX_SNAPLEN:
+                    break  # damage: nothing past it is read
+            if walker.n == self.batch_size or pos + have == size or have < len(buf) or cap >= _Window.MAX:
+                self._batch_bytes = rel
+                return walker.result(rel), buf, pos
+            cap *= 2  # the batch runs past the buffer: a bigger one
+
+    def _gather(self, buf: np.ndarray, base: int, w: RecordWalk, h: PcapHeader, limit: int) -> Batch:
+        """The batch of the walked records; `buf[0]` is the file's byte `base` (warnings name offsets)."""
         starts, caplen, orig = w.starts, w.caplen, w.orig
         n = len(starts)
         if not self._plain:
-            return self._convert_records(buf, w, h, limit)
+            return self._convert_records(buf, base, w, h, limit)
         for i in np.flatnonzero((caplen > limit) | (orig < caplen)).tolist():
+            at = base + int(starts[i])
             if caplen[i] > limit:
-                self._warn(int(starts[i]), msg_over_snaplen(int(caplen[i]), h.snaplen), "snaplen")
+                self._warn(at, msg_over_snaplen(int(caplen[i]), h.snaplen), "snaplen")
             if orig[i] < caplen[i]:
-                self._warn(int(starts[i]), msg_orig_len(int(orig[i]), int(caplen[i])), "orig_len")
+                self._warn(at, msg_orig_len(int(orig[i]), int(caplen[i])), "orig_len")
         np.maximum(orig, caplen, out=orig)
         lo = int(starts[0]) + 16
         hi = int(starts[-1]) + 16 + int(caplen[-1])
         data = buf[lo:hi]  # (a view: the native loop copies each packet into its frame anyway)
+        data.flags.writeable = False  # (the buffer is the reader's: it is read into again later)
         starts += 16 - lo  # (the walk's own array: offsets into `data` now)
         batch = Batch(data, starts, caplen, w.ts_ns, np.zeros(n, dtype=np.int32), self._own["packets"], orig)
         self._own["records"] += n
         self._own["packets"] += n
         return batch
 
-    def _convert_records(self, buf: np.ndarray, w: RecordWalk, h: PcapHeader, limit: int) -> Batch:
+    def _convert_records(self, buf: np.ndarray, base: int, w: RecordWalk, h: PcapHeader, limit: int) -> Batch:
         """Records of other link types (or with an FCS): PcapReader's per-record path, batched."""
         out: list[Packet] = []
         first = self._own["packets"]
@@ -305,7 +375,7 @@ class BatchReader:
         fields = zip(w.starts.tolist(), w.caplen.tolist(), w.orig.tolist(), w.ts_ns.tolist(), strict=True)
         for start, cap, orig, ts in fields:
             data = bytes(view[start + 16 : start + 16 + cap])
-            done = finish_record(h, limit, self._convert, self._warn, start, orig, data)
+            done = finish_record(h, limit, self._convert, self._warn, base + start, orig, data)
             if done is not None:
                 out.append(Packet(first + len(out), ts, done[0], done[1], 0, h.linktype))
         self._own["records"] += len(w.starts)
@@ -313,7 +383,81 @@ class BatchReader:
         return pack(out, first)
 
 
-def read_batches(path: str | os.PathLike[str], batch_size: int = 65536, *,
-                 native: bool = True) -> BatchReader:
-    """Batches of up to `batch_size` packets from a pcap or pcapng file (CaptureError when refused)."""
-    return BatchReader(path, batch_size, native=native)
+_PIECE = 512 << 10  # bytes read at a time (walked while in cache)
+
+
+class _Window:
+    """File bytes [base, base + n) in a buffer from `pool` (reused once nothing holds it: batches are
+    views of their buffer). Reads never go past the size the file had when opened; a read that returns
+    less (the file was truncated meanwhile) is a CaptureError naming the offset."""
+
+    START = 16 << 20
+    MAX = 256 << 20  # a batch's bytes at most (its records are cut there)
+
+    def __init__(self, fd: int, size: int, path: str, pool: list[np.ndarray]) -> None:
+        self.fd, self.size, self.path, self.pool = fd, size, path, pool
+        self._last: tuple[np.ndarray, int] | None = None  # view(): the buffer read last, its offset
+
+    def view(self, pos: int, want: int) -> tuple[np.ndarray, int]:
+        """The file's bytes from `pos`, up to `want` of them: (buffer, file offset of its first byte); the
+        buffer read last when it holds them all."""
+        n = min(want, self.size - pos)
+        last = self._last
+        if last is not None and last[1] <= pos and pos + n <= last[1] + len(last[0]):
+            return last
+        self._last = None
+        buf = self.buffer(n)
+        self.read_into(buf, pos)
+        self._last = (buf, pos)
+        return buf, pos
+
+    def read_at(self, pos: int, n: int) -> bytes:
+        data = os.pread(self.fd, n, pos)
+        if len(data) < n:
+            raise self._shrunk(pos + len(data))
+        return data
+
+    def read_into(self, buf: np.ndarray, pos: int) -> None:
+        view = memoryview(buf)
+        done = 0
+        while done < len(view):
+            got = os.preadv(self.fd, [view[done:]], pos + done)
+            if got <= 0:
+                raise self._shrunk(pos + done)
+            done += got
+
+    def _shrunk(self, offset: int) -> CaptureError:
+        now = os.fstat(self.fd).st_size
+        return CaptureError(f"the capture shrank while being read: no data at offset {offset} (the file had "
+                            f"{self.size} bytes when opened, {now} now)", self.path, offset)
+
+    def buffer(self, n: int) -> np.ndarray:
+        """A buffer of n bytes from the pool (one nothing else holds), else a new one."""
+        for i in range(len(self.pool)):
+            b = self.pool[i]
+            # referenced by the pool, `b`, getrefcount's argument: nothing else (no batch) holds it
+            if len(b) >= n and sys.getrefcount(b) <= 3:
+                del self.pool[i]
+                self.pool.append(b)  # most recently used last
+                return b[:n]
+        b = np.empty(max(n, min(self.START, self.size)), np.uint8)
+        self.pool.append(b)
+        if len(self.pool) > 4:  # (a consumer keeping batches: the oldest buffers are theirs alone)
+            del self.pool[0]
+        return b[:n]
+
+
+def _first(w: WarningList, n: int, counts: dict[str, int], dropped: int) -> WarningList:
+    """The first n warnings of `w`, with the counts as they were then."""
+    out = WarningList()
+    out.extend(w[:n])
+    out.counts.update(counts)
+    out.dropped = dropped
+    return out
+
+
+def read_batches(path: str | os.PathLike[str], batch_size: int = 65536, *, native: bool = True,
+                 prefetch: bool = False) -> BatchReader:
+    """Batches of up to `batch_size` packets from a pcap or pcapng file (CaptureError when refused);
+    `prefetch`: a thread reads the next batch of a pcap file while the caller works on one."""
+    return BatchReader(path, batch_size, native=native, prefetch=prefetch)

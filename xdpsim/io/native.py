@@ -382,6 +382,45 @@ def walk_records(buf: np.ndarray, pos: int, count: int, endian: str, frac_scale:
                       heads[:, 0] * 1_000_000_000 + heads[:, 1] * frac_scale, end)
 
 
+class RecordWalker:
+    """walk_records in steps, over a buffer being filled piece by piece: each `step` walks the records
+    the bytes loaded so far hold and appends them to the same arrays, so the record headers are read
+    while the piece just read is still in cache (a walk over a buffer bigger than the cache waits on
+    memory at every record: each header's position depends on the one before)."""
+
+    def __init__(self, count: int, endian: str, frac_scale: int, use_native: bool = True) -> None:
+        self.count, self.endian, self.scale = count, endian, frac_scale
+        self.native = _native() if use_native else None
+        self.out = np.empty((4, count), dtype=np.int64)  # one allocation for the four columns
+        self.caps = self.out[3].view(np.int32)[:count]  # (int32: half of the last row)
+        self.swap = int((endian == "<") != (sys.byteorder == "little"))
+        self.n = 0
+        self._end = ctypes.c_int64(0)
+
+    def step(self, buf: np.ndarray, have: int, pos: int) -> int:
+        """Walk buf[:have] from `pos` (until `count` records in all); returns where the walk stopped."""
+        k = self.count - self.n
+        if k <= 0:
+            return pos
+        o, n0 = self.out, self.n
+        if self.native is not None:
+            got = self.native[1](buf.ctypes.data, have, pos, k, o[0].ctypes.data + 8 * n0, self.swap,
+                                 ctypes.addressof(self._end), self.caps.ctypes.data + 4 * n0,
+                                 o[1].ctypes.data + 8 * n0, o[2].ctypes.data + 8 * n0, self.scale)
+            self.n += got
+            return int(self._end.value)
+        w = walk_records(buf[:have], pos, k, self.endian, self.scale, use_native=False)
+        got = len(w.starts)
+        o[0, n0 : n0 + got], self.caps[n0 : n0 + got] = w.starts, w.caplen
+        o[1, n0 : n0 + got], o[2, n0 : n0 + got] = w.orig, w.ts_ns
+        self.n += got
+        return w.end
+
+    def result(self, end: int) -> RecordWalk:
+        n = self.n
+        return RecordWalk(self.out[0, :n], self.caps[:n], self.out[1, :n], self.out[2, :n], end)
+
+
 def _index_python(buf: np.ndarray, pos: int, count: int, endian: str) -> tuple[np.ndarray, int]:
     caplen_at = struct.Struct(endian + "I").unpack_from
     mv = memoryview(buf)

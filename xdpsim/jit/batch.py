@@ -57,17 +57,40 @@ A_FLAGS = 27  # F_REPEAT: timing mode (see below)
 A_PROG_OUT = 28  # u32[n] or 0: id of the program that returned (env CUR_PROG after tail calls)
 A_TAILS_OUT = 29  # u32[n] or 0: successful tail calls of the run
 A_OUT_GAP = 30  # bytes left free before each packet's output (0: back to back; 16: room for pcap headers)
-A_WORDS = 32
+# sink mode (F_SINK): each packet's pcap record goes straight to the buffer of its sink file
+A_KEYS = 31  # i32[6]: key of XDP actions 0..4, then of an unknown action (SINK_STOP: Python decides)
+A_ROUTE = 32  # i32[nkeys]: file slot of each key
+A_FILES = 33  # u64[nfiles][3]: base address, capacity, position (in/out) of each file's buffer
+A_NFILES = 34
+A_COUNTS = 35  # u64[(nprogs + 1) * nkeys]: packets by (returning program, key); last row: not run
+A_NKEYS = 36
+A_HDR_TS = 37  # i64[n]: the record timestamps (ns; clamped to pcap's range here)
+A_MIN_LEN = 38  # frames shorter than this are not run: key A_SHORT_KEY, written as they are
+A_SHORT_KEY = 39
+A_TAILS_SUM = 40  # in/out: successful tail calls of the packets counted natively
+A_SHORT_SLOT = 41  # index in A_COUNTS of the frames not run
+A_WORDS = 48
 
 # Timing mode, like BPF_PROG_TEST_RUN's repeat: the frame already holds the packet (all lengths
 # equal); per iteration only the context, windows and counters are reset -- no packet copy in or
 # out, no zeroing -- so the time measured is the program's.
 F_REPEAT = 1
+# Sink mode: instead of per-packet output arrays, the loop writes each packet's pcap record (16-byte
+# header: seconds, nanoseconds, length twice; then [data, data_end)) to the buffer of the file its key
+# routes to and counts it in A_COUNTS. It stops (STOP_SINK, returning i) after a packet whose key is
+# SINK_STOP (a redirect: the per-packet arrays at i and the output at A_OUT hold it, as in normal mode),
+# and (STOP_FILES_FULL) before a packet when some file buffer has less than a record's room left.
+F_SINK = 2
+SINK_STOP = 0x7FFF_FFFF
+RECORD_ROOM = XDP_FRAME_SIZE + 16  # the most one record can take
+MAX_TS_NS = (1 << 32) * 1_000_000_000 - 1  # pcap's seconds are 32 bits
 
 STOP_DONE = 0
 STOP_FAULT = 1
 STOP_TOO_LONG = 2
 STOP_OUT_FULL = 3
+STOP_SINK = 4
+STOP_FILES_FULL = 5
 
 BATCH_FN = "xdpsim_xdp_batch"
 
@@ -78,10 +101,13 @@ def build_module() -> ir.Module:
     memset = ir.Function(m, ir.FunctionType(VOID, [PTR, I8, I64, I1]), "llvm.memset.p0.i64")
     f = ir.Function(m, ir.FunctionType(I64, [PTR, PTR]), BATCH_FN)
     env, args = f.args
-    entry, head, body, stop, done = (
-        f.append_basic_block(n) for n in ("entry", "head", "body", "stop", "done")
+    entry, head, body, stop, done, advance = (
+        f.append_basic_block(n) for n in ("entry", "head", "body", "stop", "done", "advance")
     )
     b = ir.IRBuilder(entry)
+
+    def blocks(*names: str) -> list[ir.Block]:
+        return [f.append_basic_block(x) for x in names]
 
     def slot(base: ir.Value, word: int) -> ir.Value:
         return b.gep(base, [c64(word)], source_etype=I64)
@@ -101,6 +127,30 @@ def build_module() -> ir.Module:
     def elem(word: int, i: ir.Value, ty: ir.Type) -> ir.Value:
         return b.gep(aptr(word), [i], source_etype=ty)
 
+    def set_stop(reason: int) -> None:
+        b.store(c64(reason), slot(args, A_STOP))
+        b.branch(stop)
+
+    def record(key: ir.Value, src: ir.Value, length: ir.Value, slot_index: ir.Value) -> None:
+        """Sink mode: the pcap record of `length` bytes at `src` to the buffer of `key`'s file."""
+        fno = b.sext(b.load(elem(A_ROUTE, key, I32), typ=I32), I64)
+        fp = b.gep(aptr(A_FILES), [b.mul(fno, c64(3))], source_etype=I64)
+        posp = b.gep(fp, [c64(2)], source_etype=I64)
+        fpos = b.load(posp, typ=I64)
+        dst = b.gep(b.inttoptr(b.load(fp, typ=I64), PTR), [fpos], source_etype=I8)
+        ts = b.load(elem(A_HDR_TS, i, I64), typ=I64)
+        ts = b.select(b.icmp_signed("<", ts, c64(0)), c64(0), ts)
+        ts = b.select(b.icmp_signed(">", ts, c64(MAX_TS_NS)), c64(MAX_TS_NS), ts)
+        sec = b.udiv(ts, c64(1_000_000_000))
+        nsec = b.sub(ts, b.mul(sec, c64(1_000_000_000)))
+        len32 = b.trunc(length, I32)
+        for k, v in enumerate((b.trunc(sec, I32), b.trunc(nsec, I32), len32, len32)):
+            b.store(v, b.gep(dst, [c64(4 * k)], source_etype=I8), align=1)
+        b.call(memcpy, [b.gep(dst, [c64(16)], source_etype=I8), src, length, ir.Constant(I1, 0)])
+        b.store(b.add(fpos, b.add(length, c64(16))), posp)
+        cp = elem(A_COUNTS, slot_index, I64)
+        b.store(b.add(b.load(cp, typ=I64), c64(1)), cp)
+
     n = arg(A_N)
     start = arg(A_START)
     table = b.inttoptr(env_get(abi.E_TABLE), PTR)
@@ -115,25 +165,58 @@ def build_module() -> ir.Module:
     i.add_incoming(start, entry)
     b.cbranch(b.icmp_unsigned("<", i, n), body, done)
 
+    b.position_at_end(advance)
+    i.add_incoming(b.add(i, c64(1)), advance)
+    b.branch(head)
+
     b.position_at_end(body)
     # timing mode reuses element 0 of every per-packet array (no fresh pages to fault in)
     repeat = b.icmp_unsigned("!=", b.and_(arg(A_FLAGS), c64(F_REPEAT)), c64(0))
+    sink = b.icmp_unsigned("!=", b.and_(arg(A_FLAGS), c64(F_SINK)), c64(0))
     pi = b.select(repeat, c64(0), i)
     length = b.zext(b.load(elem(A_LENGTHS, pi, I32), typ=I32), I64)
+    (sink_chk, files_loop, files_body, runt_chk, runt_blk, normal_chk, chk1, tl_blk, chk2, of_blk,
+     run_blk) = blocks("sinkchk", "filesloop", "filesbody", "runtchk", "runt", "normalchk", "chk1",
+                       "toolong", "chk2", "outfull", "run")
+    b.cbranch(sink, sink_chk, normal_chk)
+
+    # sink mode: every file buffer has a record's room, runts are written as they are (not run)
+    b.position_at_end(sink_chk)
+    b.branch(files_loop)
+    b.position_at_end(files_loop)
+    fi = b.phi(I64)
+    fi.add_incoming(c64(0), sink_chk)
+    b.cbranch(b.icmp_unsigned("<", fi, arg(A_NFILES)), files_body, runt_chk)
+    b.position_at_end(files_body)
+    fp = b.gep(aptr(A_FILES), [b.mul(fi, c64(3))], source_etype=I64)
+    cap = b.load(b.gep(fp, [c64(1)], source_etype=I64), typ=I64)
+    used = b.load(b.gep(fp, [c64(2)], source_etype=I64), typ=I64)
+    fi.add_incoming(b.add(fi, c64(1)), files_body)
+    full_blk = f.append_basic_block("filesfull")
+    b.cbranch(b.icmp_unsigned("<", b.sub(cap, used), c64(RECORD_ROOM)), full_blk, files_loop)
+    b.position_at_end(full_blk)
+    set_stop(STOP_FILES_FULL)
+    b.position_at_end(runt_chk)
+    b.cbranch(b.icmp_unsigned("<", length, arg(A_MIN_LEN)), runt_blk, chk1)
+    b.position_at_end(runt_blk)
+    src = b.gep(aptr(A_PKTS), [b.load(elem(A_OFFSETS, i, I64), typ=I64)], source_etype=I8)
+    short = arg(A_SHORT_KEY)
+    record(short, src, length, arg(A_SHORT_SLOT))
+    b.branch(advance)
+
+    b.position_at_end(normal_chk)
+    b.branch(chk1)
+    b.position_at_end(chk1)
     too_long = b.icmp_unsigned(">", length, arg(A_MAX_LEN))
-    room = b.sub(arg(A_OUT_CAP), arg(A_OUT_POS))
-    out_full = b.icmp_unsigned("<", room, b.add(c64(XDP_FRAME_SIZE), arg(A_OUT_GAP)))
-    run_blk, tl_blk, of_blk = (f.append_basic_block(x) for x in ("run", "toolong", "outfull"))
-    chk2 = f.append_basic_block("chk2")
     b.cbranch(too_long, tl_blk, chk2)
     b.position_at_end(tl_blk)
-    b.store(c64(STOP_TOO_LONG), slot(args, A_STOP))
-    b.branch(stop)
+    set_stop(STOP_TOO_LONG)
     b.position_at_end(chk2)
-    b.cbranch(out_full, of_blk, run_blk)
+    room = b.sub(arg(A_OUT_CAP), arg(A_OUT_POS))
+    out_full = b.icmp_unsigned("<", room, b.add(c64(XDP_FRAME_SIZE), arg(A_OUT_GAP)))
+    b.cbranch(b.and_(out_full, b.not_(sink)), of_blk, run_blk)
     b.position_at_end(of_blk)
-    b.store(c64(STOP_OUT_FULL), slot(args, A_STOP))
-    b.branch(stop)
+    set_stop(STOP_OUT_FULL)
 
     b.position_at_end(run_blk)
     with b.if_then(b.not_(repeat)):
@@ -180,13 +263,30 @@ def build_module() -> ir.Module:
         fnp, [env, arg(A_CTX), c64(0), c64(0), c64(0), c64(0), c64((STACK << REGION_SHIFT) | STACK_SIZE)]
     )
     faulted = b.icmp_unsigned("!=", env_get(abi.E_FAULT), c64(0))
-    ok_blk, f_blk = f.append_basic_block("ok"), f.append_basic_block("fault")
+    ok_blk, f_blk, sink_blk, rec_blk, out_blk = blocks("ok", "fault", "sinkkey", "record", "out")
     b.cbranch(faulted, f_blk, ok_blk)
     b.position_at_end(f_blk)
-    b.store(c64(STOP_FAULT), slot(args, A_STOP))
-    b.branch(stop)
+    set_stop(STOP_FAULT)
 
     b.position_at_end(ok_blk)
+    b.cbranch(sink, sink_blk, out_blk)
+
+    # sink mode: the action's key; a redirect (SINK_STOP) takes the normal output path, then stops
+    b.position_at_end(sink_blk)
+    act = b.and_(r0, c64(0xFFFF_FFFF))
+    kidx = b.select(b.icmp_unsigned(">", act, c64(4)), c64(5), act)
+    key = b.sext(b.load(elem(A_KEYS, kidx, I32), typ=I32), I64)
+    b.cbranch(b.icmp_unsigned("==", key, c64(SINK_STOP)), out_blk, rec_blk)
+    b.position_at_end(rec_blk)
+    d, de = env_get(abi.E_DATA), env_get(abi.E_DATA_END)
+    prog = env_get(abi.E_CUR_PROG)
+    record(key, b.gep(frame, [d], source_etype=I8), b.sub(de, d), b.add(b.mul(prog, arg(A_NKEYS)), key))
+    tp = slot(args, A_TAILS_SUM)
+    b.store(b.add(b.load(tp, typ=I64), env_get(abi.E_TAIL_CALLS)), tp)
+    clean_frame(b, env, frame, memset, env_get)
+    b.branch(advance)
+
+    b.position_at_end(out_blk)
     b.store(r0, elem(A_RETVAL, pi, I64))
     d, de = env_get(abi.E_DATA), env_get(abi.E_DATA_END)
     olen = b.select(repeat, c64(0), b.sub(de, d))
@@ -217,9 +317,10 @@ def build_module() -> ir.Module:
             b.store(b.trunc(env_get(env_word), I32), elem(word, pi, I32))
     with b.if_then(b.not_(repeat)):
         clean_frame(b, env, frame, memset, env_get)
-    nxt = b.add(i, c64(1))
-    i.add_incoming(nxt, b.block)
-    b.branch(head)
+    sink_stop = f.append_basic_block("sinkstop")
+    b.cbranch(sink, sink_stop, advance)
+    b.position_at_end(sink_stop)
+    set_stop(STOP_SINK)
 
     b.position_at_end(stop)
     b.ret(i)

@@ -18,18 +18,28 @@ batch with numpy:
   the frames appended after it get the same room, and the writer puts the record headers there and
   writes from the buffer without a copy.
 
-Only `--log` (one JSON line per packet) and faults/redirects work per packet.
+Without `--log`, batches run in sink mode instead (run_batch(sink=...), jit/batch.py F_SINK): the native
+loop itself routes each packet by its key to the record buffer of its sink file (sinks.RecordBuffers,
+written by a thread of their own), writes the pcap record header and counts (returning program, key)
+pairs, runts included (written as they are, not run). No numpy pass over per-packet arrays, no
+per-packet Python: faults, frames too long for the loop and redirects stop the loop and are decided here
+one by one, in order (`_sink_batch`), and `_fold` turns the counts into stats.json in the same order
+as `_count` (so the JSON is the same text).
+
+With `--log` (one JSON line per packet) the batch is run with per-packet output arrays as above, and
+faults/redirects work per packet.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from ..hooks.xdp import XdpAction
 from ..io.batch import Batch
 from ..io.native import interleave
+from ..jit.batch import SINK_STOP
 from ..spec import MapType
 from .pipeline import ETH_HLEN, Interface
 from .routing import Decision
@@ -37,6 +47,9 @@ from .sinks import MAX_TS_NS
 
 if TYPE_CHECKING:
     from .replay import Replay
+
+# sink mode (below) for every batch without --log; tests turn it off to compare with the other batch path
+SINK_MODE = True
 
 # run_batch leaves this many bytes before each packet's output: a pcap record header's room, so the
 # sinks write records straight from the output buffer (PcapWriter.write_batch(gaps=True))
@@ -82,6 +95,11 @@ def jit_batch(replay: Replay, iface: Interface, b: Batch, times: np.ndarray) -> 
     """Run batch `b` natively through `iface`'s single program; False when this path does not apply."""
     if len(iface.chain) != 1 or not iface.prog_ids or iface.prog_ids[0] is None or not usable(replay):
         return False
+    if SINK_MODE and not replay.log:
+        plan = _plan(replay, iface)
+        if plan is not None:
+            _sink_batch(replay, iface, plan, b, times)
+            return True
     p = replay.p
     backend: Any = p.backend
     n = len(b)
@@ -178,6 +196,163 @@ def jit_batch(replay: Replay, iface: Interface, b: Batch, times: np.ndarray) -> 
     if replay.log:
         _log(replay, iface, b, keys, codes, ok, whole, res, names, queues, src_len, decided, errors)
     return True
+
+
+class _Plan:
+    """An interface's sink-mode routing: the action keys, each FIXED key's file slot, the counts."""
+
+    def __init__(self, replay: Replay, iface: Interface, slots: list[int]) -> None:
+        self.rb = replay.sinks.records()
+        lut = action_keys(iface.chain[0].actions_mask)
+        lut[lut == K_REDIRECT] = SINK_STOP
+        self.keys = np.append(lut, K_UNKNOWN).astype(np.int32)
+        self.route = np.array(slots, np.int32)
+        self.nprogs = len(replay.p.backend.runtime.programs)
+        self.counts = np.zeros((self.nprogs + 1) * len(FIXED), np.uint64)
+
+
+def _plan(replay: Replay, iface: Interface) -> _Plan | None:
+    """The interface's sink-mode plan; None when the record buffers cannot take its files."""
+    plans = replay.__dict__.setdefault("_sink_plans", {})
+    plan = plans.get(iface.name, False)
+    if plan is False:
+        rb = replay.sinks.records()
+        slots = [rb.slot(iface.name, o, t) for o, _r, t in FIXED]
+        plan = None if None in slots else _Plan(replay, iface, slots)  # type: ignore[arg-type]
+        plans[iface.name] = plan
+    if plan is not None and len(replay.p.backend.runtime.programs) != plan.nprogs:
+        plan = plans[iface.name] = _Plan(replay, iface, plan.route.tolist())
+    return plan
+
+
+class _Decided(NamedTuple):
+    """A packet of a sink-mode batch that Python decided."""
+
+    index: int
+    key: int
+    prog: int
+    tails: int
+    decision: Decision | None  # redirects
+    error: str | None
+
+
+def _sink_batch(replay: Replay, iface: Interface, plan: _Plan, b: Batch, times: np.ndarray) -> None:
+    """One batch in sink mode: the native loop writes each packet's record to its file's buffer and counts
+    it; faults, long frames and redirects come back here one by one, in order."""
+    from ..engines.jit_batch import SinkPlan
+
+    p = replay.p
+    backend: Any = p.backend
+    n = len(b)
+    queues = np.zeros(n, np.uint32)
+    if iface.spec.queues > 1:  # RSS in Python: the hash of each frame's flow
+        rss = iface.rss
+        queues[:] = [rss.queue(b.packet(i)) for i in range(n)]
+    names = [prog.name for prog in backend.runtime.programs]
+    keys: list[Key] = list(FIXED)
+    decided: list[_Decided] = []
+    rb = plan.rb
+    mono = times.astype(np.int64, copy=False)
+    chained = action_keys(iface.chain[0].actions_mask)
+
+    def decide(ran: Any) -> None:
+        j = ran.index
+        ts = int(b.ts_ns[j])
+        if ran.fault:
+            err = ran.error
+            key = K_TOO_LONG if err is not None and err.kind == "frame" else K_FAULT
+            decided.append(_Decided(j, key, ran.prog, ran.tail_calls, None,
+                                    str(err) if err is not None else "program fault"))
+            rb.append(int(plan.route[key]), ran.data, ts)
+            return
+        act = ran.retval & 0xFFFF_FFFF
+        key = K_UNKNOWN if act > XdpAction.XDP_REDIRECT else int(chained[act])
+        if key != K_REDIRECT:
+            decided.append(_Decided(j, key, ran.prog, ran.tail_calls, None, None))
+            rb.append(int(plan.route[key]), ran.data, ts)
+            return
+        d = p.redirect(iface, Decision("redirect", "", ran.data, program=names[ran.prog]), ran.redirect,
+                       int(queues[j]), int(mono[j]))
+        k = (d.outcome, d.reason, d.target)
+        if k not in keys:
+            keys.append(k)
+        decided.append(_Decided(j, keys.index(k), ran.prog, ran.tail_calls, d, d.error or None))
+        slot = rb.slot(iface.name, d.outcome, d.target)
+        if slot is None:
+            rb.drain()
+            replay.sinks.write(iface.name, d.outcome, d.target, d.data, ts)
+        else:
+            rb.append(slot, d.data, ts)
+
+    plan.counts[:] = 0
+    sp = SinkPlan(plan.keys, plan.route, rb.files, rb.nfiles, plan.counts, len(FIXED), K_SHORT,
+                  np.ascontiguousarray(b.ts_ns, np.int64), decide, rb.flush_full, ETH_HLEN)
+    reuse = replay.__dict__.get("_batch_result")
+    res = backend.engine.run_batch(backend.runtime, iface.prog_ids[0], b.data, b.offsets,
+                                   b.lengths.astype(np.int32, copy=False).view(np.uint32),
+                                   mono.view(np.uint64), queues, ifindex=iface.ifindex,
+                                   budget=backend.budget, reuse=reuse, sink=sp)
+    replay.__dict__["_batch_result"] = res  # its arrays are reused by the next batch (constant memory)
+    rb.pending = True
+    _fold(replay, iface, plan, keys, decided, names, n, sp.tail_calls, res.helper_counts)
+    st = replay.stats
+    if iface.spec.queues > 1:
+        for q, c in enumerate(np.bincount(queues).tolist()):
+            if c:
+                st.queues[iface.queue_keys[q]] += c
+    else:
+        st.queues[iface.queue_keys[0]] += n
+    if res.traces:
+        for j in sorted(res.traces):
+            replay.sinks.trace(res.traces[j])
+
+
+def _fold(replay: Replay, iface: Interface, plan: _Plan, keys: list[Key], decided: list[_Decided],
+          names: list[str], n: int, tails: int, helper_counts: dict[str, int]) -> None:
+    """stats.json's share of a sink-mode batch, counted in the order _count counts (same JSON)."""
+    st = replay.stats
+    nk0, nk, nprogs = len(FIXED), len(keys), plan.nprogs
+    native = plan.counts.reshape(nprogs + 1, nk0).astype(np.int64)
+    counts = np.zeros(nk, np.int64)
+    counts[:nk0] = native.sum(axis=0)
+    pairs = np.zeros((nprogs, nk), np.int64)
+    pairs[:, :nk0] = native[:nprogs]
+    for e in decided:
+        counts[e.key] += 1
+        tails += e.tails
+        if e.decision is None:
+            pairs[e.prog, e.key] += 1
+    for k in np.flatnonzero(counts).tolist():
+        outcome, reason, target = keys[k]
+        c = int(counts[k])
+        st.count(outcome, reason, iface.name, n=c)
+        if target:
+            st.redirect_targets[target] += c
+    ran = n - int(native[nprogs].sum())
+    if ran:  # (a batch of runts runs nothing: no entry for the program then)
+        st.programs[names[iface.prog_ids[0]]]["runs"] += ran  # type: ignore[index]
+    for e in decided:
+        d = e.decision
+        if d is None:
+            continue
+        if d.program:
+            st.programs[d.program]["decided"] += 1
+            st.programs[d.program][d.outcome] += 1
+        if d.result is not None:  # the devmap program's run is the one the per-packet path counts
+            tails += d.result.tail_calls - e.tails
+            st.helper_calls.update(d.result.helper_counts)
+    flat = pairs.reshape(-1)
+    for pk in np.flatnonzero(flat).tolist():
+        pid, k = divmod(pk, nk)
+        c = int(flat[pk])
+        pc = st.programs[names[pid]]
+        pc["decided"] += c
+        pc[keys[k][0]] += c
+    st.tail_calls += tails
+    st.helper_calls.update(helper_counts)
+    for e in sorted(decided, key=lambda e: e.decision is not None):  # faults first, as _count
+        if e.error:
+            st.errors[e.error] += 1
 
 
 def _count(replay: Replay, iface: Interface, keys: list[Key], code: np.ndarray, res: Any, names: list[str],

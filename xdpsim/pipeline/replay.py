@@ -71,7 +71,7 @@ class Replay:
         reader = None
         error: CaptureError | None = None
         try:
-            reader = read_batches(path, BATCH if not self.fast else 65536)
+            reader = read_batches(path, BATCH if not self.fast else 65536, prefetch=self.fast)
             for batch in reader:
                 self.batch(batch)
                 if progress is not None:
@@ -81,6 +81,9 @@ class Replay:
                     break
         except CaptureError as e:
             error = e
+        drain = getattr(self.sinks, "drain", None)
+        if drain is not None:
+            drain()  # (the clock stops once every packet is in its file)
         self.stats.seconds = time.perf_counter() - start
         self.stats.clamped_timestamps = self.clock.clamped
         self._account_reader(reader, error)
