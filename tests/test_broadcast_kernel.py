@@ -283,3 +283,17 @@ def test_kernel_pipeline_broadcasts_like_interp(kernel: str, tmp_path: Path) -> 
                        [(f, sink(out, f)) for f in files])
     assert got["kernel"] == got["interp"]
     assert got["kernel"][2]["redirect"]["broadcast_copy"] > 0
+
+
+def test_api_runs_give_the_same_broadcast_target(kernel: str) -> None:  # noqa: F811
+    """Program.run: kind "broadcast", the map, and the call's flags, in every engine."""
+    import xdpsim
+
+    obj = xdpsim.load(str(PROGRAMS / "broadcast.o"))
+    try:
+        prog = obj.programs["flood_others"]
+        got = {e: prog.run(FRAME, engine=e).redirect for e in ("interp", "jit", "kernel")}
+    finally:
+        obj.close()
+    assert got["kernel"] == got["interp"] == got["jit"]
+    assert (got["kernel"].kind, got["kernel"].flags) == ("broadcast", (1 << 3) | (1 << 4))

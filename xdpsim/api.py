@@ -245,4 +245,4 @@ def _kernel_redirect(t: Any, notes: list[str]) -> Any:
 
     if t.kind == "unknown":
         notes.append(f"redirect target unknown: {t.why}")
-    return RedirectTarget(t.kind, t.index, t.prog)
+    return RedirectTarget(t.kind, t.index, t.prog, t.flags if t.kind == "broadcast" else 0)
