@@ -39,7 +39,7 @@ class Interface:
     chain: list[ChainEntry]
     rss: RssSpreader
     # the XDP chain's runtime ids for the JIT's native batch path (fastpath.py); left empty when the
-    # pipeline has TC hooks, whose packets must take the per-packet path
+    # pipeline has TC hooks or programs that may broadcast, whose packets must take the per-packet path
     prog_ids: list[int | None] = field(default_factory=list)
     ids: dict[ChainEntry, int | None] = field(default_factory=dict)  # chain entry -> runtime prog id
     tc: TcHooks = field(default_factory=TcHooks)
