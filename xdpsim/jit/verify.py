@@ -10,13 +10,19 @@ register values:
   another id: an unsigned scalar of known bound added to data); `ranges[pid]` is the number of bytes
   past `data + var` the program's own comparisons against `data_end` proved in the packet;
 - `PktEnd`, `Ctx(off)` (entry r1 + off), `MapVal(size, off)` / `MapOrNull(size)` (a lookup's result
-  before / after the NULL check), `Scalar(umax)` (an unsigned bound, None = unknown), `Unknown`.
+  before / after the NULL check), `Scalar(umax)` (an unsigned bound, None = unknown; optionally signed
+  bounds of the value and of its low 32 bits, which `<<= 32; s>>= 32`, movsx and comparisons with
+  constants narrow: a sign-extended header offset checked against 0 can then be added to data),
+  `Unknown`.
 
-An access is proven when it lies inside the frame (stack), inside the proven packet range, or inside
-a map value (stores only for maps programs may write: not frozen, not BPF_F_RDONLY_PROG -- a map
-frozen after its programs were compiled keeps its compiled stores). Packet facts rest on the context being
-the XDP context (`data`/`data_end` loaded from it): the lowering guards packet proofs with a run-time
-test that the entry r1 is a context pointer, so a program run with another r1 keeps its checks.
+A map lookup is proven (`maplookup`: map id << 10 | bytes from the key to the frame's top) when r1 is
+a map with a native lookup and r2 points into the frame: natives.map_lookup_proven skips the handle
+and key checks. An access is proven when it lies inside the frame (stack), inside the proven packet
+range, or inside a map value (stores only for maps programs may write: not frozen, not
+BPF_F_RDONLY_PROG -- a map frozen after its programs were compiled keeps its compiled stores).
+Packet facts rest on the context being the XDP context (`data`/`data_end` loaded from it): the
+lowering guards packet proofs with a run-time test that the entry r1 is a context pointer, so a
+program run with another r1 keeps its checks.
 TC programs (`tc=True`) track the entry r1 too, only to prove their `__sk_buff` field loads
 (TC_CTX_FIELDS): packet pointers loaded from the skb stay unknown, so TC has no packet proofs.
 Anything else -- helper calls that may move the packet (all but a known list), bpf-to-bpf calls,
