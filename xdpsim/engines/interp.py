@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 from .. import isa
 from ..errors import ProgramFault
-from ..memory import CTX, STACK, STACK_SIZE
+from ..memory import STACK, STACK_SIZE
 from .base import (
     MAX_CALL_FRAMES,
+    NO_ATOMIC_REGIONS,
+    atomic_fault,
     bad_call_target_fault,
     budget_fault,
     call_depth_fault,
-    ctx_atomic_fault,
     frame_pointer,
     helper_fault,
     in_helper,
@@ -234,8 +235,8 @@ def _mem_body(ins: isa.Instruction) -> str:
     if ins.mode == isa.BPF_MEM:
         return f"store({_addr(ins, ins.dst)}, {size}, {_reg(ins.src)})"
     # BPF_STX | BPF_ATOMIC
-    # the verifier refuses atomics on ctx before any access: no accessor load or store happens
-    a = f"a = {_addr(ins, ins.dst)}\n    if a >> 32 == CTX:\n        raise ctx_atomic_fault(a, {size})"
+    # the verifier refuses atomics on ctx and packet pointers: fault before any load or store happens
+    a = f"a = {_addr(ins, ins.dst)}\n    if a >> 32 in NO_ATOMIC:\n        raise atomic_fault(a, {size})"
     s = _reg(ins.src)
     op = ins.imm
     if op == isa.BPF_CMPXCHG:
@@ -360,7 +361,7 @@ def compile_program(runtime: Runtime, prog_id: int) -> Compiled:
     mem = runtime.mem
     namespace: dict[str, Any] = {
         "M64": M64, "M32": M32, "load": mem.load, "store": mem.store, "ProgramFault": ProgramFault,
-        "CTX": CTX, "ctx_atomic_fault": ctx_atomic_fault,
+        "NO_ATOMIC": NO_ATOMIC_REGIONS, "atomic_fault": atomic_fault,
         "sx8": sx8, "sx16": sx16, "sx32": sx32, "sx64": sx64, "sdiv64": sdiv64, "smod64": smod64,
         "sdiv32": sdiv32, "smod32": smod32, "bswap16": bswap16, "bswap32": bswap32, "bswap64": bswap64,
     }

@@ -30,12 +30,13 @@ from ..jit.natives import NATIVE_HELPER_IDS, NATIVE_MAP_TYPES, Natives, PrandomS
 from ..memory import CTX, FRAME_STACK, PACKET, STACK, STACK_SIZE
 from .base import (
     MAX_CALL_FRAMES,
+    NO_ATOMIC_REGIONS,
     U64,
     RunState,
+    atomic_fault,
     bad_call_target_fault,
     budget_fault,
     call_depth_fault,
-    ctx_atomic_fault,
     frame_pointer,
     in_helper,
     internal_helper_fault,
@@ -302,8 +303,8 @@ class _RuntimeJit:
         try:
             prog = self.rt.programs[int(self.env[abi.E_CUR_PROG])]
             ins = prog.insns[pc] if 0 <= pc < len(prog.insns) else None
-            if ins is not None and ins.opcode == isa.CALLX:
-                raise bad_call_target_fault(0)
+            if ins is not None and ins.opcode == isa.CALLX:  # lower_callx left the target in FAULT_ADDR
+                raise bad_call_target_fault(int(self.env[abi.E_FAULT_ADDR]))
             raise ProgramFault(f"instruction {pc} cannot be executed", kind="fault")
         except BaseException as e:  # noqa: BLE001
             return self._fail(e, pc)
@@ -326,8 +327,8 @@ class _RuntimeJit:
                 bool(env[abi.E_FAULT_WRITE]),
             )
             ins = self.rt.programs[prog_id].insns[pc]
-            if addr >> 32 == CTX and ins.cls == isa.BPF_STX and ins.mode == isa.BPF_ATOMIC:
-                raise locate(ctx_atomic_fault(addr, size), self.rt, prog_id, pc)
+            if addr >> 32 in NO_ATOMIC_REGIONS and ins.cls == isa.BPF_STX and ins.mode == isa.BPF_ATOMIC:
+                raise locate(atomic_fault(addr, size), self.rt, prog_id, pc)
             try:
                 self.rt.mem.check(addr, size, write)
             except ProgramFault as f:

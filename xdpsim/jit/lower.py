@@ -649,6 +649,14 @@ class FuncLowering:
         if proof is not None and proof.kind in ("stack", "mapval"):
             ptr = self.proven_ptr(addr, proof)
         else:
+            # the verifier refuses atomics on packet pointers (ctx ones fail the check below): a
+            # fault before any access; JitEngine reports it as engines.base.atomic_fault
+            ok, pkt = self.fn.append_basic_block("at.ok"), self.fn.append_basic_block("at.pkt")
+            rid = self.b.lshr(addr, c64(REGION_SHIFT))
+            self.b.cbranch(self.b.icmp_unsigned("==", rid, c64(PACKET)), pkt, ok)
+            self.b.position_at_end(pkt)
+            self.fault(abi.F_MEMORY, pc, addr, size, 1)
+            self.b.position_at_end(ok)
             ptr = self.host_ptr(pc, addr, size, write=True, atomic=True)
         src = self.b.trunc(self.get(ins.src), ty) if size == 4 else self.get(ins.src)
         op = ins.imm
