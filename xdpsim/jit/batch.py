@@ -69,6 +69,10 @@ A_MIN_LEN = 38  # frames shorter than this are not run: key A_SHORT_KEY, written
 A_SHORT_KEY = 39
 A_TAILS_SUM = 40  # in/out: successful tail calls of the packets counted natively
 A_SHORT_SLOT = 41  # index in A_COUNTS of the frames not run
+# in/out: the part of the frame the last packet dirtied, not yet zeroed (0, 0: none). Zeroing waits for
+# the next packet, which only zeroes what its own copy does not overwrite; every stop zeroes it all.
+A_PEND_LO = 42
+A_PEND_HI = 43
 A_WORDS = 48
 
 # Timing mode, like BPF_PROG_TEST_RUN's repeat: the frame already holds the packet (all lengths
@@ -130,6 +134,23 @@ def build_module() -> ir.Module:
     def set_stop(reason: int) -> None:
         b.store(c64(reason), slot(args, A_STOP))
         b.branch(stop)
+
+    def zero_range(lo: ir.Value, hi: ir.Value) -> None:
+        """memset(frame + lo, 0, hi - lo) when lo < hi."""
+        with b.if_then(b.icmp_unsigned("<", lo, hi)):
+            b.call(memset, [b.gep(frame, [lo], source_etype=I8), ir.Constant(I8, 0), b.sub(hi, lo),
+                            ir.Constant(I1, 0)])
+
+    def defer_clean() -> None:
+        """The frame's dirty part ([min(dirty_lo, meta), max(dirty_hi, data_end))) zeroed later."""
+        lo, hi = dirty_range(b, env_get)
+        b.store(lo, slot(args, A_PEND_LO))
+        b.store(hi, slot(args, A_PEND_HI))
+
+    def clean_pending() -> None:
+        zero_range(arg(A_PEND_LO), arg(A_PEND_HI))
+        b.store(c64(0), slot(args, A_PEND_LO))
+        b.store(c64(0), slot(args, A_PEND_HI))
 
     def record(key: ir.Value, src: ir.Value, length: ir.Value, slot_index: ir.Value) -> None:
         """Sink mode: the pcap record of `length` bytes at `src` to the buffer of `key`'s file."""
@@ -220,6 +241,14 @@ def build_module() -> ir.Module:
 
     b.position_at_end(run_blk)
     with b.if_then(b.not_(repeat)):
+        # the last packet's dirt that this packet's copy does not cover: [lo, headroom), [end, hi)
+        plo, phi = arg(A_PEND_LO), arg(A_PEND_HI)
+        low_end = b.select(b.icmp_unsigned("<", phi, headroom), phi, headroom)
+        zero_range(plo, low_end)
+        pkt_end = b.add(headroom, length)
+        zero_range(b.select(b.icmp_unsigned(">", plo, pkt_end), plo, pkt_end), phi)
+        b.store(c64(0), slot(args, A_PEND_LO))
+        b.store(c64(0), slot(args, A_PEND_HI))
         src = b.gep(aptr(A_PKTS), [b.load(elem(A_OFFSETS, pi, I64), typ=I64)], source_etype=I8)
         b.call(memcpy, [b.gep(frame, [headroom], source_etype=I8), src, length, ir.Constant(I1, 0)])
     data_end = b.add(headroom, length)
@@ -233,8 +262,11 @@ def build_module() -> ir.Module:
         env_set(w, v)
     q = b.zext(b.load(elem(A_QUEUES, pi, I32), typ=I32), I64)
     env_set(abi.E_RXQ, q)
-    ncpus = arg(A_NCPUS)  # (a division costs ~40 cycles: only when the queue is past the CPUs)
-    env_set(abi.E_CPU, b.select(b.icmp_unsigned("<", q, ncpus), q, b.urem(q, ncpus)))
+    ncpus = arg(A_NCPUS)  # (a division costs ~40 cycles: only when the queue is past the CPUs; a
+    # select would compute it for every packet)
+    env_set(abi.E_CPU, q)
+    with b.if_then(b.icmp_unsigned(">=", q, ncpus), likely=False):
+        env_set(abi.E_CPU, b.urem(q, ncpus))
     env_set(abi.E_NOW_NS, b.load(elem(A_TIMES, pi, I64), typ=I64))
     env_set(abi.E_FAULT, c64(0))
     env_set(abi.E_BUDGET, arg(A_BUDGET))
@@ -283,7 +315,7 @@ def build_module() -> ir.Module:
     record(key, b.gep(frame, [d], source_etype=I8), b.sub(de, d), b.add(b.mul(prog, arg(A_NKEYS)), key))
     tp = slot(args, A_TAILS_SUM)
     b.store(b.add(b.load(tp, typ=I64), env_get(abi.E_TAIL_CALLS)), tp)
-    clean_frame(b, env, frame, memset, env_get)
+    defer_clean()
     b.branch(advance)
 
     b.position_at_end(out_blk)
@@ -316,30 +348,30 @@ def build_module() -> ir.Module:
         with b.if_then(b.icmp_unsigned("!=", arg(word), c64(0))):  # optional outputs
             b.store(b.trunc(env_get(env_word), I32), elem(word, pi, I32))
     with b.if_then(b.not_(repeat)):
-        clean_frame(b, env, frame, memset, env_get)
+        defer_clean()
     sink_stop = f.append_basic_block("sinkstop")
     b.cbranch(sink, sink_stop, advance)
     b.position_at_end(sink_stop)
     set_stop(STOP_SINK)
 
-    b.position_at_end(stop)
+    b.position_at_end(stop)  # (the frame as zeroed as Python expects it: all but a faulting packet)
+    clean_pending()
     b.ret(i)
     b.position_at_end(done)
+    clean_pending()
     b.store(c64(STOP_DONE), slot(args, A_STOP))
     b.ret(n)
     return m
 
 
-def clean_frame(b: ir.IRBuilder, env, frame, memset, env_get) -> None:
-    """Zero [min(dirty_lo, meta), max(dirty_hi, data_end)): what the packet and adjusts could touch."""
+def dirty_range(b: ir.IRBuilder, env_get) -> tuple[ir.Value, ir.Value]:
+    """[min(dirty_lo, meta), max(dirty_hi, data_end)): what the packet and adjusts could touch."""
     lo = env_get(abi.E_DIRTY_LO)
     hi = env_get(abi.E_DIRTY_HI)
     meta, de = env_get(abi.E_META), env_get(abi.E_DATA_END)
     lo = b.select(b.icmp_unsigned("<", meta, lo), meta, lo)
     hi = b.select(b.icmp_unsigned(">", de, hi), de, hi)
-    b.call(
-        memset, [b.gep(frame, [lo], source_etype=I8), ir.Constant(I8, 0), b.sub(hi, lo), ir.Constant(I1, 0)]
-    )
+    return lo, hi
 
 
 def compile_batch(tm: llvm.TargetMachine) -> bytes:

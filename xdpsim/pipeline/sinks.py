@@ -130,7 +130,7 @@ class RecordBuffers:
 
     SIZE = 4 << 20
     MAX_SLOTS = 64
-    SPARE = 3
+    SPARE = 1
 
     def __init__(self, sinks: Sinks, threaded: bool = True) -> None:
         self.sinks = sinks
