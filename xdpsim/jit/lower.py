@@ -348,9 +348,128 @@ class FuncLowering:
         """Charge the block's instructions to the budget: a runaway loop ends with F_BUDGET. With
         coverage, count the block's run (after the budget: a block the budget stops is not counted)."""
         if self.mod.prog.budget_per_block:
-            self.charge_budget(pc)
+            deferred, after = self.deferred_checks()
+            if pc in deferred:
+                self.charge_deferred(pc)
+            elif pc in after:
+                self.charge_after_deferred(pc)
+            else:
+                self.charge_budget(pc)
         if self.cov is not None:
             self.count(pc, c64(1))
+
+    # Deferred budget checks. A block that can neither fault nor do anything observable (ALU, jumps,
+    # loads proven on the stack or in map values: registers only change) is charged without a test;
+    # its successors test for it. Faulting at the successor's start then names the same instruction
+    # with the same memory and maps as faulting at the block's own start would (registers are not
+    # observable after a fault). A deferred block's successors are never deferred, so one pending
+    # block at most: the budget on entering any block is >= 0 except after a deferred one, and a
+    # negative budget at a block's start says the pending block ran out (at its `before`-th).
+    _deferred: tuple[frozenset[int], frozenset[int]] | None = None
+
+    def deferred_checks(self) -> tuple[frozenset[int], frozenset[int]]:
+        """(blocks charged without a test, blocks that test for a deferred predecessor)."""
+        if self._deferred is not None:
+            return self._deferred
+        leaders = self.func.leaders
+        ends = dict(zip(leaders, leaders[1:] + [self.func.end], strict=True))
+        succs: dict[int, list[int]] = {}
+        pure: set[int] = set()
+        for start in leaders:
+            end = ends[start]
+            last = start
+            ok = not self.mod.prog.coverage
+            for p in range(start, end):
+                ins = self.insns[p]
+                if p > start and self.insns[p - 1].is_lddw:
+                    continue
+                last = p
+                ok = ok and self._pure(p, ins)
+            ins = self.insns[last]
+            if ins.cls in (isa.BPF_JMP, isa.BPF_JMP32) and ins.code not in (isa.BPF_CALL, isa.BPF_EXIT):
+                target = ins.jump_target(last)
+                succs[start] = [target] if ins.code == isa.BPF_JA else [target, last + 1]
+            elif ins.cls in (isa.BPF_JMP, isa.BPF_JMP32) and ins.code == isa.BPF_EXIT:
+                succs[start] = []
+                ok = False
+            else:
+                succs[start] = [end]
+            if ok and all(t in ends and t != start for t in succs[start]):
+                pure.add(start)
+        deferred: set[int] = set()
+        after: set[int] = set()
+        for start in leaders:  # no edge between two deferred blocks; their successors without lddw
+            ts = succs[start]
+            if start not in pure or start in after or any(t in deferred for t in ts):
+                continue
+            if all(self._lddw_free(t, ends[t]) for t in ts):
+                deferred.add(start)
+                after.update(ts)
+        self._deferred = (frozenset(deferred), frozenset(after - deferred))
+        return self._deferred
+
+    def _lddw_free(self, start: int, end: int) -> bool:
+        return not any(self.insns[p].is_lddw for p in range(start, end))
+
+    def _pure(self, pc: int, ins: Instruction) -> bool:
+        """The instruction changes registers only and cannot fault."""
+        cls = ins.cls
+        if ins.is_lddw:
+            return False  # keeps the pending block's slots contiguous (the fault's pc is start + before)
+        if cls in (isa.BPF_ALU, isa.BPF_ALU64):
+            return True
+        if cls in (isa.BPF_JMP, isa.BPF_JMP32):
+            return ins.code not in (isa.BPF_CALL, isa.BPF_EXIT)
+        if cls == isa.BPF_LDX and ins.mode in (isa.BPF_MEM, isa.BPF_MEMSX):
+            proof = self.mod.prog.proofs.get(pc)
+            return proof is not None and proof.kind in ("stack", "mapval")
+        return False
+
+    def charge_deferred(self, pc: int) -> None:
+        """A deferred block: charged, its start and budget kept for the successor's test."""
+        b = self.b
+        count = self.budget_ptr if self.budget_var is None else self.budget_var
+        pend_start, pend_before = self.pending()
+        before = b.load(count, typ=I64)
+        b.store(c64(pc), pend_start)
+        b.store(before, pend_before)
+        b.store(b.sub(before, c64(self._block_len(pc))), count)
+
+    _pending: tuple[ir.Value, ir.Value] | None = None
+
+    def pending(self) -> tuple[ir.Value, ir.Value]:
+        """Locals (registers after mem2reg): the pending deferred block's start and budget."""
+        if self._pending is None:
+            b = self.b
+            with b.goto_block(self.entry):
+                self._pending = (b.alloca(I64, name="pend.start"), b.alloca(I64, name="pend.before"))
+                b.store(c64(0), self._pending[0])
+                b.store(c64(0), self._pending[1])
+        return self._pending
+
+    def charge_after_deferred(self, pc: int) -> None:
+        """A block that may follow a deferred one: a negative budget at its start is the pending
+        block's fault (its start and budget go to the function's budget fault block)."""
+        n = self._block_len(pc)
+        b = self.b
+        count = self.budget_ptr if self.budget_var is None else self.budget_var
+        before = b.load(count, typ=I64)
+        left = b.sub(before, c64(n))
+        b.store(left, count)
+        shared = self._budget_fault()
+        pend_start, pend_before = self.pending()
+        assert self.budget_phis is not None
+        site = self.fn.append_basic_block(f"pc{pc}.budget")
+        ok = self.fn.append_basic_block(f"pc{pc}.run")
+        b.cbranch(b.icmp_signed("<", left, c64(0)), site, ok).set_weights([1, 99])
+        b.position_at_end(site)
+        pending = b.icmp_signed("<", before, c64(0))
+        start = b.select(pending, b.load(pend_start, typ=I64), c64(pc))
+        at = b.select(pending, b.load(pend_before, typ=I64), before)
+        self.budget_phis[0].add_incoming(start, site)
+        self.budget_phis[1].add_incoming(at, site)
+        b.branch(shared)
+        b.position_at_end(ok)
 
     def charge_budget(self, pc: int) -> None:
         n = self._block_len(pc)
