@@ -18,6 +18,11 @@ API (for the pipeline / `xdpsim run`):
   `helper_counts` (summed over the batch).
 - `out_gap` (default 0): bytes left unused in `out` before each packet's output, so that a writer can
   put a pcap record header (16 bytes) there and write records straight from `out` (fastpath.py).
+- `sink` (a `SinkPlan`, default None): sink mode, for replays (pipeline/fastpath.py): the loop writes
+  each packet's pcap record to the buffer of the file its verdict routes to and counts it by (returning
+  program, verdict key), frames shorter than `min_len` included (not run); faults, frames too long for
+  the loop and redirects go to `sink.decide` one by one, in order; the per-packet arrays are then only
+  meaningful for those packets.
 
 Each packet sees what `run_xdp` gives it (zeroed 4096-byte frame, headroom 256, zeroed stack, budget,
 tail-call count 0). Faults are not re-run: native code stops at the faulting packet, Python builds
