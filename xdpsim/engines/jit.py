@@ -24,7 +24,7 @@ from ..errors import ProgramFault
 from ..helpers.skbuff import SkbBuffer
 from ..jit import abi
 from ..jit.cfg import JitUnsupported
-from ..jit.compiler import compiler
+from ..jit.compiler import compiler, env_tier
 from ..jit.lower import ProgramInput
 from ..jit.natives import NATIVE_HELPER_IDS, NATIVE_MAP_TYPES, Natives, PrandomSync
 from ..memory import CTX, FRAME_STACK, PACKET, STACK, STACK_SIZE
@@ -59,6 +59,7 @@ PY_INSN_CTYPE = ctypes.CFUNCTYPE(_I64, _VP, _I64)
 
 TAIL_CALL = 12
 _PRANDOM = 7
+_NO_MAP = np.zeros(64, dtype=np.uint64)  # a descriptor of nothing (see _RuntimeJit.refresh)
 _UNSET: Any = object()  # RunState.redirect before a Python helper: did the helper set it?
 _FROZEN = 1 << 32  # map_types flag: frozen maps take the Python path (-EPERM on update)
 SK_BUFF_SIZE = 192  # the TC hook's context window (hooks/tc.py; not imported: it imports the engines)
@@ -85,14 +86,27 @@ class _CompiledProgram:
 
     def __init__(
         self, address: int, seconds: float, source: str, funcs: dict[int, int], stack_bytes: int = 512,
-        blocks: list[tuple[int, int]] | None = None,
+        blocks: list[tuple[int, int]] | None = None, key: str = "", tier: int = 2,
     ):
+        self.key = key  # compiler.cache_key: the tier-2 code of the same key replaces tier 1's
+        self.tier = tier  # 1 until the background O2 build is loaded (upgrade)
         self.blocks = blocks or []  # coverage: (start, end) of every basic block (cfg.build)
         self.stack_bytes = stack_bytes  # bytes below r10 the program can touch (verify.analyse)
         self.address = address
         self.seconds = seconds
         self.source = source
         self.funcs = funcs  # insn -> native address
+
+    def upgrade(self) -> bool:
+        """Take the tier-2 code once the background build loaded it (between runs: the engine's
+        refresh). The entry and every function entry move together."""
+        comp = compiler()
+        c = comp.upgraded(self.key) if self.tier == 1 else None
+        if c is None:
+            return False
+        self.funcs = comp.addresses(c.prefix, sorted(self.funcs))
+        self.address, self.tier = c.address, 2
+        return True
 
 
 class _RuntimeJit:
@@ -115,6 +129,7 @@ class _RuntimeJit:
         self.counters: list[np.ndarray | None] = []
         self.cover_table = np.zeros(1, dtype=np.uint64)
         self.prandom = PrandomSync(runtime)
+        self.generation = -1  # compiler().generation when tier-2 code was last looked for
         # trampolines: kept alive as long as this object (native code holds their addresses)
         self._py_helper = PY_HELPER_CTYPE(self._helper)
         self._py_mem = PY_MEM_CTYPE(self._mem)
@@ -133,8 +148,11 @@ class _RuntimeJit:
         """Compile programs registered since the last run; size the map and entry tables."""
         rt = self.rt
         types = [int(m.type) | (_FROZEN if m.frozen else 0) for m in rt.maps] or [0]
-        if len(self.maps) != len(rt.maps):
-            self.maps = np.array([m.native_descriptor() for m in rt.maps] or [0], dtype=np.uint64)
+        if len(self.maps) != len(rt.maps) or not self.env[abi.E_MAPS]:  # (set even with no map)
+            # with no map at all, a zeroed descriptor: native map_of reads the descriptor of map 0
+            # before it knows that the handle is no map (the result is then not used)
+            descs = [m.native_descriptor() for m in rt.maps] or [_NO_MAP.ctypes.data]
+            self.maps = np.array(descs, dtype=np.uint64)
             self.map_types = np.array(types, dtype=np.uint64)
             self.env[abi.E_MAPS] = self.maps.ctypes.data
             self.env[abi.E_MAP_TYPES] = self.map_types.ctypes.data
@@ -142,9 +160,11 @@ class _RuntimeJit:
         else:
             self.map_types[:] = types
         n = len(rt.programs)
+        comp = compiler()
         if len(self.compiled) != n:
-            while len(self.compiled) < n:
-                self.compiled.append(self.engine.compile(rt, rt.programs[len(self.compiled)]))
+            with comp.foreground():  # tier-2 builds wait until every program has code
+                while len(self.compiled) < n:
+                    self.compiled.append(self.engine.compile(rt, rt.programs[len(self.compiled)]))
             self.progs = np.array([c.address if c else 0 for c in self.compiled] or [0], dtype=np.uint64)
             self.env[abi.E_PROGS] = self.progs.ctypes.data
             self.env[abi.E_NPROGS] = n
@@ -154,6 +174,16 @@ class _RuntimeJit:
                     self.counters.append(np.zeros(2 * len(prog.insns), dtype=np.uint64))
                 self.cover_table = np.array([c.ctypes.data for c in self.counters] or [0], dtype=np.uint64)
                 self.env[abi.E_COVER] = self.cover_table.ctypes.data
+        if comp.generation != self.generation:
+            self.upgrade(comp.generation)
+
+    def upgrade(self, generation: int) -> None:
+        """Tier-2 code loaded since the last look replaces tier 1's: here, between runs (a batch
+        replay takes it at its next batch), one 8-byte entry per program in the tail-call table."""
+        self.generation = generation
+        for pid, cp in enumerate(self.compiled):
+            if cp is not None and cp.tier == 1 and cp.upgrade():
+                self.progs[pid] = cp.address
 
     # ---------------------------------------------------------------- state sync
 
@@ -335,6 +365,7 @@ class _RuntimeJit:
                 raise locate(f, self.rt, prog_id, pc) from None
             raise AssertionError(f"JIT reported a fault at {addr:#x} that the AddressSpace allows")
         if code == abi.F_BUDGET:
+            pc = abi.budget_fault_pc(self.rt.programs[prog_id].insns, pc, int(env[abi.E_FAULT_ADDR]))
             state.insns = state.budget
             raise locate(budget_fault(state.budget), self.rt, prog_id, pc)
         if code == abi.F_DEPTH:
@@ -350,7 +381,16 @@ class JitEngine:
 
     name = "jit"
 
-    def __init__(self, native_helpers: bool = True, proofs: bool = True, coverage: bool = False):
+    def __init__(
+        self,
+        native_helpers: bool = True,
+        proofs: bool = True,
+        coverage: bool = False,
+        tier: int | None = None,
+    ):
+        """`tier`: None compiles tier 1 (fast to build) and replaces it by tier 2 (O2, built in the
+        background) between runs; 1 or 2 forces that tier (default: XDPSIM_JIT_TIER, see compiler.py)."""
+        self.tier = tier if tier is not None else env_tier()
         self.native_helpers = native_helpers
         self.proofs = proofs
         self.coverage = coverage
@@ -361,7 +401,8 @@ class JitEngine:
     @property
     def cache_name(self) -> str:
         """LoadedProgram.cache key: engines with other settings compile their own code."""
-        return f"jit:{int(self.native_helpers)}{int(self.proofs)}{int(self.coverage)}"
+        forced = f"t{self.tier}" if self.tier else ""  # forced tier-1 code is never upgraded
+        return f"jit:{int(self.native_helpers)}{int(self.proofs)}{int(self.coverage)}{forced}"
 
     # ---------------------------------------------------------------- compilation
 
@@ -431,13 +472,13 @@ class JitEngine:
             return cached
         try:
             pin = self.program_input(runtime, prog)
-            c = compiler().compile(pin, self._natives)
+            c = compiler().compile(pin, self._natives, tier=self.tier)
         except JitUnsupported as e:
             prog.cache[self.cache_name] = e
             return None
         funcs = compiler().function_addresses(c, pin)
         blocks = _blocks(pin) if self.coverage else None
-        cp = _CompiledProgram(c.address, c.seconds, c.source, funcs, pin.stack_bytes, blocks)
+        cp = _CompiledProgram(c.address, c.seconds, c.source, funcs, pin.stack_bytes, blocks, c.key, c.tier)
         prog.cache[self.cache_name] = cp
         return cp
 

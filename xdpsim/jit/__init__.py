@@ -14,7 +14,10 @@ Modules (the engine itself is `xdpsim.engines.jit.JitEngine`, the batch API `eng
              ingress_ifindex, ifindex (lower.TC_CTX_FIELDS; env SKB_CTX/SKB_FIELDS, abi.py)).
 - `natives`  helpers lowered natively (maps through maps/native.py, tail_call as `musttail`, adjust_*,
              csum_diff, redirect(_map), load/store_bytes, ktime, prandom = MT19937, cpu id).
-- `compiler` optimisation (O2), object code, the disk cache, the process-wide MCJIT engine.
+- `compiler` two tiers: tier 1 (compact IR, level-0 code, at once) calling a shared, disk-cached
+             library of the out-of-line functions (`lower.library_module`), replaced between runs
+             by tier 2 (O2, built in a background thread); the disk cache (tier 2 only), the
+             process-wide MCJIT engine. XDPSIM_JIT_TIER=1|2 forces one tier.
 - `batch`    the native replay loop (one generic function; the program's entry is an argument).
 - `fuzzcheck` the differential worker the fuzz test runs in a subprocess.
 

@@ -71,7 +71,9 @@ Calls and tail calls keep every register, as in the interpreter: RET_REGS and EN
 ones the native signature does not.
 
 Fault codes: F_MEMORY (a checked access failed natively: FAULT_ADDR/SIZE/WRITE say which; Python
-rebuilds the exact ProgramFault with AddressSpace.check), F_BUDGET, F_DEPTH (call depth),
+rebuilds the exact ProgramFault with AddressSpace.check), F_BUDGET (FAULT_PC is the start of the basic
+block that exhausted the budget and FAULT_ADDR how many of its instructions still fitted: the fault
+names the next one, an lddw counting once -- `budget_fault_pc`), F_DEPTH (call depth),
 F_PYTHON (a Python callback raised: the engine keeps the exception and re-raises it).
 """
 
@@ -149,6 +151,16 @@ MAX_TAIL_CALLS = 33
 MAX_FRAMES = 8
 FRAME_BYTES = 512
 STACK_BYTES = 4096
+
+
+def budget_fault_pc(insns: list, start: int, fitted: int) -> int:
+    """The instruction an F_BUDGET fault names: the one after `fitted` instructions of the block at
+    `start` (an lddw and its filler slot are one instruction)."""
+    pc = start
+    for _ in range(fitted):
+        pc += 2 if insns[pc].is_lddw else 1
+    return pc
+
 
 # every word, the ENTRY_REGS block included, must fit the env array
 assert max(v for k, v in list(globals().items()) if k.startswith("E_")) + len(ENTRY_REGS) <= ENV_WORDS

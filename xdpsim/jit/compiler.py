@@ -1,26 +1,52 @@
-"""LLVM module -> optimised native object code -> loaded into the process-wide MCJIT engine.
+"""LLVM module -> native object code -> loaded into the process-wide MCJIT engine, in two tiers.
 
 Compiled code depends only on its `ProgramInput` (instructions, resolved lddw constants, proofs,
 native helper set): runtime addresses (region table, map descriptors, entry points) come through
 `env` at run time. So the object code of a program is cached on disk
 (`$XDG_CACHE_HOME/xdpsim/jit/` or `~/.cache/xdpsim/jit/`) under a key made of its inputs, the
 xdpsim version and the llvmlite/LLVM versions, and loaded with `add_object_file`: a cached program
-costs no IR building and no LLVM pass at all. In memory, one entry address per key is kept for the
-process (two runtimes loading the same object share the machine code).
+costs no IR building and no LLVM pass at all.
+
+Tiers (the same lowering code, so the same semantics, faults and all):
+
+- tier 1: the program lowered without proofs and with every memory access a call of the library's
+  whole checked access (`ModuleLowering(compact=True)`: the proofs-off engine's semantics, which
+  proven code equals), no optimisation pass, machine code at codegen level 0 (`tm0`), loaded at
+  once. Its module holds only the program: the program-independent out-of-line functions (slow and
+  checked memory paths, native helper bodies: `lower.library_module`) are compiled once per
+  (xdp, tc) variant into a shared object (O2, disk-cached like the batch loop) that tier-1 code calls;
+- tier 2: lowered again with proofs in a background thread (llvmlite's LLVM calls go through ctypes
+  and release the GIL), the library module linked in (its functions made internal again, so LLVM
+  inlines helper bodies as it would in one module), the O2 pipeline, codegen level 3. The object goes
+  to the disk cache and is loaded into the engine; `generation` then counts up and the engine swaps
+  entries between runs (engines/jit.py). Only tier-2 objects are cached: a second run loads O2 code.
+
+At exit, in-flight tier-2 builds are waited for (at most XDPSIM_JIT_EXIT_WAIT seconds, default 10)
+so that a short run still fills the cache. XDPSIM_JIT_TIER=1 or 2 (or `compile(tier=)`) forces one
+tier: 1 never builds tier 2, 2 builds O2 in the foreground as before.
+
+LLVM calls hold llvmlite's global lock: a background step delays a foreground compile by at most
+that step, and `foreground()` keeps new background steps from starting while the engine compiles.
 
 Set XDPSIM_JIT_CACHE=0 to disable the disk cache.
 """
 
 from __future__ import annotations
 
+import atexit
+import collections
+import contextlib
 import functools
+import gc
 import hashlib
 import os
 import pickle
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import llvmlite
@@ -28,9 +54,11 @@ import llvmlite.binding as llvm
 
 from .. import isa
 from .cfg import function_entries
-from .lower import ModuleLowering, NativeHelpers, ProgramInput, function_name
+from .lower import ModuleLowering, NativeHelpers, ProgramInput, function_name, library_module
 
-CACHE_FORMAT = 3
+CACHE_FORMAT = 4
+T1_PREFIX = "xdpsim_t1_"
+T2_PREFIX = "xdpsim_prog_"
 
 
 @functools.lru_cache(maxsize=1)
@@ -63,12 +91,17 @@ def cache_dir() -> Path:
     return Path(base) / "xdpsim" / "jit"
 
 
+def _version_line(what: str) -> bytes:
+    return (
+        f"xdpsim-jit {what} {CACHE_FORMAT} {_xdpsim_version()} {_source_hash()} "
+        f"llvmlite {llvmlite.__version__} llvm {llvm.llvm_version_info} "
+        f"{llvm.get_process_triple()}\n".encode()
+    )
+
+
 def cache_key(prog: ProgramInput) -> str:
     h = hashlib.sha256()
-    h.update(
-        f"xdpsim-jit {CACHE_FORMAT} {_xdpsim_version()} {_source_hash()} llvmlite {llvmlite.__version__} "
-        f"llvm {llvm.llvm_version_info} {llvm.get_process_triple()}\n".encode()
-    )
+    h.update(_version_line("prog"))
     h.update(isa.encode(prog.insns))
     # encode() takes an lddw's high half from the filler slot, which runtime relocation leaves as it was:
     # the relocated 64-bit values (map handles, value addresses: region ids differ per Runtime) go in too
@@ -89,12 +122,43 @@ def cache_key(prog: ProgramInput) -> str:
     return h.hexdigest()[:32]
 
 
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """No cyclic garbage collection while llvmlite.ir objects pile up (tens of thousands of them: a
+    collection then walks them all, ~10% of a tier-1 compile and spikes of tens of ms)."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def env_tier() -> int | None:
+    """XDPSIM_JIT_TIER: 1 or 2 forces that tier; anything else (unset) is tiered."""
+    v = os.environ.get("XDPSIM_JIT_TIER", "")
+    return int(v) if v in ("1", "2") else None
+
+
 @dataclass
 class Compiled:
     key: str
     address: int
     seconds: float  # time spent here (0 when already in memory)
     source: str  # "compiled", "disk", "memory"
+    tier: int = 2  # 1: level-0 code (tier 2 may follow: Compiler.upgraded); 2: O2 code
+    prefix: str = ""  # symbol of the entry; subprograms are function_name(prefix, start)
+
+
+@dataclass
+class _Job:
+    key: str
+    prog: ProgramInput
+    natives: NativeHelpers | None
+    variant: tuple[bool, bool]
+    queued: float
 
 
 class Compiler:
@@ -105,86 +169,321 @@ class Compiler:
         llvm.initialize_native_asmprinter()
         target = llvm.Target.from_default_triple()
         self.tm = target.create_target_machine(opt=3, codemodel="jitdefault", jit=True)
+        self.tm0 = target.create_target_machine(opt=0, codemodel="jitdefault", jit=True)
         # the engine needs a module to start with: an empty one
         empty = llvm.parse_assembly("")
         empty.triple = self.tm.triple
         self.engine = llvm.create_mcjit_compiler(empty, self.tm)
-        self.loaded: dict[str, int] = {}
-        self.lock = threading.Lock()
+        self.t1: dict[str, Compiled] = {}
+        self.t2: dict[str, Compiled] = {}
+        self._batch: int = 0
+        self._libs: dict[tuple[bool, bool], dict[str, str]] = {}  # variant -> plain name -> object symbol
+        self._lib_text: dict[tuple[bool, bool], str] = {}
+        self.lock = threading.RLock()  # MCJIT state (add_object_file, finalize, symbol lookups)
         self.use_disk = os.environ.get("XDPSIM_JIT_CACHE", "1") != "0"
+        # tier 2 in the background
+        self.generation = 0  # counts tier-2 objects loaded: the engine compares it between runs
+        self.tier2_seconds: dict[str, float] = {}  # key -> CPU seconds of its background build
+        self.tier2_errors: dict[str, str] = {}
+        self._cv = threading.Condition()
+        self._jobs: collections.deque[_Job] = collections.deque()
+        self._pending: set[str] = set()
+        self._foreground = 0
+        self._worker: threading.Thread | None = None
+        self._closing = False
 
-    def compile(self, prog: ProgramInput, natives: NativeHelpers | None = None) -> Compiled:
+    # ---------------------------------------------------------------- programs
+
+    def compile(
+        self, prog: ProgramInput, natives: NativeHelpers | None = None, tier: int | None = None
+    ) -> Compiled:
+        """Native code for `prog`: tier 2 when it is in memory or on disk, else tier 1 now and tier 2 in
+        the background (`tier=None`); `tier=1` / `tier=2` force one (default: XDPSIM_JIT_TIER)."""
+        if tier is None:
+            tier = env_tier()
         key = cache_key(prog)
-        with self.lock:
-            if key in self.loaded:
-                return Compiled(key, self.loaded[key], 0.0, "memory")
+        with self.foreground(), self.lock:
+            if tier != 1:
+                c = self.t2.get(key)
+                if c is not None:
+                    return Compiled(key, c.address, 0.0, "memory", 2, c.prefix)
+            if tier == 1 or key not in self.t2:
+                c = self.t1.get(key)
+                if c is not None and tier != 2:
+                    if tier is None:  # (built by a forced tier 1 before: tier 2 now follows)
+                        self._enqueue(_Job(key, prog, natives, (prog.xdp, prog.tc), time.perf_counter()))
+                    return Compiled(key, c.address, 0.0, "memory", 1, c.prefix)
             t0 = time.perf_counter()
-            name = f"xdpsim_prog_{key}"
-            obj = self._read_cache(key)
-            source = "disk"
-            if obj is None:
-                obj = self._build(prog, name, natives)
+            prefix = T2_PREFIX + key
+            if tier != 1:
+                obj = self._read_cache(key)
+                if obj is not None:
+                    return self._load_t2(key, obj, time.perf_counter() - t0, "disk")
+            variant = (prog.xdp, prog.tc)
+            if tier == 2:
+                obj = self._build_t2(self.tier2_text(prog, prefix, natives), variant)
                 self._write_cache(key, obj)
-                source = "compiled"
+                return self._load_t2(key, obj, time.perf_counter() - t0, "compiled")
+            c = self._load_t1(key, self.tier1_text(prog, prefix, natives), variant, t0)
+            if tier is None:
+                self._enqueue(_Job(key, prog, natives, variant, time.perf_counter()))
+            return c
+
+    @staticmethod
+    def tier1_text(prog: ProgramInput, prefix: str, natives: NativeHelpers | None) -> str:
+        """Tier 1's IR: no proofs, every unproven access a call of the library's checked access
+        (the path proven accesses fall back to): the least IR to build, print and parse."""
+        with _no_gc():
+            low = ModuleLowering(replace(prog, proofs={}), prefix, natives, shared=True, compact=True)
+            return str(low.lower())
+
+    @staticmethod
+    def tier2_text(prog: ProgramInput, prefix: str, natives: NativeHelpers | None) -> str:
+        return str(ModuleLowering(prog, prefix, natives, shared=True).lower())
+
+    def upgraded(self, key: str) -> Compiled | None:
+        """The tier-2 code of `key` once it is loaded (None before)."""
+        return self.t2.get(key)
+
+    def pending(self, key: str) -> bool:
+        with self._cv:
+            return key in self._pending
+
+    def function_addresses(self, c: Compiled, prog: ProgramInput) -> dict[int, int]:
+        """insn -> native address of every function of the program (entry and subprograms)."""
+        return self.addresses(c.prefix, function_entries(prog.insns, prog.entries))
+
+    def addresses(self, prefix: str, starts: list[int]) -> dict[int, int]:
+        out = {}
+        with self.lock:
+            for start in starts:
+                addr = self.engine.get_function_address(function_name(prefix, start))
+                if addr:
+                    out[start] = addr
+        return out
+
+    def ir_text(self, prog: ProgramInput, natives: NativeHelpers | None = None) -> str:
+        """The program's IR as tier 2 compiles it (the library module linked in)."""
+        return str(self._linked(self.tier2_text(prog, "xdpsim_prog", natives), (prog.xdp, prog.tc), natives))
+
+    # ---------------------------------------------------------------- tier 1
+
+    def _load_t1(self, key: str, text: str, variant: tuple[bool, bool], t0: float) -> Compiled:
+        lib = self.library(variant)
+        mod = self._parse(text)
+        t2name, t1name = T2_PREFIX + key, T1_PREFIX + key
+        for f in mod.functions:
+            if f.is_declaration:
+                if f.name in lib:  # the shared library's copy (lower.library_module)
+                    f.name = lib[f.name]
+            elif f.name.startswith(t2name):  # tier 2 of the same key loads the same names later
+                f.name = t1name + f.name[len(t2name):]
+        obj = self.tm0.emit_object(mod)
+        addr = self._add(obj, t1name)
+        c = Compiled(key, addr, time.perf_counter() - t0, "compiled", 1, t1name)
+        self.t1[key] = c
+        return c
+
+    def library(self, variant: tuple[bool, bool], natives: NativeHelpers | None = None) -> dict[str, str]:
+        """Load the shared out-of-line functions of one (xdp, tc) variant; plain name -> its symbol."""
+        with self.lock:
+            lib = self._libs.get(variant)
+            if lib is not None:
+                return lib
+            tag = f"xdpsim_lib{int(variant[0])}{int(variant[1])}."
+            key = hashlib.sha256(_version_line(f"lib {variant}")).hexdigest()[:32]
+            obj = self._read_cache(key)
+            names_file = f"{key}.names"
+            names = self._read_cache(names_file) if obj is not None else None
+            if obj is None or names is None:
+                mod = self._parse(self.library_text(variant, natives))
+                plain = []
+                for f in mod.functions:
+                    if not f.is_declaration:
+                        plain.append(f.name)
+                        f.name = tag + f.name
+                        f.linkage = llvm.Linkage.external
+                self._optimise(mod)
+                obj = self.tm.emit_object(mod)
+                names = "\n".join(plain).encode()
+                self._write_cache(key, obj)
+                self._write_cache(names_file, names)
+            self.engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+            self.engine.finalize_object()
+            lib = {n: tag + n for n in names.decode().split("\n") if n}
+            self._libs[variant] = lib
+            return lib
+
+    def library_text(self, variant: tuple[bool, bool], natives: NativeHelpers | None = None) -> str:
+        text = self._lib_text.get(variant)
+        if text is None:
+            if natives is None:
+                from .natives import Natives
+
+                natives = Natives()
+            from .natives import NATIVE_HELPER_IDS
+
+            text = str(library_module(variant[0], variant[1], natives, NATIVE_HELPER_IDS))
+            self._lib_text[variant] = text
+        return text
+
+    # ---------------------------------------------------------------- tier 2
+
+    def _build_t2(self, text: str, variant: tuple[bool, bool], step: bool = False) -> bytes:
+        mod = self._linked(text, variant)
+        if step:
+            self._wait_foreground()
+        self._optimise(mod)
+        if step:
+            self._wait_foreground()
+        return self.tm.emit_object(mod)
+
+    def _linked(
+        self, text: str, variant: tuple[bool, bool], natives: NativeHelpers | None = None
+    ) -> llvm.ModuleRef:
+        """The program module with the library module linked in, the library's functions internal
+        (as when each module defined its own: LLVM inlines and drops them as it sees fit)."""
+        mod = self._parse(text)
+        lib = self._parse(self.library_text(variant, natives))
+        names = [f.name for f in lib.functions if not f.is_declaration]
+        for f in lib.functions:
+            if not f.is_declaration:
+                f.linkage = llvm.Linkage.external
+        mod.link_in(lib)
+        for n in names:
+            mod.get_function(n).linkage = llvm.Linkage.internal
+        mod.verify()
+        return mod
+
+    def _load_t2(self, key: str, obj: bytes, seconds: float, source: str) -> Compiled:
+        prefix = T2_PREFIX + key
+        addr = self._add(obj, prefix)
+        c = Compiled(key, addr, seconds, source, 2, prefix)
+        self.t2[key] = c
+        return c
+
+    def _enqueue(self, job: _Job) -> None:
+        with self._cv:
+            if job.key in self._pending or self._closing:
+                return
+            self._pending.add(job.key)
+            self._jobs.append(job)
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._work, name="xdpsim-jit-tier2", daemon=True)
+                self._worker.start()
+                atexit.register(self._at_exit)
+            self._cv.notify_all()
+
+    @contextlib.contextmanager
+    def foreground(self) -> Iterator[None]:
+        """Background steps do not start while the caller compiles (they would hold LLVM's lock)."""
+        with self._cv:
+            self._foreground += 1
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._foreground -= 1
+                self._cv.notify_all()
+
+    def _wait_foreground(self) -> None:
+        with self._cv:
+            while self._foreground and not self._closing:
+                self._cv.wait()
+
+    def _work(self) -> None:
+        while True:
+            with self._cv:
+                while not self._jobs or (self._foreground and not self._closing):
+                    self._cv.wait()
+                job = self._jobs.popleft()
+            t0 = time.thread_time()
+            try:
+                text = self.tier2_text(job.prog, T2_PREFIX + job.key, job.natives)
+                self._wait_foreground()
+                obj = self._build_t2(text, job.variant, step=True)
+                self._write_cache(job.key, obj)
+                with self.lock:
+                    self._load_t2(job.key, obj, time.thread_time() - t0, "compiled")
+                    self.tier2_seconds[job.key] = time.thread_time() - t0
+                    self.generation += 1
+            except Exception as e:  # noqa: BLE001 - tier 1 keeps running: say why there is no tier 2
+                self.tier2_errors[job.key] = f"{type(e).__name__}: {e}"
+                warnings.warn(f"xdpsim JIT: no tier 2 for {job.key}, tier 1 stays: {e}", stacklevel=2)
+            finally:
+                with self._cv:
+                    self._pending.discard(job.key)
+                    self._cv.notify_all()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until every queued tier-2 build is loaded (True) or `timeout` seconds passed (False)."""
+        end = None if timeout is None else time.monotonic() + timeout
+        with self._cv:
+            while self._pending:
+                left = None if end is None else end - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cv.wait(left)
+        return True
+
+    def _at_exit(self) -> None:
+        """Finish in-flight tier-2 builds (bounded) so that the next run finds them on disk; never
+        leave the worker inside LLVM while the interpreter tears down."""
+        try:
+            limit = float(os.environ.get("XDPSIM_JIT_EXIT_WAIT", "10"))
+        except ValueError:
+            limit = 10.0
+        if not self.wait(limit):
+            with self._cv:
+                self._closing = True
+                for job in self._jobs:
+                    self._pending.discard(job.key)
+                self._jobs.clear()
+                self._cv.notify_all()
+            self.wait(30)  # the one build in progress
+
+    # ---------------------------------------------------------------- LLVM steps
+
+    def _parse(self, text: str) -> llvm.ModuleRef:
+        mod = llvm.parse_assembly(text)
+        mod.triple = self.tm.triple
+        mod.data_layout = str(self.tm.target_data)
+        return mod
+
+    def _optimise(self, mod: llvm.ModuleRef) -> None:
+        pto = llvm.create_pipeline_tuning_options(speed_level=2)
+        pb = llvm.create_pass_builder(self.tm, pto)
+        pb.getModulePassManager().run(mod, pb)
+
+    def _add(self, obj: bytes, name: str) -> int:
+        with self.lock:
             self.engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
             self.engine.finalize_object()
             addr = self.engine.get_function_address(name)
-            if not addr:
-                raise RuntimeError(f"JIT: {name} missing after loading its object code")
-            self.loaded[key] = addr
-            return Compiled(key, addr, time.perf_counter() - t0, source)
+        if not addr:
+            raise RuntimeError(f"JIT: {name} missing after loading its object code")
+        return addr
 
     def batch_address(self) -> int:
         """The native replay loop (batch.py), compiled once per process (and cached on disk)."""
         from .batch import BATCH_FN, compile_batch
 
         with self.lock:
-            addr = self.loaded.get(BATCH_FN)
-            if addr:
-                return addr
-            key = hashlib.sha256(
-                f"batch {CACHE_FORMAT} {_xdpsim_version()} {_source_hash()} {llvmlite.__version__} "
-                f"{llvm.get_process_triple()}".encode()
-            ).hexdigest()[:32]
+            if self._batch:
+                return self._batch
+            key = hashlib.sha256(_version_line("batch")).hexdigest()[:32]
             obj = self._read_cache(key)
             if obj is None:
                 obj = compile_batch(self.tm)
                 self._write_cache(key, obj)
-            self.engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
-            self.engine.finalize_object()
-            addr = self.engine.get_function_address(BATCH_FN)
-            self.loaded[BATCH_FN] = addr
-            return addr
-
-    def function_addresses(self, c: Compiled, prog: ProgramInput) -> dict[int, int]:
-        """insn -> native address of every function of the program (entry and subprograms)."""
-        out = {}
-        with self.lock:
-            for start in function_entries(prog.insns, prog.entries):
-                addr = self.engine.get_function_address(function_name(f"xdpsim_prog_{c.key}", start))
-                if addr:
-                    out[start] = addr
-        return out
-
-    def ir_text(self, prog: ProgramInput, natives: NativeHelpers | None = None) -> str:
-        return str(ModuleLowering(prog, "xdpsim_prog", natives).lower())
-
-    def _build(self, prog: ProgramInput, name: str, natives: NativeHelpers | None) -> bytes:
-        module = ModuleLowering(prog, name, natives).lower()
-        parsed = llvm.parse_assembly(str(module))
-        parsed.triple = self.tm.triple
-        parsed.data_layout = str(self.tm.target_data)
-        parsed.verify()
-        pto = llvm.create_pipeline_tuning_options(speed_level=2)
-        pb = llvm.create_pass_builder(self.tm, pto)
-        pb.getModulePassManager().run(parsed, pb)
-        return self.tm.emit_object(parsed)
+            self._batch = self._add(obj, BATCH_FN)
+            return self._batch
 
     def _read_cache(self, key: str) -> bytes | None:
         if not self.use_disk:
             return None
         try:
-            return (cache_dir() / f"{key}.o").read_bytes()
+            return (cache_dir() / (key if "." in key else f"{key}.o")).read_bytes()
         except OSError:
             return None
 
@@ -198,7 +497,7 @@ class Compiler:
             fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
             with os.fdopen(fd, "wb") as f:
                 f.write(obj)
-            os.replace(tmp, d / f"{key}.o")
+            os.replace(tmp, d / (key if "." in key else f"{key}.o"))
         except OSError:
             pass  # a read-only home is no reason to fail a run
 

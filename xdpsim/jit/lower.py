@@ -36,8 +36,19 @@ PY_INSN_TYPE = ir.FunctionType(I64, [PTR, I64])  # env pc
 U32 = 0xFFFF_FFFF
 
 
+_C64: dict[int, ir.Constant] = {}
+
+
 def c64(v: int) -> ir.Constant:
-    return ir.Constant(I64, v & 0xFFFF_FFFF_FFFF_FFFF)
+    # shared instances: a constant's text is then formatted once, not at every use (printing the
+    # module is a large part of a tier-1 compile); constants have no parent, so modules may share them
+    v &= 0xFFFF_FFFF_FFFF_FFFF
+    c = _C64.get(v)
+    if c is None:
+        if len(_C64) > 4096:
+            _C64.clear()
+        c = _C64[v] = ir.Constant(I64, v)
+    return c
 
 
 def c32(v: int) -> ir.Constant:
@@ -83,8 +94,22 @@ class ProgramInput:
 class ModuleLowering:
     """One program -> one LLVM module exporting `entry_name`."""
 
-    def __init__(self, prog: ProgramInput, entry_name: str, natives: NativeHelpers | None = None):
+    def __init__(
+        self,
+        prog: ProgramInput,
+        entry_name: str,
+        natives: NativeHelpers | None = None,
+        shared: bool = False,
+        compact: bool = False,
+    ):
+        """`shared`: the out-of-line functions (slow/checked paths, native helper bodies) are only
+        declared: they come from the library module (library_module; compiler.py links or loads it).
+        `compact` (tier 1, with `shared`): an access without a proof calls the whole checked access
+        out of line instead of checking inline (the same function the proven paths fall back to)."""
+        assert shared or not compact, "compact lowering calls the library's checked functions"
         self.prog = prog
+        self.shared = shared
+        self.compact = compact
         self.entry_name = entry_name
         self.module = ir.Module(name=entry_name)
         self.funcs = build(prog.insns, prog.entries)
@@ -115,6 +140,8 @@ class ModuleLowering:
         if fn is not None:
             return fn, False
         fn = ir.Function(self.module, ir.FunctionType(I64, [PTR, I64, I64, I64]), name)
+        if self.shared:
+            return fn, False  # a declaration: the library module defines it
         fn.linkage = "internal"
         fn.attributes.add("noinline")
         fn.attributes.add("cold")
@@ -144,7 +171,24 @@ class ModuleLowering:
                 body.b.ret(body.mem_load(pc, addr, size, kind == abi.M_LOADSX, None))
         return fn
 
+    def atomic_ptr_function(self, size: int) -> ir.Function:
+        """`i64 atomicptr(env, pc, addr, 0)`: FuncLowering.atomic_ptr out of line (tier 1): the host
+        address, or 0 with the fault recorded."""
+        fn, new = self._cold_access_function(f"xdpsim.atomicptr.{size}")
+        if new:
+            body = HelperBody(self, fn)
+            env, pc, addr, _ = fn.args
+            body.b.ret(body.b.ptrtoint(body.atomic_ptr(pc, addr, size), I64))
+        return fn
+
     def lower(self) -> ir.Module:
+        if self.shared and self.natives is not None:
+            # declared here, so natives.py finds them and builds no body (helper functions are
+            # `i64 xdpsim.helper.<id>(env, r0..r5, fp, pc)`; unused declarations cost nothing)
+            for hid in sorted(self.prog.native_helpers):
+                name = f"xdpsim.helper.{hid}"
+                if name not in self.module.globals:
+                    ir.Function(self.module, ir.FunctionType(I64, [PTR] + [I64] * 8), name)
         for f in self.funcs:
             FuncLowering(self, f).lower()
         return self.module
@@ -180,8 +224,9 @@ class FuncLowering:
         # the budget lives in a local (a register after mem2reg): env BUDGET is written back before
         # anything that may run program code or end the function (sync_budget_out, ret) and read
         # again after it (sync_budget_in), so env holds the exact count wherever Python looks
-        self.budget_var = self.b.alloca(I64, name="budget")
-        self.b.store(self.b.load(self.budget_ptr, typ=I64), self.budget_var)
+        if not mod.compact:  # (tier 1 counts in env itself: no copies around every call)
+            self.budget_var = self.b.alloca(I64, name="budget")
+            self.b.store(self.b.load(self.budget_ptr, typ=I64), self.budget_var)
         self.budget_block: ir.Block | None = None  # the function's shared budget fault (charge_budget)
         self.budget_phis: tuple[ir.PhiInstr, ir.PhiInstr] | None = None
         self.cov: ir.Value | None = None
@@ -192,6 +237,11 @@ class FuncLowering:
             )
         # Packet and context proofs (verify.py) hold when the entry r1 is the context pointer and the
         # hook opened the whole xdp_md window: tested once here, the proven paths branch on it.
+        self.blocks = {pc: self.fn.append_basic_block(f"pc{pc}") for pc in func.leaders}
+        self.fault_block: ir.Block | None = None
+        self.pc = func.start
+        if mod.compact:  # tier 1 lowers no proofs
+            return
         b = self.b
         table = self.table = b.inttoptr(self.env_load(abi.E_TABLE), PTR)
         ctx_hi = self.meta(b.load(b.gep(table, [c64(CTX * 24 + 12)], source_etype=I8), typ=I32, align=4))
@@ -205,14 +255,21 @@ class FuncLowering:
                 b.icmp_unsigned("==", args[0], c64(CTX << REGION_SHIFT)),
                 b.icmp_unsigned("!=", self.env_load(abi.E_SKB_CTX), c64(0)),
             )
-        self.blocks = {pc: self.fn.append_basic_block(f"pc{pc}") for pc in func.leaders}
-        self.fault_block: ir.Block | None = None
-        self.pc = func.start
 
     # ---------------------------------------------------------------- small vocabulary
 
     def _env_ptr(self, word: int) -> ir.Value:
-        return self.b.gep(self.env, [c64(word)], source_etype=I64)
+        """&env[word], computed once per function in its entry block (less IR: env FAULT alone is
+        read after every call)."""
+        ptrs = self.__dict__.setdefault("_env_ptrs", {})
+        p = ptrs.get(word)
+        if p is None:
+            if self.b.block is self.entry:  # (goto_block would then leave the builder past its end)
+                p = ptrs[word] = self.b.gep(self.env, [c64(word)], source_etype=I64)
+            else:
+                with self.b.goto_block(self.entry):
+                    p = ptrs[word] = self.b.gep(self.env, [c64(word)], source_etype=I64)
+        return p
 
     def env_load(self, word: int) -> ir.Value:
         return self.meta(self.b.load(self._env_ptr(word), typ=I64))
@@ -222,12 +279,14 @@ class FuncLowering:
 
     def meta(self, instr: ir.Instruction) -> ir.Instruction:
         """Tag a load/store of the engine's memory (env, region table, descriptors) for TBAA."""
-        instr.set_metadata("tbaa", self.mod.tbaa_env)
+        if not self.mod.compact:  # (tier 1 runs no optimisation: less text to print and parse)
+            instr.set_metadata("tbaa", self.mod.tbaa_env)
         return instr
 
     def prog_mem(self, instr: ir.Instruction) -> ir.Instruction:
         """Tag a load/store/atomic of program memory (a region buffer) for TBAA."""
-        instr.set_metadata("tbaa", self.mod.tbaa_mem)
+        if not self.mod.compact:
+            instr.set_metadata("tbaa", self.mod.tbaa_mem)
         return instr
 
     def table_ptr(self) -> ir.Value:
@@ -281,8 +340,20 @@ class FuncLowering:
                 self.ret(c64(0))
         f = self.env_load(abi.E_FAULT)
         ok = self.fn.append_basic_block()
-        self.b.cbranch(self.b.icmp_unsigned("!=", f, c64(0)), self._unwind_block, ok).set_weights([1, 99])
+        self.unlikely(self.b.cbranch(self.b.icmp_unsigned("!=", f, c64(0)), self._unwind_block, ok))
         self.b.position_at_end(ok)
+
+    def unlikely(self, br: ir.Instruction) -> None:
+        """Branch weights 1:99 (one metadata node per module: llvmlite's lookup of equal nodes is slow;
+        none at tier 1, which runs no optimisation)."""
+        if self.mod.compact:
+            return
+        md = self.mod.__dict__.get("_unlikely_md")
+        if md is None:
+            m = self.mod.module
+            md = m.add_metadata([ir.MetaDataString(m, "branch_weights"), c32(1), c32(99)])
+            self.mod._unlikely_md = md
+        br.set_metadata("prof", md)
 
     def fault(
         self, code: int, pc: int | ir.Value, addr: ir.Value | None = None, size: int = 0, write: int = 0
@@ -461,7 +532,7 @@ class FuncLowering:
         assert self.budget_phis is not None
         site = self.fn.append_basic_block(f"pc{pc}.budget")
         ok = self.fn.append_basic_block(f"pc{pc}.run")
-        b.cbranch(b.icmp_signed("<", left, c64(0)), site, ok).set_weights([1, 99])
+        self.unlikely(b.cbranch(b.icmp_signed("<", left, c64(0)), site, ok))
         b.position_at_end(site)
         pending = b.icmp_signed("<", before, c64(0))
         start = b.select(pending, b.load(pend_start, typ=I64), c64(pc))
@@ -474,23 +545,20 @@ class FuncLowering:
     def charge_budget(self, pc: int) -> None:
         n = self._block_len(pc)
         b = self.b
-        before = b.load(self.budget_var, typ=I64)
+        count = self.budget_ptr if self.budget_var is None else self.budget_var
+        before = b.load(count, typ=I64)
         left = b.sub(before, c64(n))
-        b.store(left, self.budget_var)
+        b.store(left, count)
         exhausted = b.icmp_signed("<", left, c64(0))
-        if self._slots(pc, n) != list(range(pc, pc + n)):  # an lddw inside: its own fault block
-            with b.if_then(exhausted, likely=False):
-                # the instruction that exhausts it: the before-th of the block (an lddw counts once)
-                self.fault(abi.F_BUDGET, self._nth_pc(pc, n, before))
-            return
-        # the common case shares one fault block per function (less IR to build, optimise, emit):
-        # the exhausting instruction is the before-th of the block, pc + before
+        # one fault block per function (less IR to build, optimise, emit): it records the block's
+        # start and `before`; the exhausting instruction is the before-th of the block, which the
+        # engine finds (lddw counts once: abi.F_BUDGET)
         shared = self._budget_fault()
         assert self.budget_phis is not None
         self.budget_phis[0].add_incoming(c64(pc), b.block)
         self.budget_phis[1].add_incoming(before, b.block)
         ok = self.fn.append_basic_block(f"pc{pc}.run")
-        b.cbranch(exhausted, shared, ok).set_weights([1, 99])
+        self.unlikely(b.cbranch(exhausted, shared, ok))
         b.position_at_end(ok)
 
     def _budget_fault(self) -> ir.Block:
@@ -499,25 +567,8 @@ class FuncLowering:
             with self.b.goto_block(blk):
                 start, before = self.b.phi(I64), self.b.phi(I64)
                 self.budget_phis = (start, before)
-                self.fault(abi.F_BUDGET, self.b.add(start, before))
+                self.fault(abi.F_BUDGET, start, before)
         return self.budget_block
-
-    def _slots(self, start: int, n: int) -> list[int]:
-        slots = []
-        p = start
-        while len(slots) < n:
-            slots.append(p)
-            p += 2 if self.insns[p].is_lddw else 1
-        return slots
-
-    def _nth_pc(self, start: int, n: int, k: ir.Value) -> ir.Value:
-        slots = self._slots(start, n)
-        if slots == list(range(start, start + n)):
-            return self.b.add(c64(start), k)
-        v = c64(slots[0])
-        for i, p in enumerate(slots[1:], 1):
-            v = self.b.select(self.b.icmp_unsigned("==", k, c64(i)), c64(p), v)
-        return v
 
     def _block_len(self, pc: int) -> int:
         leaders = self.func.leaders
@@ -572,7 +623,8 @@ class FuncLowering:
         if code == isa.BPF_END:
             self.put(ins.dst, self.alu_end(ins, is64))
             return
-        dst = self.get(ins.dst) if is64 else self.get32(ins.dst)
+        # (a mov does not read its destination: no load for LLVM to remove)
+        dst = None if code == isa.BPF_MOV else self.get(ins.dst) if is64 else self.get32(ins.dst)
         if code == isa.BPF_NEG:
             self.put(ins.dst, self.b.neg(dst))
             return
@@ -610,7 +662,10 @@ class FuncLowering:
         return b.select(dz, a if mod else zero, r)
 
     def alu_shift(self, kind: str, ty: ir.IntType, a: ir.Value, s: ir.Value) -> ir.Value:
-        s = self.b.and_(s, ir.Constant(ty, ty.width - 1))
+        if isinstance(s, ir.Constant):  # an immediate count: masked here, one instruction less
+            s = ir.Constant(ty, s.constant & (ty.width - 1))
+        else:
+            s = self.b.and_(s, ir.Constant(ty, ty.width - 1))
         return getattr(self.b, kind)(a, s)
 
     def alu_mov(self, ins: Instruction, ty: ir.IntType, a: ir.Value, s: ir.Value) -> ir.Value:
@@ -767,16 +822,12 @@ class FuncLowering:
         proof = self.mod.prog.proofs.get(pc)
         if proof is not None and proof.kind in ("stack", "mapval"):
             ptr = self.proven_ptr(addr, proof)
+        elif self.mod.compact:  # tier 1: the same checks, out of line
+            ptr = self.b.call(self.mod.atomic_ptr_function(size), [self.env, self._pc(pc), addr, c64(0)])
+            self.ret_if_fault()
+            ptr = self.b.inttoptr(ptr, PTR)
         else:
-            # the verifier refuses atomics on packet pointers (ctx ones fail the check below): a
-            # fault before any access; JitEngine reports it as engines.base.atomic_fault
-            ok, pkt = self.fn.append_basic_block("at.ok"), self.fn.append_basic_block("at.pkt")
-            rid = self.b.lshr(addr, c64(REGION_SHIFT))
-            self.b.cbranch(self.b.icmp_unsigned("==", rid, c64(PACKET)), pkt, ok)
-            self.b.position_at_end(pkt)
-            self.fault(abi.F_MEMORY, pc, addr, size, 1)
-            self.b.position_at_end(ok)
-            ptr = self.host_ptr(pc, addr, size, write=True, atomic=True)
+            ptr = self.atomic_ptr(pc, addr, size)
         src = self.b.trunc(self.get(ins.src), ty) if size == 4 else self.get(ins.src)
         op = ins.imm
         if op == isa.BPF_CMPXCHG:
@@ -788,6 +839,18 @@ class FuncLowering:
         old = self.prog_mem(self.b.atomic_rmw(rmw, ptr, src, "seq_cst"))
         if op & isa.BPF_FETCH:
             self.put(ins.src, self.widen(old, size))
+
+    def atomic_ptr(self, pc: int | ir.Value, addr: ir.Value, size: int) -> ir.Value:
+        """Host pointer of an atomic without a proof (faults recorded here)."""
+        # the verifier refuses atomics on packet pointers (ctx ones fail the check below): a
+        # fault before any access; JitEngine reports it as engines.base.atomic_fault
+        ok, pkt = self.fn.append_basic_block("at.ok"), self.fn.append_basic_block("at.pkt")
+        rid = self.b.lshr(addr, c64(REGION_SHIFT))
+        self.b.cbranch(self.b.icmp_unsigned("==", rid, c64(PACKET)), pkt, ok)
+        self.b.position_at_end(pkt)
+        self.fault(abi.F_MEMORY, pc, addr, size, 1)
+        self.b.position_at_end(ok)
+        return self.host_ptr(pc, addr, size, write=True, atomic=True)
 
     def widen(self, v: ir.Value, size: int, signed: bool = False) -> ir.Value:
         if size == 8:
@@ -814,7 +877,10 @@ class FuncLowering:
                 v = b.sext(b.trunc(v, I32), I64)
             native_end = b.block
             b.position_at_end(other)
-            v_other = self.mem_load(pc, addr, size, sx, None)
+            # not the hook's context: the whole checked access, out of line (a cold path)
+            kind = abi.M_LOADSX if sx else abi.M_LOAD
+            v_other = b.call(self.mod.checked_function(kind, size), [self.env, self._pc(pc), addr, c64(0)])
+            self.ret_if_fault()
             other_end = b.block
             merge = self.fn.append_basic_block("ctx.merged")
             b.branch(merge)
@@ -850,6 +916,11 @@ class FuncLowering:
             phi.add_incoming(v_proven, proven_end)
             phi.add_incoming(v_checked, checked_end)
             return phi
+        if self.mod.compact:  # tier 1: the whole checked access out of line (far less IR to build)
+            kind = abi.M_LOADSX if sx else abi.M_LOAD
+            v = b.call(self.mod.checked_function(kind, size), [self.env, self._pc(pc), addr, c64(0)])
+            self.ret_if_fault()
+            return v
         fast, slow, done = (self.fn.append_basic_block(n) for n in ("ld.fast", "ld.slow", "ld.done"))
         ptr = self.check(addr, size, R_READ, fast, slow)
         b.position_at_end(fast)
@@ -884,6 +955,10 @@ class FuncLowering:
             self.ret_if_fault()
             b.branch(done)
             b.position_at_end(done)
+            return
+        if self.mod.compact:  # tier 1 (see mem_load)
+            b.call(self.mod.checked_function(abi.M_STORE, size), [self.env, self._pc(pc), addr, value])
+            self.ret_if_fault()
             return
         fast, slow, done = (self.fn.append_basic_block(n) for n in ("st.fast", "st.slow", "st.done"))
         ptr = self.check(addr, size, R_WRITE, fast, slow)
@@ -1091,6 +1166,27 @@ class HelperBody(FuncLowering):
         body = self.fn.append_basic_block("body")
         self.b.branch(body)
         self.b.position_at_end(body)
+
+
+LIBRARY_ANCHOR = "xdpsim.lib.anchor"
+
+
+def library_module(xdp: bool, tc: bool, natives: NativeHelpers, helper_ids: frozenset[int]) -> ir.Module:
+    """The program-independent out-of-line functions of one (xdp, tc) variant in one module: every
+    slow and checked access path and every native helper body, built by the same code that builds
+    them inside a program's module (a program lowered with `shared=True` declares them). Helper
+    bodies are built by lowering a small anchor program that calls each helper once."""
+    insns = [Instruction(isa.CALL, 0, 0, 0, hid) for hid in sorted(helper_ids)]
+    insns.append(Instruction(isa.EXIT, 0, 0, 0, 0))
+    pin = ProgramInput(insns=insns, xdp=xdp, tc=tc, native_helpers=frozenset(helper_ids))
+    ml = ModuleLowering(pin, LIBRARY_ANCHOR, natives)
+    for kind in (abi.M_LOAD, abi.M_LOADSX, abi.M_STORE):
+        for size in (1, 2, 4, 8):
+            ml.slow_function(kind, size)
+            ml.checked_function(kind, size)
+    for size in (4, 8):
+        ml.atomic_ptr_function(size)
+    return ml.lower()
 
 
 def function_name(entry_name: str, start: int) -> str:

@@ -94,8 +94,14 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
+import hashlib
+import os
+import tempfile
 import threading
+from pathlib import Path
 
+import llvmlite
 import llvmlite.binding as llvm
 import llvmlite.ir as ir
 import numpy as np
@@ -820,19 +826,25 @@ class Native:
     def __init__(self) -> None:
         llvm.initialize_native_target()
         llvm.initialize_native_asmprinter()
-        mod = _Module()
-        _build(mod)
-        self.ir = str(mod.m)
         target = llvm.Target.from_default_triple()
         self._tm = target.create_target_machine(opt=3, codemodel="jitdefault")
-        parsed = llvm.parse_assembly(self.ir)
-        parsed.triple = self._tm.triple
-        parsed.data_layout = str(self._tm.target_data)
-        parsed.verify()
-        pto = llvm.create_pipeline_tuning_options(speed_level=3)
-        pb = llvm.create_pass_builder(self._tm, pto)
-        pb.getModulePassManager().run(parsed, pb)
-        self._engine = llvm.create_mcjit_compiler(parsed, self._tm)
+        # the object code is cached on disk (it depends only on this file and LLVM): building and
+        # optimising the module costs a second or more at every process start otherwise
+        obj = _cache_read()
+        if obj is None:
+            parsed = llvm.parse_assembly(self.ir)
+            parsed.triple = self._tm.triple
+            parsed.data_layout = str(self._tm.target_data)
+            parsed.verify()
+            pto = llvm.create_pipeline_tuning_options(speed_level=3)
+            pb = llvm.create_pass_builder(self._tm, pto)
+            pb.getModulePassManager().run(parsed, pb)
+            obj = self._tm.emit_object(parsed)
+            _cache_write(obj)
+        empty = llvm.parse_assembly("")
+        empty.triple = self._tm.triple
+        self._engine = llvm.create_mcjit_compiler(empty, self._tm)
+        self._engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
         self._engine.finalize_object()
         self.addresses: dict[str, int] = {}
         for name in EXPORTED:
@@ -842,6 +854,13 @@ class Native:
             self.addresses[name] = addr
             ret, *args = _SIGNATURES[name]
             setattr(self, name.removeprefix("xdpsim_"), ctypes.CFUNCTYPE(ret, *args)(addr))
+
+    @functools.cached_property
+    def ir(self) -> str:
+        """The module's LLVM IR (built with llvmlite.ir by _build)."""
+        mod = _Module()
+        _build(mod)
+        return str(mod.m)
 
     # typed attributes filled in __init__ (for readers and type checkers)
     map_lookup: ctypes._CFuncPtr
@@ -854,6 +873,39 @@ class Native:
     hash_next_key: ctypes._CFuncPtr
     lpm_lookup: ctypes._CFuncPtr
     hash_bytes: ctypes._CFuncPtr
+
+
+def _cache_path() -> Path | None:
+    """$XDG_CACHE_HOME/xdpsim/native/<key>.o, the key hashing this file and the LLVM in use (None when
+    XDPSIM_JIT_CACHE=0 disables the disk cache)."""
+    if os.environ.get("XDPSIM_JIT_CACHE", "1") == "0":
+        return None
+    h = hashlib.sha256(Path(__file__).read_bytes())
+    h.update(f"{llvmlite.__version__} {llvm.llvm_version_info} {llvm.get_process_triple()}".encode())
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "xdpsim" / "native" / f"maps-{h.hexdigest()[:32]}.o"
+
+
+def _cache_read() -> bytes | None:
+    p = _cache_path()
+    try:
+        return p.read_bytes() if p is not None else None
+    except OSError:
+        return None
+
+
+def _cache_write(obj: bytes) -> None:
+    p = _cache_path()
+    if p is None:
+        return
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=p.parent, suffix=".tmp")  # write then rename: never half a file
+        with os.fdopen(fd, "wb") as f:
+            f.write(obj)
+        os.replace(tmp, p)
+    except OSError:
+        pass  # a read-only home is no reason to fail
 
 
 _native: Native | None = None
