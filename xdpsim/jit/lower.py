@@ -419,7 +419,8 @@ class FuncLowering:
         """Charge the block's instructions to the budget: a runaway loop ends with F_BUDGET. With
         coverage, count the block's run (after the budget: a block the budget stops is not counted)."""
         if self.mod.prog.budget_per_block:
-            deferred, after = self.deferred_checks()
+            # (tier 1 tests every block: deferring adds IR there and it runs no optimisation)
+            deferred, after = self.deferred_checks() if not self.mod.compact else ((), ())
             if pc in deferred:
                 self.charge_deferred(pc)
             elif pc in after:
