@@ -15,7 +15,7 @@ records (record headers included), so packets are not back to back: packet i is 
 constant for a consumer that drops its batches). `prefetch=True` reads the next batch in a thread of
 its own (prefetch.py) while the caller works on the current one. Records of other link types (or with
 an FCS) are converted one by one into back-to-back batches. pcapng files do the same for runs of plain
-Enhanced Packet Blocks on Ethernet interfaces (read in windows, copied into their batches) and hand
+Enhanced Packet Blocks on Ethernet interfaces (read in windows; batches are views of them) and hand
 every other block (section and interface blocks, SPB, PB, anything the reader warns about) to
 PcapngReader.step(), whose packets are batched separately (so such batches may hold fewer than
 batch_size packets). The "modified" pcap format goes through PcapReader.
@@ -119,6 +119,7 @@ class BatchReader:
         self._own = dict(offset=HEADER_SIZE, records=0, packets=0, skipped=0)
         self._pool: list[np.ndarray] = []  # read buffers of the pcap path (reused)
         self._batch_bytes = 0  # bytes the last batch of the pcap path took
+        self._ng_window = 4 << 20  # pcapng: bytes read at a time (grows to what a batch needs)
         if self._fast:
             self._reader.close()
 
@@ -180,9 +181,8 @@ class BatchReader:
         r = self._reader
         assert isinstance(r, PcapngReader)
         f = open(self.path, "rb", buffering=0)  # noqa: SIM115 - closed below
-        # read, not mapped (a file truncated meanwhile is a CaptureError, not a SIGBUS); the batches are
-        # copies, so one buffer serves every window
-        win = _Window(f.fileno(), r.file_size, self.path, [])
+        # read, not mapped (a file truncated meanwhile is a CaptureError, not a SIGBUS)
+        win = _Window(f.fileno(), r.file_size, self.path, self._pool)
         pending: list[Packet] = []  # packets from step(), packed before anything after them
         try:
             while True:
@@ -220,17 +220,19 @@ class BatchReader:
                   snaps: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
         """Up to batch_size plain EPBs from file offset `pos`: (their offsets in the buffer, the buffer,
         the file offset of its first byte); a window that cuts the run short is read again bigger."""
-        want = _Window.START // 4
+        want = self._ng_window  # (what the last batch needed: one read per batch, not one per doubling)
         while True:
             buf, base = win.view(pos, want)
             starts, end = index_pcapng(buf, pos - base, self.batch_size, endian, snaps, self.native)
             if len(starts) == self.batch_size or base + len(buf) >= win.size or len(buf) >= 2 * MAX_BLOCK:
-                return starts, buf, base
+                break
             if end + 8 <= len(buf):  # the block the walk stopped at: inside the window, or not a block
                 length = int(buf[end + 4 : end + 8].view(endian + "u4")[0])
                 if not 32 <= length <= MAX_BLOCK or end + length <= len(buf):
-                    return starts, buf, base
+                    break
             want = 2 * len(buf)
+        self._ng_window = max(self._ng_window, want)
+        return starts, buf, base
 
     def _gather_ng(self, buf: np.ndarray, base: int, starts: np.ndarray, r: PcapngReader) -> Batch | None:
         """The batch of the plain EPBs at `starts` (in `buf`, whose first byte is the file's `base`), cut
@@ -263,8 +265,10 @@ class BatchReader:
         first = int(starts[0]) + 28
         last = int(starts[k - 1]) + 28 + int(caplen[k - 1])
         index = np.array([i.index for i in r._section], dtype=np.int32)
-        batch = Batch(buf[first:last].copy(), starts[:k] + 28 - first, caplen[:k].astype(np.int32), ts[:k],
-                      index[ifid[:k]], r.packets, orig[:k])
+        data = buf[first:last]  # (a view of the window: its buffer is read into again once no batch holds it)
+        data.flags.writeable = False
+        batch = Batch(data, starts[:k] + 28 - first, caplen[:k].astype(np.int32), ts[:k], index[ifid[:k]],
+                      r.packets, orig[:k])
         end = int(starts[k - 1]) + struct.unpack_from(r._endian + "I", buf, int(starts[k - 1]) + 4)[0]
         r.offset = base + end
         r.records += k
