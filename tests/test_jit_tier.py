@@ -172,6 +172,7 @@ def test_batch_replay_takes_tier_2_at_the_next_batch(monkeypatch: pytest.MonkeyP
 def test_only_tier_2_goes_to_disk(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setenv("XDPSIM_JIT_CACHE", "1")
+    monkeypatch.delenv("XDPSIM_JIT_TIER", raising=False)
     prog = ProgramInput(assemble("r0 = 40\nr0 += 3\nexit"))
     c = Compiler()
     assert c.compile(prog, tier=1).tier == 1
