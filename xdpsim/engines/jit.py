@@ -181,6 +181,8 @@ class _RuntimeJit:
         """Tier-2 code loaded since the last look replaces tier 1's: here, between runs (a batch
         replay takes it at its next batch), one 8-byte entry per program in the tail-call table."""
         self.generation = generation
+        if self.engine.tier == 1:  # forced tier 1 (even when another engine built tier 2 of its code)
+            return
         for pid, cp in enumerate(self.compiled):
             if cp is not None and cp.tier == 1 and cp.upgrade():
                 self.progs[pid] = cp.address
