@@ -138,6 +138,9 @@ class AddressSpace:
 
     def __init__(self) -> None:
         self.table = np.zeros(MAX_REGIONS, dtype=REGION_DTYPE)
+        # the table as u32 words (6 a row: lo is word 2, hi word 3): set_window writes through it, as a
+        # structured row assignment costs microseconds and windows move at least once per run
+        self._words = memoryview(self.table.view(np.uint8)).cast("I")
         self._regions: list[_Region | None] = [None] * MAX_REGIONS
         self._next = FIRST_DYNAMIC
         self._ctx: CtxAccessor | None = None
@@ -231,9 +234,9 @@ class AddressSpace:
         r = self._regions[rid]
         r.lo = lo
         r.hi = hi
-        row = self.table[rid]
-        row["lo"] = lo
-        row["hi"] = hi
+        w = self._words
+        w[rid * 6 + 2] = lo
+        w[rid * 6 + 3] = hi
 
     def set_flags(self, rid: int, flags: int) -> None:
         """Change a region's access flags (freezing .rodata makes it read-only)."""
@@ -248,6 +251,11 @@ class AddressSpace:
     def region_name(self, rid: int) -> str | None:
         r = self._regions[rid] if 0 <= rid < MAX_REGIONS else None
         return r.name if r is not None else None
+
+    def region_base(self, rid: int) -> int:
+        """Host address of a region's buffer (0 without one): which buffer a re-pointed region uses."""
+        r = self._regions[rid]
+        return r.base if r is not None else 0
 
     def region_buffer(self, rid: int) -> np.ndarray | None:
         r = self._regions[rid] if 0 <= rid < MAX_REGIONS else None
@@ -464,6 +472,7 @@ class PacketBuffer:
         self.headroom = headroom
         self.tailroom = tailroom
         self.frame = zeros(frame_size)
+        self._mv = memoryview(self.frame)
         self.meta_supported = meta_supported
         self._mem: AddressSpace | None = None
         self.data = self.data_end = self._meta = headroom
@@ -524,12 +533,13 @@ class PacketBuffer:
         self.frame.fill(0)
         self.data = self.headroom
         self.data_end = self.headroom + n
-        self.frame[self.data : self.data_end] = np.frombuffer(bytes(data), dtype=np.uint8)
+        # a memoryview copy: no temporary array
+        self._mv[self.data : self.data_end] = data if type(data) is bytes else bytes(data)
         self._meta = self.data - len(meta)
         if meta:
             if not self.meta_supported:
                 raise ValueError("metadata given for a frame without metadata support")
-            self.frame[self._meta : self.data] = np.frombuffer(bytes(meta), dtype=np.uint8)
+            self._mv[self._meta : self.data] = bytes(meta)
         self._sync()
 
     def attach(self, mem: AddressSpace) -> None:

@@ -59,6 +59,11 @@ PY_INSN_CTYPE = ctypes.CFUNCTYPE(_I64, _VP, _I64)
 
 TAIL_CALL = 12
 _PRANDOM = 7
+_FP0 = frame_pointer(0)  # r10 of the entry frame
+_ZERO_ARGS = [0] * 5
+_ENTRY_WORDS = range(abi.E_ENTRY_REGS, abi.E_ENTRY_REGS + len(abi.ENTRY_REGS))
+_STACK_LO = STACK * 6 + 2  # the stack row's lo word in the region table as u32 words (hi follows)
+_COUNTED = tuple(sorted(NATIVE_HELPER_IDS | {TAIL_CALL}))
 _NO_MAP = np.zeros(64, dtype=np.uint64)  # a descriptor of nothing (see _RuntimeJit.refresh)
 _UNSET: Any = object()  # RunState.redirect before a Python helper: did the helper set it?
 _FROZEN = 1 << 32  # map_types flag: frozen maps take the Python path (-EPERM on update)
@@ -141,6 +146,17 @@ class _RuntimeJit:
         env[abi.E_PY_INSN] = ctypes.cast(self._py_insn, _VP).value
         env[abi.E_HELPER_COUNTS] = self.helper_counts.ctypes.data
         env[abi.E_PRANDOM_STATE] = self.prandom.words.ctypes.data
+        # the run path's views, made once (numpy scalar reads/writes and `.ctypes` cost microseconds a
+        # run): env as u64 words (Python ints in and out), the region table as u32 words (6 a row),
+        # the ctypes function of each entry address, the host address of the last frame seen
+        self.envm = memoryview(env).cast("B").cast("Q")
+        self.env_address = env.ctypes.data
+        self.table_words = memoryview(runtime.mem.table.view(np.uint8)).cast("I")
+        self.entries: dict[int, Any] = {}
+        self.frame: Any = None
+        self.frame_address = 0
+        self.counts_zero = bytes(self.helper_counts.nbytes)
+        self.countsm = memoryview(self.helper_counts).cast("B").cast("Q")
 
     # ---------------------------------------------------------------- compilation
 
@@ -190,7 +206,7 @@ class _RuntimeJit:
     # ---------------------------------------------------------------- state sync
 
     def load_state(self, state: RunState) -> None:
-        env = self.env
+        env = self.envm
         env[abi.E_FAULT] = 0
         env[abi.E_BUDGET] = max(state.budget - state.insns, 0)
         env[abi.E_TAIL_CALLS] = state.tail_calls
@@ -200,7 +216,8 @@ class _RuntimeJit:
         env[abi.E_RXQ] = state.queue & 0xFFFF_FFFF
         env[abi.E_FRAGS] = len(state.frags)
         env[abi.E_REDIR_KIND] = abi.REDIR_NONE
-        env[abi.E_ENTRY_REGS : abi.E_ENTRY_REGS + len(abi.ENTRY_REGS)] = 0  # r0, r6-r9 start at 0
+        for i in _ENTRY_WORDS:  # r0, r6-r9 start at 0
+            env[i] = 0
         # TC programs read lower.TC_CTX_FIELDS natively only from the hook's own skb context (env
         # mirrors the packet offsets and the other fields; packet_to_env refreshes them)
         pkt = state.packet
@@ -211,12 +228,15 @@ class _RuntimeJit:
         self.packet_to_env(state)
 
     def packet_to_env(self, state: RunState) -> None:
-        env, pkt = self.env, state.packet
+        env, pkt = self.envm, state.packet
         if pkt is None:
             env[abi.E_FRAME] = 0
             env[abi.E_DATA] = env[abi.E_DATA_END] = env[abi.E_META] = 0
             return
-        env[abi.E_FRAME] = pkt.frame.ctypes.data
+        frame = pkt.frame
+        if frame is not self.frame:  # the hooks reuse one frame each: its address is asked once
+            self.frame, self.frame_address = frame, frame.ctypes.data
+        env[abi.E_FRAME] = self.frame_address
         env[abi.E_DATA] = pkt.data
         env[abi.E_DATA_END] = pkt.data_end
         env[abi.E_META] = pkt._meta  # noqa: SLF001 - the raw offset; data_meta is derived from it
@@ -232,15 +252,15 @@ class _RuntimeJit:
     def env_to_python(self, state: RunState) -> None:
         """Make the Python side see what native code changed: packet offsets, the windows of the
         packet and stack regions (native code writes the table rows; Python keeps a mirror)."""
-        env, mem = self.env, self.rt.mem
+        env, mem = self.envm, self.rt.mem
         pkt = state.packet
         if pkt is not None and env[abi.E_FRAME]:
-            pkt.data = int(env[abi.E_DATA])
-            pkt.data_end = int(env[abi.E_DATA_END])
-            pkt._meta = int(env[abi.E_META])  # noqa: SLF001
+            pkt.data = env[abi.E_DATA]
+            pkt.data_end = env[abi.E_DATA_END]
+            pkt._meta = env[abi.E_META]  # noqa: SLF001
             mem.set_window(PACKET, pkt.data_meta, pkt.data_end)
-        row = mem.table[STACK]
-        mem.set_window(STACK, int(row["lo"]), int(row["hi"]))
+        words = self.table_words
+        mem.set_window(STACK, words[_STACK_LO], words[_STACK_LO + 1])
 
     # ---------------------------------------------------------------- trampolines (called from native code)
 
@@ -280,7 +300,7 @@ class _RuntimeJit:
                 state.now_ns = int(self.env[abi.E_NOW_NS])
                 state.cpu = int(self.env[abi.E_CPU])
                 state.queue = int(self.env[abi.E_RXQ])
-            prev_redirect, ntrace = state.redirect, len(state.trace)
+            prev_redirect, ntrace, nnotes = state.redirect, len(state.trace), len(state.notes)
             state.redirect = _UNSET
             args = (r1 & U64, r2 & U64, r3 & U64, r4 & U64, r5 & U64)
             try:
@@ -300,6 +320,9 @@ class _RuntimeJit:
                 if batch is not None and len(state.trace) > ntrace:
                     batch.traces.setdefault(int(self.env[abi.E_BATCH_INDEX]), []).extend(state.trace[ntrace:])
                     del state.trace[ntrace:]
+                if batch is not None and len(state.notes) > nnotes:  # a helper's remark, per packet too
+                    batch.notes.setdefault(int(self.env[abi.E_BATCH_INDEX]), []).extend(state.notes[nnotes:])
+                    del state.notes[nnotes:]
             if hid == _PRANDOM:  # from now on native code draws from a copy of the generator
                 self.prandom.load()
             self.packet_to_env(state)
@@ -514,12 +537,19 @@ class JitEngine:
         return hits, taken
 
     def _rj(self, runtime: Runtime) -> _RuntimeJit:
-        rj = self._per_runtime.get(runtime)
-        if rj is None:
-            rj = _RuntimeJit(self, runtime)
-            self._per_runtime[runtime] = rj
+        last = self._last_rj  # runs come in series on one runtime: skip the weak dictionary then
+        if last is not None and last[0]() is runtime:
+            rj = last[1]
+        else:
+            rj = self._per_runtime.get(runtime)
+            if rj is None:
+                rj = _RuntimeJit(self, runtime)
+                self._per_runtime[runtime] = rj
+            self._last_rj = (weakref.ref(runtime), rj)
         rj.refresh()
         return rj
+
+    _last_rj: tuple[Any, _RuntimeJit] | None = None
 
     # ---------------------------------------------------------------- Engine protocol
 
@@ -535,19 +565,24 @@ class JitEngine:
         prepare_stack(state)
         rj.load_state(state)
         rj.prandom.from_python()
-        env = rj.env
+        env = rj.envm
         env[abi.E_CUR_PROG] = prog_id
-        args = [(a & U64) for a in state.args] + [0] * (5 - len(state.args))
+        fn = rj.entries.get(cp.address)
+        if fn is None:  # one ctypes function per entry address (tier-2 code gets its own)
+            fn = rj.entries[cp.address] = ENTRY_TYPE(cp.address)
+        args = [_s64(a) for a in state.args[:5]]
+        if len(args) < 5:
+            args += _ZERO_ARGS[len(args) :]
         outer = rj.state
         rj.state = state
         try:
-            r0 = ENTRY_TYPE(cp.address)(env.ctypes.data, *[_s64(a) for a in args[:5]], frame_pointer(0))
+            r0 = fn(rj.env_address, *args, _FP0)
         finally:
             rj.state = outer
             rj.env_to_python(state)
             rj.prandom.to_python()
             self._outputs(rj, state)
-        state.exit_pc = int(env[abi.E_EXIT_PC])
+        state.exit_pc = env[abi.E_EXIT_PC]
         if env[abi.E_FAULT]:
             rj.raise_fault(state)
         if state.locks:
@@ -555,34 +590,45 @@ class JitEngine:
         return r0 & U64
 
     def _outputs(self, rj: _RuntimeJit, state: RunState) -> None:
-        env = rj.env
-        state.tail_calls = int(env[abi.E_TAIL_CALLS])
-        state.prog_id = int(env[abi.E_CUR_PROG])
-        state.insns = (
-            state.budget - int(np.int64(env[abi.E_BUDGET]))
-            if env[abi.E_FAULT] != abi.F_BUDGET
-            else state.budget
-        )
-        kind = int(env[abi.E_REDIR_KIND])
+        env = rj.envm
+        state.tail_calls = env[abi.E_TAIL_CALLS]
+        state.prog_id = env[abi.E_CUR_PROG]
+        if env[abi.E_FAULT] != abi.F_BUDGET:
+            left = env[abi.E_BUDGET]
+            state.insns = state.budget - (left - (1 << 64) if left >> 63 else left)  # a signed count
+        else:
+            state.insns = state.budget
+        kind = env[abi.E_REDIR_KIND]
         if kind:
             from ..maps import RedirectTarget
 
             if kind == abi.REDIR_IFINDEX:
-                state.redirect = RedirectTarget("dev", int(env[abi.E_REDIR_INDEX]))
+                state.redirect = RedirectTarget("dev", env[abi.E_REDIR_INDEX])
             elif kind == abi.REDIR_CLEAR:
                 state.redirect = None
             elif kind == abi.REDIR_PY:
                 state.redirect = rj.py_redirect
             else:
-                m = rj.rt.maps[int(env[abi.E_REDIR_MAP])]
-                state.redirect = m.resolve(int(env[abi.E_REDIR_INDEX]))
-        counts = rj.helper_counts
-        if counts.any():
-            for hid in np.flatnonzero(counts).tolist():
-                hd = rj.rt.helpers.get(hid)
+                m = rj.rt.maps[env[abi.E_REDIR_MAP]]
+                state.redirect = m.resolve(env[abi.E_REDIR_INDEX])
+        # native code counts calls of the helpers it lowers (NATIVE_HELPER_IDS): those words first,
+        # one read each, then one comparison of the whole array for anything else (none today)
+        cm, helpers, hc = rj.countsm, rj.rt.helpers, state.helper_counts
+        for hid in _COUNTED:
+            n = cm[hid]
+            if n:
+                cm[hid] = 0
+                hd = helpers.get(hid)
                 name = hd.name if hd is not None else str(hid)
-                state.helper_counts[name] = state.helper_counts.get(name, 0) + int(counts[hid])
-            counts[:] = 0
+                hc[name] = hc.get(name, 0) + n
+        counts = rj.helper_counts
+        if counts.tobytes() != rj.counts_zero:
+            nz = counts.nonzero()[0].tolist()
+            for hid, n in zip(nz, counts[nz].tolist(), strict=True):
+                hd = helpers.get(hid)
+                name = hd.name if hd is not None else str(hid)
+                hc[name] = hc.get(name, 0) + n
+            counts.fill(0)
 
     def run_batch(
         self,

@@ -14,8 +14,9 @@ API (for the pipeline / `xdpsim run`):
   `redirect_kind`/`redirect_a`/`redirect_b` (see `redirect_target(i)`), `fault` (1 when the packet's
   run faulted; `errors[i]` is the ProgramFault the interpreter raises for it), `prog` (id of the
   program that returned or faulted, after tail calls: XdpResult.program), `tail_calls` (successful
-  tail calls of the run: XdpResult.tail_calls), plus `traces` (packet -> bpf_printk lines) and
-  `helper_counts` (summed over the batch).
+  tail calls of the run: XdpResult.tail_calls), plus `traces` (packet -> bpf_printk lines), `notes`
+  (packet -> helpers' remarks, XdpResult.notes without the hook's own) and `helper_counts` (summed over
+  the batch).
 - `out_gap` (default 0): bytes left unused in `out` before each packet's output, so that a writer can
   put a pcap record header (16 bytes) there and write records straight from `out` (fastpath.py).
 - `sink` (a `SinkPlan`, default None): sink mode, for replays (pipeline/fastpath.py): the loop writes
@@ -76,6 +77,7 @@ class BatchResult:
     tail_calls: np.ndarray
     errors: dict[int, ProgramFault] = field(default_factory=dict)
     traces: dict[int, list[str]] = field(default_factory=dict)
+    notes: dict[int, list[str]] = field(default_factory=dict)  # packet -> remarks (run_xdp's notes)
     helper_counts: dict[str, int] = field(default_factory=dict)
     py_redirects: dict[int, Any] = field(default_factory=dict)
     runtime: Any = None
@@ -495,6 +497,7 @@ def _result(n: int, total: int, runtime: Runtime, reuse: BatchResult | None) -> 
         r.redirect_kind[:] = 0
         r.out = r.out_base
         r.errors, r.traces, r.py_redirects, r.helper_counts = {}, {}, {}, {}
+        r.notes = {}
         return r
     r = BatchResult(
         retval=np.zeros(n, np.uint64),
@@ -590,6 +593,8 @@ def _single(
         res.py_redirects[i] = r.redirect
     if r.trace:
         res.traces[i] = list(r.trace)
+    if r.notes:
+        res.notes[i] = list(r.notes)
     return pos + len(out)
 
 

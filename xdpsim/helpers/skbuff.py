@@ -120,6 +120,7 @@ class SkbBuffer:
 
     def __init__(self) -> None:
         self.frame = zeros(FRAME_SIZE)
+        self._mv = memoryview(self.frame)  # reset copies packets in through it (no temporary array)
         self._dirty = (HEADROOM, HEADROOM)
         self.data = self.data_end = HEADROOM
         self.meta_len = 0
@@ -149,7 +150,9 @@ class SkbBuffer:
         start = HEADROOM
         if n + start > FRAME_SIZE - 64:
             raise ValueError(f"packet of {n} bytes does not fit the simulated skb")
-        self.frame[start - len(meta) : start + n] = np.frombuffer(bytes(meta) + bytes(data), dtype=np.uint8)
+        self._mv[start : start + n] = data if type(data) is bytes else bytes(data)
+        if meta:
+            self._mv[start - len(meta) : start] = bytes(meta)
         self._dirty = (start - len(meta), start + n)
         self.data, self.data_end, self.meta_len = start, start + n, len(meta)
         self.mac, self.net, self.trans = start, start + ETH_HLEN, None

@@ -241,11 +241,13 @@ def host_skb(data: bytes, ifindex: int, *, sk_cookie: int = 0, mark: int = 0,
 
 def _skb_buffer(runtime: Runtime) -> SkbBuffer:
     """The runtime's reusable skb, attached as the PACKET region (again after another hook moved it)."""
-    skb = runtime.hook_state.get("tc_skb")
+    hs = runtime.hook_state
+    skb = hs.get("tc_skb")
     if skb is None:
         skb = SkbBuffer()
-        runtime.hook_state["tc_skb"] = skb
-    if int(runtime.mem.table["base"][PACKET]) != skb.frame.ctypes.data:
+        hs["tc_skb"] = skb
+        hs["tc_skb_base"] = skb.frame.ctypes.data
+    if runtime.mem.region_base(PACKET) != hs["tc_skb_base"]:
         skb.attach(runtime.mem)
     return skb
 
@@ -283,7 +285,8 @@ def run_tc(
     afterwards (the kernel's test run fails with EBADMSG when not). Faults are outcomes
     (`TcResult.error`), never raised."""
     prog = runtime.programs[prog_id]
-    data = bytes(data)
+    if type(data) is not bytes:
+        data = bytes(data)
     buf = _skb_buffer(runtime)
     if len(data) < ETH_HLEN:
         err = ProgramFault(f"frame of {len(data)} bytes: a TC skb starts with a {ETH_HLEN}-byte Ethernet "

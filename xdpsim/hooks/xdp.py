@@ -48,6 +48,15 @@ class XdpAction(IntEnum):
         return self.name
 
 
+_ACTIONS = tuple(XdpAction)
+NO_TARGET_NOTE = ("XDP_REDIRECT without a target (no bpf_redirect/bpf_redirect_map succeeded): the kernel's "
+                  "xdp_do_redirect fails and drops the frame")
+
+
+def unknown_action_note(act: int) -> str:
+    return f"unknown XDP action {act}: treated as XDP_ABORTED (the kernel warns and drops)"
+
+
 class XdpContext:
     """The ctx accessor of one XDP run (memory.CtxAccessor)."""
 
@@ -110,20 +119,25 @@ class XdpResult:
 
 def _packet_buffer(runtime: Runtime) -> PacketBuffer:
     """The runtime's reusable XDP frame, attached as the PACKET region (again if another hook, e.g.
-    TC, pointed the region elsewhere since: checked by the region table's host address)."""
-    pkt = runtime.hook_state.get("xdp_packet")
+    TC, pointed the region elsewhere since: checked by the region's host address)."""
+    hs = runtime.hook_state
+    pkt = hs.get("xdp_packet")
     if pkt is None:
         pkt = PacketBuffer(b"", mem=runtime.mem)
-        runtime.hook_state["xdp_packet"] = pkt
-        runtime.hook_state["xdp_packet_base"] = pkt.frame.ctypes.data
-    elif int(runtime.mem.table["base"][PACKET]) != runtime.hook_state["xdp_packet_base"]:
+        hs["xdp_packet"] = pkt
+        hs["xdp_packet_base"] = pkt.frame.ctypes.data
+    elif runtime.mem.region_base(PACKET) != hs["xdp_packet_base"]:
         pkt.attach(runtime.mem)
     return pkt
 
 
 def is_devmap_program(runtime: Runtime, prog_id: int) -> bool:
-    spec = runtime.programs[prog_id].spec
-    return "devmap" in (spec.attach or "") or "devmap" in spec.section
+    prog = runtime.programs[prog_id]
+    devmap = prog.cache.get("xdp:devmap")  # fixed per program: asked once per packet otherwise
+    if devmap is None:
+        spec = prog.spec
+        devmap = prog.cache["xdp:devmap"] = "devmap" in (spec.attach or "") or "devmap" in spec.section
+    return devmap
 
 
 def run_xdp(
@@ -144,7 +158,8 @@ def run_xdp(
     """Run XDP program `prog_id` on one frame. Faults are outcomes (`XdpResult.error`), never raised.
     `cpu` defaults to `queue % runtime.cpus` (one simulated CPU per rx queue)."""
     prog = runtime.programs[prog_id]
-    data = bytes(data)
+    if type(data) is not bytes:
+        data = bytes(data)
     pkt = _packet_buffer(runtime)
     frags = bytearray()
     if len(data) > pkt.max_len:
@@ -184,13 +199,12 @@ def run_xdp(
         act = retval & 0xFFFF_FFFF  # the kernel's bpf_prog_run_xdp returns a u32
         if act > XdpAction.XDP_REDIRECT:
             action = XdpAction.XDP_ABORTED
-            notes.append(f"unknown XDP action {act}: treated as XDP_ABORTED (the kernel warns and drops)")
+            notes.append(unknown_action_note(act))
         else:
-            action = XdpAction(act)
+            action = _ACTIONS[act]  # XdpAction(act) without the enum call's cost
         if action == XdpAction.XDP_REDIRECT and state.redirect is None:
-            notes.append("XDP_REDIRECT without a target (no bpf_redirect/bpf_redirect_map succeeded): "
-                         "the kernel's xdp_do_redirect fails and drops the frame")
-    out = pkt.bytes() + bytes(state.frags)
+            notes.append(NO_TARGET_NOTE)
+    out = pkt.bytes() + bytes(state.frags) if state.frags else pkt.bytes()
     return XdpResult(
         action=action, data=out, meta=pkt.meta_bytes(),
         redirect=state.redirect if action == XdpAction.XDP_REDIRECT else None, error=error,
