@@ -4,6 +4,10 @@
     res = obj.programs["packet_parser"].run(packet)          # bytes or a scapy Packet
     assert res.action == XdpAction.XDP_PASS; res.raise_for_error()
     obj.maps["counters"][0]
+    results = obj.programs["packet_parser"].run_many(packets, now_ns=times)  # a capture at once
+
+`run_many` gives what one `run` per packet gives (maps carry over); on the JIT, XDP programs take the
+native batch loop (~25x cheaper per packet than `run`), without per-packet `insns`/`helper_counts`.
 
 TC programs (sections tc, classifier, tcx/...) run the same way on a `struct __sk_buff`; their
 `action` is a hooks.tc.TcAction, `skb` the metadata after the run (mark, cb, ...), and __sk_buff
