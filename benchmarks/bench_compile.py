@@ -61,6 +61,7 @@ def tiers(paths: list[str], repeat: int, phases: bool) -> None:
         if phases:
             head += f"   {'lower':>6s} {'print':>6s} {'parse':>6s} {'emit':>6s}  IR"
         print(head)
+        fit: list[tuple[int, float]] = []  # (instructions, tier-1 ms)
         for path in paths:
             rt = api.load(path, engine="interp").runtime
             for prog in rt.programs:
@@ -80,6 +81,7 @@ def tiers(paths: list[str], repeat: int, phases: bool) -> None:
                     c = comp.compile(pin, eng._natives, tier=2)  # noqa: SLF001
                     assert c.source == "disk", c.source
                     best[2] = min(best[2], _ms(t0))
+                fit.append((len(prog.insns), best[0]))
                 line = f"{prog.name:18s} {len(prog.insns):5d} {best[0]:7.1f} {best[1]:7.1f} {best[2]:7.2f}"
                 if phases:
                     t = [time.thread_time()]
@@ -96,6 +98,19 @@ def tiers(paths: list[str], repeat: int, phases: bool) -> None:
                     ph = [1e3 * (b - a) for a, b in zip(t, t[1:], strict=False)]
                     line += "   " + " ".join(f"{x:6.1f}" for x in ph) + f"  {text.count(chr(10))} lines"
                 print(line)
+        _growth(fit)
+
+
+def _growth(fit: list[tuple[int, float]]) -> None:
+    """Least-squares line through (instructions, tier-1 ms): how tier 1 grows with program size."""
+    if len({n for n, _ in fit}) < 2:
+        return
+    mx = sum(n for n, _ in fit) / len(fit)
+    my = sum(t for _, t in fit) / len(fit)
+    slope = sum((n - mx) * (t - my) for n, t in fit) / sum((n - mx) ** 2 for n, _ in fit)
+    base = my - slope * mx
+    at500 = base + 500 * slope
+    print(f"tier 1 ~ {base:.1f} ms + {slope * 1e3:.0f} us/insn: {at500:.0f} ms at 500 instructions")
 
 
 def startup(obj: str) -> None:

@@ -19,6 +19,7 @@ from ..isa import Instruction
 from ..memory import CTX, MAX_REGIONS, PACKET, R_CTX, R_READ, R_WRITE, REGION_SHIFT, STACK
 from . import abi
 from .cfg import Function, JitUnsupported, build, is_subcall
+from .live import ALL, live_after, live_before
 
 I1 = ir.IntType(1)
 I8 = ir.IntType(8)
@@ -162,14 +163,33 @@ class ModuleLowering:
         line -- the fallback of proven packet accesses when the context is not the hook's."""
         fn, new = self._cold_access_function(f"xdpsim.checked.{kind}.{size}")
         if new:
-            body = HelperBody(self, fn)
-            env, pc, addr, value = fn.args
-            if kind == abi.M_STORE:
-                body.mem_store(pc, addr, size, value, None)
-                body.b.ret(c64(0))
-            else:
-                body.b.ret(body.mem_load(pc, addr, size, kind == abi.M_LOADSX, None))
+            self._checked_body(HelperBody(self, fn), kind, size)
         return fn
+
+    def guarded_function(self, kind: int, size: int) -> ir.Function:
+        """`i64 guarded(env, pc, addr, value)`: the checked access, unless a fault is recorded already
+        (then it does nothing and returns 0). Tier 1 calls a block's accesses without testing env
+        FAULT after each and tests it once before anything else observable (FuncLowering.flush):
+        what runs between only computes registers, which a fault leaves unobserved."""
+        fn, new = self._cold_access_function(f"xdpsim.guarded.{kind}.{size}")
+        if new:
+            body = HelperBody(self, fn)
+            run, faulted = fn.append_basic_block("run"), fn.append_basic_block("faulted")
+            body.b.cbranch(body.b.icmp_unsigned("!=", body.env_load(abi.E_FAULT), c64(0)), faulted, run)
+            body.b.position_at_end(faulted)
+            body.b.ret(c64(0))
+            body.b.position_at_end(run)
+            self._checked_body(body, kind, size)
+        return fn
+
+    @staticmethod
+    def _checked_body(body: HelperBody, kind: int, size: int) -> None:
+        env, pc, addr, value = body.fn.args
+        if kind == abi.M_STORE:
+            body.mem_store(pc, addr, size, value, None)
+            body.b.ret(c64(0))
+        else:
+            body.b.ret(body.mem_load(pc, addr, size, kind == abi.M_LOADSX, None))
 
     def atomic_ptr_function(self, size: int) -> ir.Function:
         """`i64 atomicptr(env, pc, addr, 0)`: FuncLowering.atomic_ptr out of line (tier 1): the host
@@ -208,17 +228,29 @@ class FuncLowering:
         self.entry = entry
         self.b = ir.IRBuilder(entry)
         self.regs = [self.b.alloca(I64, name=f"r{i}") for i in range(11)]
-        # r0 and r6-r9 start as the caller's (calls and tail calls keep every register, as in the
-        # interpreter; 0 at the start of a run): the call site left them in env
-        for i in range(11):
-            if i in abi.ENTRY_REGS:
-                self.b.store(self.env_load(abi.E_ENTRY_REGS + abi.ENTRY_REGS.index(i)), self.regs[i])
-            else:
-                self.b.store(c64(0), self.regs[i])
-        for i in range(5):
-            self.b.store(args[i], self.regs[i + 1])
         self.fp = args[5]
-        self.b.store(self.fp, self.regs[10])
+        if mod.compact:  # tier 1: lazy register stores (see put); only live registers initialised
+            self.live = live_before(self.insns, func)
+            self._dirty: set[int] = set()
+            live0 = self.live.get(func.start, ALL)
+            for i in range(10):  # (r10 is never loaded: get(10) is fp)
+                if (live0 >> i) & 1:
+                    if 1 <= i <= 5:
+                        v = args[i - 1]
+                    else:
+                        v = self.env_load(abi.E_ENTRY_REGS + abi.ENTRY_REGS.index(i))
+                    self.b.store(v, self.regs[i])
+        else:
+            # r0 and r6-r9 start as the caller's (calls and tail calls keep every register, as in the
+            # interpreter; 0 at the start of a run): the call site left them in env
+            for i in range(11):
+                if i in abi.ENTRY_REGS:
+                    self.b.store(self.env_load(abi.E_ENTRY_REGS + abi.ENTRY_REGS.index(i)), self.regs[i])
+                else:
+                    self.b.store(c64(0), self.regs[i])
+            for i in range(5):
+                self.b.store(args[i], self.regs[i + 1])
+            self.b.store(self.fp, self.regs[10])
         self.cur_prog = self.b.load(self._env_ptr(abi.E_CUR_PROG), typ=I64)
         self.budget_ptr = self._env_ptr(abi.E_BUDGET)
         # the budget lives in a local (a register after mem2reg): env BUDGET is written back before
@@ -304,16 +336,28 @@ class FuncLowering:
     # The last value of each register loaded or stored in the block the builder is in: a later read
     # in the same block reuses it instead of emitting another load (less IR for LLVM to parse and
     # promote). Valid because registers change only through put() and the builder only appends.
+    #
+    # Tier 1 (compact) goes further: while `_lazy` (plain ALU, loads, stores, lddw: instructions whose
+    # lowering only leaves its block through ret_if_fault, which carries the cache over) put() stores
+    # nothing; the registers written since (`_dirty`) are stored by flush() where a later read may
+    # load them from their allocas -- before a block's exit and before any other instruction -- and
+    # only those live there (live.py). Nothing reads the allocas after a fault: the function returns.
     _reg_block: ir.Block | None = None
     _reg_vals: dict[int, ir.Value]
+    _lazy = False
+    _dirty: set[int] | frozenset[int] = frozenset()  # (tier-1 functions have their own set)
 
     def _reg_cache(self) -> dict[int, ir.Value]:
         blk = self.b.block
         if blk is not self._reg_block:
+            if self._dirty:
+                raise AssertionError(f"insn {self.pc}: registers {sorted(self._dirty)} left unstored")
             self._reg_block, self._reg_vals = blk, {}
         return self._reg_vals
 
     def get(self, r: int) -> ir.Value:
+        if r == 10 and self.mod.compact:  # r10 is read-only (isa.validate): the frame pointer itself
+            return self.fp
         cache = self._reg_cache()
         v = cache.get(r)
         if v is None:
@@ -323,8 +367,30 @@ class FuncLowering:
     def put(self, r: int, v: ir.Value) -> None:
         if v.type == I32:
             v = self.b.zext(v, I64)
-        self.b.store(v, self.regs[r])
-        self._reg_cache()[r] = v
+        cache = self._reg_cache()
+        if self._lazy:
+            self._dirty.add(r)
+        else:
+            self.b.store(v, self.regs[r])
+            if self._dirty:
+                self._dirty.discard(r)
+        cache[r] = v
+
+    _unchecked = False  # tier 1: an access since the last flush may have recorded a fault
+
+    def flush(self, live: int) -> None:
+        """Tier 1, before a block's exit or anything but registers and accesses: leave if one of the
+        block's accesses faulted (guarded_function), then store the registers written since the last
+        flush that are in `live` (a bit mask)."""
+        if self._unchecked:
+            self._unchecked = False
+            self.ret_if_fault()
+        if self._dirty:
+            cache = self._reg_cache()
+            for r in sorted(self._dirty):
+                if (live >> r) & 1:
+                    self.b.store(cache[r], self.regs[r])
+            self._dirty.clear()
 
     def get32(self, r: int) -> ir.Value:
         return self.b.trunc(self.get(r), I32)
@@ -341,7 +407,10 @@ class FuncLowering:
         f = self.env_load(abi.E_FAULT)
         ok = self.fn.append_basic_block()
         self.unlikely(self.b.cbranch(self.b.icmp_unsigned("!=", f, c64(0)), self._unwind_block, ok))
+        carried = self._reg_cache() if self.mod.compact else None
         self.b.position_at_end(ok)
+        if carried is not None:  # `ok` follows only the block before: its register values hold there
+            self._reg_block = ok
 
     def unlikely(self, br: ir.Instruction) -> None:
         """Branch weights 1:99 (one metadata node per module: llvmlite's lookup of equal nodes is slow;
@@ -393,6 +462,8 @@ class FuncLowering:
             if pc in self.blocks:
                 blk = self.blocks[pc]
                 if not self.b.block.is_terminated:
+                    if self.mod.compact:
+                        self.flush(self.live.get(pc, ALL))
                     self.b.branch(blk)
                 self.b.position_at_end(blk)
                 self.block_entry(pc)
@@ -400,14 +471,42 @@ class FuncLowering:
             self.pc = pc
             if self.b.block.is_terminated:  # unreachable code after an exit/ja without a label
                 self.b.position_at_end(self.fn.append_basic_block(f"dead{pc}"))
-            self.lower_insn(pc, ins)
+            if self.mod.compact:
+                self.lower_compact(pc, ins)
+            else:
+                self.lower_insn(pc, ins)
             pc += 2 if ins.is_lddw else 1
         if not self.b.block.is_terminated:
             # falling off the end of a function: validate() refuses this for whole programs; a
             # subprogram can still run into the next function, which the interpreter reports
+            if self.mod.compact:
+                self.flush(ALL)
             self.sync_budget_out()
             self.b.call(self._py_insn_fn(), [self.env, c64(self.func.end)])
             self.ret(c64(0))
+
+    def lower_compact(self, pc: int, ins: Instruction) -> None:
+        """Tier 1: plain instructions with lazy register stores, the others after a flush."""
+        cls = ins.cls
+        jmp = cls in (isa.BPF_JMP, isa.BPF_JMP32)
+        if ins.is_lddw or cls in (isa.BPF_ALU, isa.BPF_ALU64, isa.BPF_LDX, isa.BPF_ST) or (
+            cls == isa.BPF_STX and ins.mode != isa.BPF_ATOMIC
+        ):
+            self._lazy = True
+            try:
+                self.lower_insn(pc, ins)
+            finally:
+                self._lazy = False
+            return
+        if jmp and ins.code not in (isa.BPF_CALL, isa.BPF_EXIT):
+            self.lower_insn(pc, ins)  # (lower_jmp flushes before its branch)
+            return
+        if jmp and ins.code == isa.BPF_EXIT:
+            self.flush(0)  # (exit reads through the cache; nothing after it reads the allocas)
+            self.lower_insn(pc, ins)
+            return
+        self.flush(self.live.get(pc, ALL))
+        self.lower_insn(pc, ins)
 
     def count(self, slot: int, inc: ir.Value) -> None:
         """Coverage: counters[slot] += inc (abi.E_COVER)."""
@@ -690,6 +789,8 @@ class FuncLowering:
             return
         target = self.blocks[ins.jump_target(pc)]
         if code == isa.BPF_JA:
+            if self.mod.compact:
+                self.flush(live_after(self.insns, self.live, pc))
             self.b.branch(target)
             return
         is64 = ins.cls == isa.BPF_JMP
@@ -706,6 +807,8 @@ class FuncLowering:
             cond = (self.b.icmp_signed if signed else self.b.icmp_unsigned)(op, a, s)
         if self.cov is not None and ins.jump_target(pc) != pc + 1:  # taken[pc] += cond, branch-free
             self.count(len(self.insns) + pc, self.b.zext(cond, I64))
+        if self.mod.compact:
+            self.flush(live_after(self.insns, self.live, pc))
         self.b.cbranch(cond, target, self.blocks[pc + 1])
 
     def lower_call(self, pc: int, ins: Instruction) -> None:
@@ -805,15 +908,20 @@ class FuncLowering:
 
     # ---------------------------------------------------------------- memory
 
+    def address(self, base: ir.Value, off: int) -> ir.Value:
+        if off == 0 and self.mod.compact:  # (tier 1: no `add x, 0` to print, parse and emit)
+            return base
+        return self.b.add(base, c64(off))
+
     def lower_ldx(self, pc: int, ins: Instruction) -> None:
         size = ins.size
         sx = ins.mode == isa.BPF_MEMSX
-        addr = self.b.add(self.get(ins.src), c64(ins.off))
+        addr = self.address(self.get(ins.src), ins.off)
         v = self.mem_load(pc, addr, size, sx, proof=self.mod.prog.proofs.get(pc))
         self.put(ins.dst, v)
 
     def lower_st(self, pc: int, ins: Instruction, value: ir.Value) -> None:
-        addr = self.b.add(self.get(ins.dst), c64(ins.off))
+        addr = self.address(self.get(ins.dst), ins.off)
         self.mem_store(pc, addr, ins.size, value, proof=self.mod.prog.proofs.get(pc))
 
     def lower_atomic(self, pc: int, ins: Instruction) -> None:
@@ -919,9 +1027,8 @@ class FuncLowering:
             return phi
         if self.mod.compact:  # tier 1: the whole checked access out of line (far less IR to build)
             kind = abi.M_LOADSX if sx else abi.M_LOAD
-            v = b.call(self.mod.checked_function(kind, size), [self.env, self._pc(pc), addr, c64(0)])
-            self.ret_if_fault()
-            return v
+            self._unchecked = True  # (env FAULT tested by flush)
+            return b.call(self.mod.guarded_function(kind, size), [self.env, self._pc(pc), addr, c64(0)])
         fast, slow, done = (self.fn.append_basic_block(n) for n in ("ld.fast", "ld.slow", "ld.done"))
         ptr = self.check(addr, size, R_READ, fast, slow)
         b.position_at_end(fast)
@@ -940,7 +1047,7 @@ class FuncLowering:
 
     def mem_store(self, pc: int, addr: ir.Value, size: int, value: ir.Value, proof: Proof | None) -> None:
         b = self.b
-        v = b.trunc(value, INT[size]) if size < 8 else value
+        v = b.trunc(value, INT[size]) if size < 8 and not self.mod.compact else value
         if proof is not None and proof.kind in ("stack", "mapval"):
             self.prog_mem(b.store(v, self.proven_ptr(addr, proof), align=1))
             return
@@ -958,8 +1065,8 @@ class FuncLowering:
             b.position_at_end(done)
             return
         if self.mod.compact:  # tier 1 (see mem_load)
-            b.call(self.mod.checked_function(abi.M_STORE, size), [self.env, self._pc(pc), addr, value])
-            self.ret_if_fault()
+            b.call(self.mod.guarded_function(abi.M_STORE, size), [self.env, self._pc(pc), addr, value])
+            self._unchecked = True
             return
         fast, slow, done = (self.fn.append_basic_block(n) for n in ("st.fast", "st.slow", "st.done"))
         ptr = self.check(addr, size, R_WRITE, fast, slow)
@@ -1185,6 +1292,7 @@ def library_module(xdp: bool, tc: bool, natives: NativeHelpers, helper_ids: froz
         for size in (1, 2, 4, 8):
             ml.slow_function(kind, size)
             ml.checked_function(kind, size)
+            ml.guarded_function(kind, size)
     for size in (4, 8):
         ml.atomic_ptr_function(size)
     return ml.lower()
