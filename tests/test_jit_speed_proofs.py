@@ -7,6 +7,9 @@
 - `maplookup`: bpf_map_lookup_elem on a known map with its key in the frame runs inline without
   handle or key checks (natives.map_lookup_proven); a hash key longer than the room in the frame goes
   to Python and faults as in the interpreter;
+- `tailcall`: bpf_tail_call through a known prog array (r2 its handle on every path) skips the handle
+  and map type checks (natives.tail_call); slots past the end, empty slots, a self-chain past 33 calls
+  and another map in r2 on one path agree with the interpreter;
 - random programs built around these patterns agree with the interpreter (run in a subprocess worker,
   xdpsim.jit.fuzzcheck, so an unsound proof that reads outside the frame fails the test, not pytest).
 """
@@ -253,6 +256,85 @@ def test_lookup_with_a_key_outside_the_frame_is_not_proven() -> None:
         assert call not in proofs
         interp, jit = _run_maps(insns, [ARR])
         assert interp == jit
+
+
+JMP = MapSpec("jmp", MapType.PROG_ARRAY, 4, 4, 4, init_slots={0: "p", 2: "leaf"})
+
+
+def _tail_program(key: int, other_map: bool) -> list[I]:
+    """r6 = ctx; r0 = count++ in map 0's slot 0 (array); tail_call(ctx, jmp (or on an odd packet
+    length, the array), key); r0 = 5: a self-call through slot 0 runs until the chain limit."""
+    return _link(
+        [
+            I(0xBF, 6, 1),  # r6 = r1
+            I(0x62, 10, 0, -4, 0),  # *(u32 *)(r10 - 4) = 0
+            I(0xBF, 2, 10),
+            I(0x07, 2, 0, 0, -4),
+            *_lddw(1, 4 << 32),
+            I(0x85, 0, 0, 0, 1),  # lookup(array, &key)
+            ("jmp", 0x15, 0, 0, 0, "null"),
+            I(0x79, 1, 0, 0, 0),
+            I(0x07, 1, 0, 0, 1),
+            I(0x7B, 0, 1, 0, 0),
+            ("label", "null"),
+            *_lddw(2, (4 << 32) | 1),
+            *(
+                [
+                    I(0x61, 3, 6, 4, 0),  # r3 = data_end (low bits: the packet's length parity)
+                    I(0x57, 3, 0, 0, 1),
+                    ("jmp", 0x15, 3, 0, 0, "even"),
+                    *_lddw(2, 4 << 32),  # the array: bpf_tail_call's fault
+                    ("label", "even"),
+                ]
+                if other_map
+                else []
+            ),
+            I(0xBF, 1, 6),
+            I(0xB7, 3, 0, 0, key),
+            I(0x85, 0, 0, 0, 12),
+            I(0xB7, 0, 0, 0, 5),
+            I(0x95),
+        ]
+    )
+
+
+def _run_tail(insns: list[I], size: int) -> list[tuple]:
+    out = []
+    leaf = [I(0xB7, 0, 0, 0, 3), I(0x95)]
+    for eng in (Interpreter(), JitEngine()):
+        rt = Runtime()
+        bodies = (("p", insns), ("leaf", leaf))
+        progs = {n: ProgramSpec(n, "xdp", ProgType.XDP, "xdp", list(b)) for n, b in bodies}
+        coll = rt.load(ObjectSpec("<t>", progs, [MapSpec("arr", MapType.ARRAY, 4, 8, 1), JMP]))
+        r = run_xdp(rt, eng, coll.programs["p"], bytes(size))
+        count = int.from_bytes(coll.maps["arr"][0], "little")
+        out.append((r.retval, str(r.error), r.tail_calls, count, dict(r.helper_counts)))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("key", "retval", "calls"), [(0, 5, 33), (1, 5, 0), (2, 3, 1), (4, 5, 0), (-1, 5, 0)]
+)
+def test_proven_tail_calls_agree(key: int, retval: int, calls: int) -> None:
+    insns = _tail_program(key, other_map=False)
+    proofs, _ = analyse(insns, xdp=True, map_value_sizes={0: 8}, prog_arrays=frozenset({1}))
+    call = max(pc for pc, ins in enumerate(insns) if ins.opcode == isa.CALL)
+    assert (proofs[call].kind, proofs[call].offset) == ("tailcall", 1)
+    assert call not in analyse(insns, xdp=True, map_value_sizes={0: 8})[0]  # not known as a prog array
+    interp, jit = _run_tail(insns, 60)
+    assert interp == jit
+    assert interp[:3] == (retval, "None", calls)
+
+
+def test_tail_call_with_another_map_on_one_path_is_not_proven() -> None:
+    insns = _tail_program(2, other_map=True)
+    proofs, _ = analyse(insns, xdp=True, map_value_sizes={0: 8}, prog_arrays=frozenset({1}))
+    call = max(pc for pc, ins in enumerate(insns) if ins.opcode == isa.CALL)
+    assert call not in proofs
+    for size in (60, 61):  # the prog array (leaf runs), the array (the interpreter's fault)
+        interp, jit = _run_tail(insns, size)
+        assert interp == jit
+    assert "bpf_tail_call" in interp[1]
 
 
 # ------------------------------------------------------------------------------ random programs

@@ -210,18 +210,75 @@ class ModuleLowering:
                 if name not in self.module.globals:
                     ir.Function(self.module, ir.FunctionType(I64, [PTR] + [I64] * 8), name)
         for f in self.funcs:
-            FuncLowering(self, f).lower()
+            bound = self.budget_bound(f)
+            if bound is None:
+                FuncLowering(self, f).lower()
+                continue
+            # two copies: the function itself tests once at entry that no path through it can
+            # exhaust the budget (and that the context is the hook's) and then tests no block; when
+            # that fails, it tail-calls the copy that tests every block (the lowering above: exact
+            # faults). The copy runs only near the end of the budget or on another context: built
+            # without optimisation (less compile time)
+            slow = ir.Function(self.module, FN_TYPE, function_name(self.entry_name, f.start) + ".slow")
+            slow.linkage = "internal"
+            for attr in ("noinline", "optnone", "cold"):
+                slow.attributes.add(attr)
+            FuncLowering(self, f, fn=slow).lower()
+            fast = FuncLowering(self, f)
+            fast.budget_bound, fast.slow_fn = bound, slow
+            fast.lower()
         return self.module
+
+    def budget_bound(self, f: Function) -> int | None:
+        """The most instructions a run of `f` can execute (its longest path), when that is bounded and
+        nothing it calls counts instructions: only forward jumps, and only native helper calls (which
+        never run program code; a tail call leaves the function, its target tests its own budget).
+        None otherwise, and for tier 1, coverage or no per-block budget."""
+        prog = self.prog
+        if self.compact or prog.coverage or not prog.budget_per_block:
+            return None
+        insns = prog.insns
+        pc = f.start
+        while pc < f.end:
+            ins = insns[pc]
+            if ins.cls in (isa.BPF_JMP, isa.BPF_JMP32) and ins.code != isa.BPF_EXIT:
+                if ins.code == isa.BPF_CALL:
+                    helper = ins.opcode == isa.CALL and ins.src == isa.CALL_HELPER
+                    if not helper or ins.imm not in prog.native_helpers:
+                        return None
+                elif ins.jump_target(pc) <= pc:
+                    return None
+            pc += 2 if ins.is_lddw else 1
+        leaders = f.leaders
+        ends = dict(zip(leaders, leaders[1:] + [f.end], strict=True))
+        longest: dict[int, int] = {}
+        for start in reversed(leaders):  # successors lie after their block: already known
+            end = ends[start]
+            n = last = 0
+            p = start
+            while p < end:
+                n, last = n + 1, p
+                p += 2 if insns[p].is_lddw else 1
+            ins = insns[last]
+            succs: list[int] = [end]
+            if ins.cls in (isa.BPF_JMP, isa.BPF_JMP32) and ins.code == isa.BPF_EXIT:
+                succs = []
+            elif ins.cls in (isa.BPF_JMP, isa.BPF_JMP32) and ins.code != isa.BPF_CALL:
+                t = ins.jump_target(last)
+                succs = [t] if ins.code == isa.BPF_JA else [t, last + 1]
+            longest[start] = n + max((longest.get(t, 0) for t in succs), default=0)
+        return longest[f.start]
 
 
 class FuncLowering:
     """One eBPF function -> one LLVM function."""
 
-    def __init__(self, mod: ModuleLowering, func: Function):
+    def __init__(self, mod: ModuleLowering, func: Function, fn: ir.Function | None = None):
+        """`fn`: the LLVM function to build (default: the one named for the program's function)."""
         self.mod = mod
         self.func = func
         self.insns = mod.prog.insns
-        self.fn = mod.ir_funcs[func.start]
+        self.fn = fn if fn is not None else mod.ir_funcs[func.start]
         self.env, *args = self.fn.args
         self.args = args  # r1..r5, fp
         entry = self.fn.append_basic_block("entry")
@@ -455,7 +512,27 @@ class FuncLowering:
 
     # ---------------------------------------------------------------- driver
 
+    # ModuleLowering.budget_bound: no path through this function runs more instructions; with it, the
+    # budget (and the context, for packet/ctx proofs) is tested once at entry; on failure the function
+    # runs as `slow_fn`, which tests every block (and the context at every proven access)
+    budget_bound: int | None = None
+    slow_fn: ir.Function | None = None
+
     def lower(self) -> None:
+        if self.budget_bound is not None:
+            assert self.slow_fn is not None and self.budget_var is not None
+            b = self.b
+            run, slow = self.fn.append_basic_block("bounded"), self.fn.append_basic_block("slow_copy")
+            go_slow = b.icmp_signed("<", b.load(self.budget_var, typ=I64), c64(self.budget_bound))
+            lo, hi = self.func.start, self.func.end
+            if any(p.kind in ("packet", "ctx") for pc, p in self.mod.prog.proofs.items() if lo <= pc < hi):
+                # the copy also runs the packet and context proofs' fallbacks: here they are not needed
+                go_slow = b.or_(go_slow, b.not_(self.ctx_ok))
+                self.ctx_ok = ir.Constant(I1, 1)
+            self.unlikely(b.cbranch(go_slow, slow, run))
+            b.position_at_end(slow)  # (nothing written yet: the copy starts from env and args)
+            self.b.ret(self.b.call(self.slow_fn, list(self.fn.args), tail="musttail"))
+            self.b.position_at_end(run)
         self.b.branch(self.blocks[self.func.start])
         pc = self.func.start
         while pc < self.func.end:
@@ -517,7 +594,11 @@ class FuncLowering:
     def block_entry(self, pc: int) -> None:
         """Charge the block's instructions to the budget: a runaway loop ends with F_BUDGET. With
         coverage, count the block's run (after the budget: a block the budget stops is not counted)."""
-        if self.mod.prog.budget_per_block:
+        if self.budget_bound is not None:  # the entry test covered every path: charge, no test
+            count = self.budget_var
+            assert count is not None
+            self.b.store(self.b.sub(self.b.load(count, typ=I64), c64(self._block_len(pc))), count)
+        elif self.mod.prog.budget_per_block:
             # (tier 1 tests every block: deferring adds IR there and it runs no optimisation)
             deferred, after = self.deferred_checks() if not self.mod.compact else ((), ())
             if pc in deferred:

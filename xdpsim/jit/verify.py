@@ -17,9 +17,11 @@ register values:
 
 A map lookup is proven (`maplookup`: map id << 10 | bytes from the key to the frame's top) when r1 is
 a map with a native lookup and r2 points into the frame: natives.map_lookup_proven skips the handle
-and key checks. An access is proven when it lies inside the frame (stack), inside the proven packet
-range, or inside a map value (stores only for maps programs may write: not frozen, not
-BPF_F_RDONLY_PROG -- a map frozen after its programs were compiled keeps its compiled stores).
+and key checks. A tail call is proven (`tailcall`: the map id) when r2 is a BPF_MAP_TYPE_PROG_ARRAY
+map (`prog_arrays`): natives.tail_call skips the handle and map type checks. An access is proven when
+it lies inside the frame (stack), inside the proven packet range, or inside a map value (stores only
+for maps programs may write: not frozen, not BPF_F_RDONLY_PROG -- a map frozen after its programs
+were compiled keeps its compiled stores).
 Packet facts rest on the context being the XDP context (`data`/`data_end` loaded from it): the
 lowering guards packet proofs with a run-time test that the entry r1 is a context pointer, so a
 program run with another r1 keeps its checks.
@@ -42,6 +44,7 @@ FRAME = 512
 # helpers that leave the packet (pointers and bytes) and the stack alone
 PURE_HELPERS = frozenset({1, 2, 3, 5, 7, 8, 12, 14, 23, 28, 51})
 MAP_LOOKUP = 1
+TAIL_CALL = 12
 # arguments of common helpers (the others: all five registers count as possible pointers)
 HELPER_ARGS = {
     1: 2,
@@ -207,8 +210,10 @@ class _Prover:
         map_value_sizes: dict[int, int],
         writable: frozenset[int] = frozenset(),
         tc: bool = False,
+        prog_arrays: frozenset[int] = frozenset(),
     ):
         self.insns = insns
+        self.prog_arrays = prog_arrays  # BPF_MAP_TYPE_PROG_ARRAY maps: tail calls through them are proven
         self.xdp = xdp
         self.tc = tc  # SCHED_CLS: the entry r1 is the __sk_buff (TC_CTX_FIELDS proven; no packet proofs)
         self.map_sizes = map_value_sizes
@@ -298,8 +303,9 @@ class _Prover:
 
     def lddw_value(self, ins: Instruction) -> object:
         v = ins.imm64
-        if v >> 32 == 4 and (v & 0xFFFF_FFFF) in self.map_sizes:
-            return ("map", v & 0xFFFF_FFFF)
+        mid = v & 0xFFFF_FFFF
+        if v >> 32 == 4 and (mid in self.map_sizes or mid in self.prog_arrays):
+            return ("map", mid)
         return Scalar(v, v)
 
     def call(self, st: State, ins: Instruction, pc: int = -1, record: bool = False) -> None:
@@ -310,7 +316,7 @@ class _Prover:
         r0: object = UNKNOWN
         if ins.src == isa.CALL_HELPER and ins.imm == MAP_LOOKUP:
             m = st.regs[1]
-            if isinstance(m, tuple) and m[0] == "map":
+            if isinstance(m, tuple) and m[0] == "map" and m[1] in self.map_sizes:
                 r0 = MapOrNull(self.map_sizes[m[1]], m[1] in self.writable)
                 key = st.regs[2]
                 # a map with a native lookup and a key in this frame with at least 4 bytes above it
@@ -318,6 +324,12 @@ class _Prover:
                 # is kept for longer (hash) keys, which the lowering compares with the key size
                 if isinstance(key, Stack) and -FRAME <= key.off <= -4:
                     self.prove(pc, Proof("maplookup", (m[1] << 10) | -key.off), record)
+        if ins.src == isa.CALL_HELPER and ins.imm == TAIL_CALL:
+            m = st.regs[2]
+            if isinstance(m, tuple) and m[0] == "map" and m[1] in self.prog_arrays:
+                # r2 is that prog array's handle on every path (natives.tail_call_proven: no handle or
+                # map type checks, as the kernel's JIT emits for a map the verifier knows)
+                self.prove(pc, Proof("tailcall", m[1]), record)
         pure = ins.src == isa.CALL_HELPER and ins.imm in PURE_HELPERS
         if not pure:
             self.forget_packet(st)
@@ -699,10 +711,12 @@ def prove(
     entries: tuple[int, ...] = (),
     writable_maps: frozenset[int] = frozenset(),
     tc: bool = False,
+    prog_arrays: frozenset[int] = frozenset(),
 ) -> dict[int, Proof]:
     """pc -> Proof for every load/store proven in bounds (see the module docstring). Stores into map
-    values are proven only for `writable_maps` (not frozen, not BPF_F_RDONLY_PROG)."""
-    return analyse(insns, xdp, map_value_sizes, entries, writable_maps, tc)[0]
+    values are proven only for `writable_maps` (not frozen, not BPF_F_RDONLY_PROG); tail calls through
+    `prog_arrays` (the ids of the BPF_MAP_TYPE_PROG_ARRAY maps) get a "tailcall" proof."""
+    return analyse(insns, xdp, map_value_sizes, entries, writable_maps, tc, prog_arrays)[0]
 
 
 def analyse(
@@ -712,10 +726,11 @@ def analyse(
     entries: tuple[int, ...] = (),
     writable_maps: frozenset[int] = frozenset(),
     tc: bool = False,
+    prog_arrays: frozenset[int] = frozenset(),
 ) -> tuple[dict[int, Proof], int]:
     """(proofs, stack bytes): the proofs of `prove`, and how many bytes below the frame pointer the
     program can touch at all (512 when an access might reach anywhere)."""
-    p = _Prover(insns, xdp, map_value_sizes or {}, writable_maps, tc)
+    p = _Prover(insns, xdp, map_value_sizes or {}, writable_maps, tc, prog_arrays)
     proofs = p.run(entries)
     if p.stack_unknown:
         return proofs, FRAME
