@@ -370,3 +370,26 @@ def test_atomic_on_packet_faults_in_both_engines() -> None:
     res = _agree_on(insns, bytes(60))
     assert res["error"] is not None and "atomic operation of 8 bytes on the packet" in res["error"]
     assert res["data"] == bytes(60).hex()
+
+
+def test_subprogram_falling_off_its_end_runs_on_into_the_next_function() -> None:
+    """A mutated calls.o made a subprogram run off its end: the interpreter runs on into the next
+    function's code in the same frame (so that function's exit returns to the caller); the JIT faulted
+    "instruction N cannot be executed". The verifier refuses such code; the engines agree on it."""
+    call = isa.CALL
+    insns = [
+        I(0xB7, 0, 0, 0, 0),  # 0: r0 = 0
+        I(0xB7, 6, 0, 0, 7),  # 1: r6 = 7
+        I(call, 0, isa.PSEUDO_CALL, 0, 5),  # 2: call b (8)
+        I(call, 0, isa.PSEUDO_CALL, 0, 2),  # 3: call a (6)
+        I(0x0F, 0, 6),  # 4: r0 += r6
+        I(0x95),  # 5: exit
+        I(0xB7, 0, 0, 0, 1),  # a, 6: r0 = 1
+        I(0xB7, 6, 0, 0, 100),  # 7: r6 = 100 ... and on into b
+        I(0x07, 0, 0, 0, 10),  # b, 8: r0 += 10
+        I(0x0F, 0, 6),  # 9: r0 += r6
+        I(0x95),  # 10: exit
+    ]
+    res = _agree_on(insns, bytes(60))
+    assert res["error"] is None
+    assert res["r0"] == 1 + 10 + 100 + 7

@@ -554,10 +554,18 @@ class FuncLowering:
                 self.lower_insn(pc, ins)
             pc += 2 if ins.is_lddw else 1
         if not self.b.block.is_terminated:
-            # falling off the end of a function: validate() refuses this for whole programs; a
-            # subprogram can still run into the next function, which the interpreter reports
+            # falling off the end of a function (the verifier refuses it; the interpreter does not):
+            # the interpreter runs on into the next function's code in the same frame, so that
+            # function's exit is this one's; past the last instruction the interpreter reports it
             if self.mod.compact:
                 self.flush(ALL)
+            nxt = self.mod.ir_funcs.get(self.func.end)
+            if nxt is not None:
+                args = [self.env] + [self.get(r) for r in range(1, 6)] + [self.fp]
+                self.pass_entry_regs()
+                self.sync_budget_out()
+                self.b.ret(self.b.call(nxt, args))
+                return
             self.sync_budget_out()
             self.b.call(self._py_insn_fn(), [self.env, c64(self.func.end)])
             self.ret(c64(0))
