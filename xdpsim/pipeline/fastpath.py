@@ -44,6 +44,7 @@ from ..spec import MapType
 from .pipeline import ETH_HLEN, Interface
 from .routing import Decision
 from .sinks import MAX_TS_NS
+from .stats import Stats
 
 if TYPE_CHECKING:
     from .replay import Replay
@@ -163,13 +164,7 @@ def jit_batch(replay: Replay, iface: Interface, b: Batch, times: np.ndarray) -> 
             errors[j] = d.error
 
     _count(replay, iface, keys, code, res, names, n - len(ok), decided, errors)
-    st = replay.stats
-    if iface.spec.queues > 1:
-        for q, c in enumerate(np.bincount(queues).tolist()):
-            if c:
-                st.queues[iface.queue_keys[q]] += c
-    else:
-        st.queues[iface.queue_keys[0]] += n
+    _count_queues(replay.stats, iface, queues, n)
 
     # ---- outputs, each sink in input order
     codes = code if whole else np.full(n, K_SHORT, np.int32)
@@ -295,13 +290,7 @@ def _sink_batch(replay: Replay, iface: Interface, plan: _Plan, b: Batch, times: 
     replay.__dict__["_batch_result"] = res  # its arrays are reused by the next batch (constant memory)
     rb.pending = True
     _fold(replay, iface, plan, keys, decided, names, n, sp.tail_calls, res.helper_counts)
-    st = replay.stats
-    if iface.spec.queues > 1:
-        for q, c in enumerate(np.bincount(queues).tolist()):
-            if c:
-                st.queues[iface.queue_keys[q]] += c
-    else:
-        st.queues[iface.queue_keys[0]] += n
+    _count_queues(replay.stats, iface, queues, n)
     if res.traces:
         for j in sorted(res.traces):
             replay.sinks.trace(res.traces[j])
@@ -447,3 +436,13 @@ def _log(replay: Replay, iface: Interface, b: Batch, keys: list[Key], codes: np.
             "index": b.index + i, "interface": iface.name, "queue": int(queues[i]), "outcome": outcome,
             "reason": reason, "program": program, "length": int(src_len[i]), "target": target,
             "error": errors.get(j) if j >= 0 else None})
+
+
+def _count_queues(st: Stats, iface: Interface, queues: np.ndarray, n: int) -> None:
+    """stats.json's per-queue counts for a batch of n packets (one bincount when there are several)."""
+    if iface.spec.queues > 1:
+        for q, c in enumerate(np.bincount(queues).tolist()):
+            if c:
+                st.queues[iface.queue_keys[q]] += c
+    else:
+        st.queues[iface.queue_keys[0]] += n
