@@ -19,7 +19,7 @@ from ..loader import load_object
 from ..maps import RedirectTarget
 from ..spec import ObjectSpec
 from .backends import KernelBackend, SimBackend, make_backend
-from .broadcast import BPF_F_EXCLUDE_INGRESS, Port, walk
+from .broadcast import BPF_F_EXCLUDE_INGRESS, VLAN_HLEN, Port, walk
 from .config import InterfaceSpec, PipelineError, PipelineSpec
 from .dispatcher import ChainEntry, build_chain, choose_program, run_chain
 from .fib import PipelineFib
@@ -59,6 +59,20 @@ class Interface:
     @property
     def ifindex(self) -> int:
         return self.spec.ifindex
+
+
+def mtu_exceeded(length: int, out: Interface) -> str | None:
+    """Why a frame of `length` bytes (data to data_end, no metadata) cannot be redirected out of `out`,
+    or None. The kernel's xdp_ok_fwd_dev, when the frame is queued (__xdp_enqueue, for bpf_redirect and
+    a devmap entry alike; is_valid_dst for a broadcast copy): longer than the device's MTU + its
+    hard_header_len (14 for Ethernet) + VLAN_HLEN (4) is -EMSGSIZE, the frame dropped. The check comes
+    before the devmap entry's program, which therefore cannot shrink the frame back under it (asked of
+    the kernel: tests/test_redirect_mtu_kernel.py)."""
+    limit = out.spec.mtu + ETH_HLEN + VLAN_HLEN
+    if length <= limit:
+        return None
+    return (f"redirect of a {length}-byte frame to {out.name}: over its MTU {out.spec.mtu} (at most {limit} "
+            "bytes: MTU + 14 + 4; xdp_ok_fwd_dev -EMSGSIZE)")
 
 
 class Pipeline:
@@ -191,6 +205,10 @@ class Pipeline:
         if out is None:
             d.outcome, d.reason = "drop", "redirect_failed"
             d.error = f"redirect to ifindex {target.index}, which is not an interface of the pipeline"
+            return d
+        too_long = mtu_exceeded(len(d.data), out)
+        if too_long is not None:
+            d.outcome, d.reason, d.error = "drop", "redirect_mtu", too_long
             return d
         if target.prog is not None:
             r = self.backend.run_entry(target.prog, d.data, meta, ifindex=iface.ifindex, queue=queue,

@@ -39,6 +39,8 @@ REASONS = {
         "xdp_drop": "an XDP program returned XDP_DROP",
         "redirect_failed": "XDP_REDIRECT to an ifindex that is not an interface of the pipeline "
         "(the kernel's xdp_do_redirect fails and drops it)",
+        "redirect_mtu": "XDP_REDIRECT out of an interface (bpf_redirect, devmap, devmap_hash) of a frame "
+        "longer than that interface's MTU + 14 + 4 bytes (the kernel's xdp_ok_fwd_dev: -EMSGSIZE, dropped)",
         "redirect_no_target": "XDP_REDIRECT without a successful bpf_redirect*() call "
         "(xdp_do_redirect fails)",
         "devmap_program": "the devmap entry's program (xdp/devmap) did not return XDP_PASS",
