@@ -78,10 +78,24 @@ def test_example_floods_every_port(tmp_path: Path, engine: str) -> None:
     assert sink(out, "redirect-eth2.pcap") == to_eth2
     # drop.pcap in input order: each runt, and each broadcast's copy for eth0 after it
     assert sink(out, "drop.pcap") == src
-    log = [json.loads(line) for line in (tmp_path / "packets.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (tmp_path / "packets.jsonl").read_text().splitlines()]
+    log = [r for r in lines if "copy_of" not in r]
     assert [(r["outcome"], r["reason"], r["target"]) for r in log] == [
         ("redirect", "broadcast", "broadcast") if len(f) >= 14 else ("drop", "frame_too_short", None)
         for f in src]
+    # each broadcast's copies follow its line, one line each, naming the packet
+    want: list[tuple] = []
+    for i, f in enumerate(src):
+        want.append((i, None))
+        if len(f) >= 14:
+            want += [(i, ("drop", "devmap_program", None, len(f), "split_horizon")),
+                     (i, ("redirect", "broadcast_copy", "eth1", len(f), "split_horizon"))]
+            if len(f) <= 100 + 14 + 4:
+                want.append((i, ("redirect", "broadcast_copy", "eth2", len(f), "")))
+    got = [(r["index"], None) if "copy_of" not in r else
+           (r["copy_of"], (r["outcome"], r["reason"], r["target"], r["length"], r["program"])) for r in lines]
+    assert got == want
+    assert {(r["copy"], r["interface"]) for r in lines if "copy_of" in r} == {("broadcast", "eth0")}
     redirected = len(sent) + len(to_eth1) + len(to_eth2)  # the broadcasts and the copies leaving
     assert stats["interfaces"] == {"eth0": {"pass": 0, "tx": 0, "redirect": redirected,
                                             "drop": len(runts) + len(sent), "aborted": 0, "error": 0}}

@@ -41,6 +41,8 @@ LIVE_REASONS = {
     "tx_write_failed": "XDP_TX frame whose write back to the wire failed",
     "target_gone": "redirected to an interface whose device has gone",
 }
+# redirect reasons whose frame leaves through the wire side of the target interface
+OUT_OF_INTERFACE = frozenset({"interface", "broadcast_copy", "tc_redirect", "tc_clone"})
 for _reason, _why in LIVE_REASONS.items():  # live mode's own drop reasons join the pipeline's table
     REASONS["drop"].setdefault(_reason, _why)
 
@@ -239,14 +241,21 @@ class LiveRunner:
             self.stop(f"--count {self.count} reached")
 
     def _deliver(self, port: LivePort, v, ts: int) -> None:
-        """Write one verdict's frame where it goes (wire, redirect target, host tap) and to --out."""
+        """Write one verdict's frame where it goes (wire, redirect target, host tap) and to --out; then
+        its copies (broadcast, bpf_clone_redirect), each where it goes."""
+        self._deliver_one(port, v, ts)
+        for c in v.clones:
+            self._deliver(port, c, ts)
+
+    def _deliver_one(self, port: LivePort, v, ts: int) -> None:
         dest: Endpoint | None = None
+        counted = v.interface or port.name  # a copy is counted where it ended (see live_chain)
         if v.outcome == "tx":
             dest = port.wire
-        elif v.outcome == "redirect" and v.reason == "interface" and v.target is not None:
+        elif v.outcome == "redirect" and v.reason in OUT_OF_INTERFACE and v.target in self.ports:
             tport = self.ports[v.target]
             if tport.ended is not None:
-                self._recount(v.outcome, v.reason, port.name, "target_gone")
+                self._recount(v.outcome, v.reason, counted, "target_gone")
                 return
             dest = tport.wire
         elif v.outcome == "pass" or (v.outcome == "redirect" and v.reason == "cpu"):
@@ -256,10 +265,10 @@ class LiveRunner:
                 dest.send(v.data)
             except OSError as e:
                 self.write_errors[f"{dest.name}: {e.strerror}"] += 1
-                self._recount(v.outcome, v.reason, port.name, f"{v.outcome}_write_failed")
+                self._recount(v.outcome, v.reason, counted, f"{v.outcome}_write_failed")
                 return
         if self._sinks is not None:
-            self._sinks.write(port.name, v.outcome, v.target, v.data, ts)
+            self._sinks.write(counted, v.outcome, v.target, v.data, ts)
 
     def _recount(self, outcome: str, reason: str, iface: str, new_reason: str) -> None:
         """Move one counted frame from `outcome` to drop (its write failed): the invariant holds."""

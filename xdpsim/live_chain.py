@@ -8,7 +8,7 @@ interface's chain is a single program on one queue under the JIT, with the same 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import XdpsimError
 from .hooks.xdp import XdpAction
@@ -33,6 +33,26 @@ class Verdict:
     data: bytes
     target: str | None = None
     program: str = ""
+    # broadcast and bpf_clone_redirect copies, frames of their own (each counted as a packet, in
+    # `clones` too); a copy's `interface` is where it is counted, as in a replay
+    clones: list[Verdict] = field(default_factory=list)
+    interface: str | None = None
+
+
+def _copies(d, stats: Stats) -> list[Verdict]:  # noqa: ANN001 - a pipeline Decision
+    """A decision's copies (and theirs) as verdicts, each counted as a packet of its own, as a replay
+    counts them (pipeline.tc_stage.account_extra)."""
+    out = []
+    for c in d.clones:
+        stats.clones += 1
+        stats.count(c.outcome, c.reason, c.interface)
+        if c.outcome == "redirect":
+            stats.redirect_targets[c.target or c.reason] += 1
+        if c.error and c.outcome == "error":
+            stats.errors[c.error] += 1
+        out.append(Verdict(c.outcome, c.reason, c.data, target=c.target, program=c.program,
+                           clones=_copies(c, stats), interface=c.interface))
+    return out
 
 
 def make_engine(name: str):
@@ -82,7 +102,8 @@ class PipelineChains:
             stats.errors[d.error] += 1
         if d.outcome == "redirect":
             stats.redirect_targets[d.target or d.reason] += 1
-        return Verdict(d.outcome, d.reason, d.data, target=d.target, program=d.program)
+        return Verdict(d.outcome, d.reason, d.data, target=d.target, program=d.program,
+                       clones=_copies(d, stats))
 
     def process_batch(self, iface: str, frames: list[bytes], now_ns: int, stats: Stats) -> list[Verdict]:
         """Several frames received together on `iface`: one native `run_batch` call when the

@@ -75,6 +75,21 @@ def mtu_exceeded(length: int, out: Interface) -> str | None:
             "bytes: MTU + 14 + 4; xdp_ok_fwd_dev -EMSGSIZE)")
 
 
+def copy_records(d: Decision, packet: int) -> list[dict]:
+    """--log (packets.jsonl): one line per copy a packet made -- a broadcast's copies (`copy`:
+    "broadcast") and bpf_clone_redirect's (`copy`: "clone"), copies of copies too -- each naming the
+    packet (`copy_of`: the index of the packet's own line) and, as a packet's line does, where it was
+    counted (`interface`), its outcome, reason, deciding program, length, target and error."""
+    out: list[dict] = []
+    kind = "broadcast" if d.reason == "broadcast" else "clone"
+    for c in d.clones:
+        out.append({"copy_of": packet, "copy": kind, "interface": c.interface, "outcome": c.outcome,
+                    "reason": c.reason, "program": c.program, "length": len(c.data), "target": c.target,
+                    "error": c.error})
+        out.extend(copy_records(c, packet))
+    return out
+
+
 class Pipeline:
     def __init__(self, spec: PipelineSpec, engine: str = "jit", seed: int = 0, budget: int | None = None):
         self.spec = spec

@@ -26,7 +26,7 @@ from ..errors import CaptureError
 from ..io import read_batches
 from ..io.batch import Batch
 from .config import PipelineSpec, parse_spec
-from .pipeline import Pipeline
+from .pipeline import Pipeline, copy_records
 from .sinks import Sinks
 from .stats import RECORD_REASONS, Stats
 
@@ -178,6 +178,8 @@ class Replay:
                                    "outcome": d.outcome,
                                    "reason": d.reason, "program": d.program, "length": len(d.data),
                                    "target": d.target, "error": d.error})
+            for rec in copy_records(d, index):  # its broadcast / clone copies, one line each
+                self.sinks.log_packet(rec)
 
 
 def _slice(b: Batch, s: int, e: int) -> Batch:

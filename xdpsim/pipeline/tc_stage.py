@@ -297,6 +297,7 @@ def feed_hosts(replay: Replay) -> None:
 def feed_host(replay: Replay, iface: Interface, path: str) -> None:
     """Send each frame of capture `path` out of `iface` (TC egress, then the wire); one outcome each."""
     from ..io import read_batches
+    from .pipeline import copy_records
 
     st = replay.stats
     reader = read_batches(path, 4096)
@@ -315,6 +316,8 @@ def feed_host(replay: Replay, iface: Interface, path: str) -> None:
                 replay.sinks.log_packet({"host": True, "index": b.index + i, "interface": iface.name,
                                          "outcome": d.outcome, "reason": d.reason, "program": d.program,
                                          "length": len(d.data), "target": d.target, "error": d.error})
+                for rec in copy_records(d, b.index + i):
+                    replay.sinks.log_packet({"host": True, **rec})
     if reader.skipped:
         st.count("error", "damaged_record", iface.name, n=reader.skipped)
     st.capture.setdefault("host", {})[iface.name] = {"path": path, "packets": n, "skipped": reader.skipped}
