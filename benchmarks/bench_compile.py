@@ -21,13 +21,13 @@ waits for at exit included) and cached: CPU time of the process (all threads) an
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +46,6 @@ def tiers(paths: list[str], repeat: int, phases: bool) -> None:
     from xdpsim import api
     from xdpsim.engines.jit import JitEngine
     from xdpsim.jit.compiler import Compiler, cache_dir, cache_key
-    from xdpsim.jit.lower import ModuleLowering
 
     eng = JitEngine()
     with tempfile.TemporaryDirectory() as cache:
@@ -83,10 +82,10 @@ def tiers(paths: list[str], repeat: int, phases: bool) -> None:
                     best[2] = min(best[2], _ms(t0))
                 fit.append((len(prog.insns), best[0]))
                 line = f"{prog.name:18s} {len(prog.insns):5d} {best[0]:7.1f} {best[1]:7.1f} {best[2]:7.2f}"
-                if phases:
+                if phases:  # (no cyclic collection, as in Compiler.tier1_text)
+                    gc.disable()
                     t = [time.thread_time()]
-                    module = ModuleLowering(replace(pin, proofs={}), "bench", eng._natives,  # noqa: SLF001
-                                            shared=True, compact=True).lower()
+                    module = comp.tier1_lowering(pin, "bench", eng._natives).lower()  # noqa: SLF001
                     t.append(time.thread_time())
                     text = str(module)
                     t.append(time.thread_time())
@@ -95,6 +94,7 @@ def tiers(paths: list[str], repeat: int, phases: bool) -> None:
                     t.append(time.thread_time())
                     comp.tm0.emit_object(mod)
                     t.append(time.thread_time())
+                    gc.enable()
                     ph = [1e3 * (b - a) for a, b in zip(t, t[1:], strict=False)]
                     line += "   " + " ".join(f"{x:6.1f}" for x in ph) + f"  {text.count(chr(10))} lines"
                 print(line)

@@ -122,6 +122,7 @@ class _RuntimeJit:
         self.rt = weakref.proxy(runtime)
         self.env = np.zeros(abi.ENV_WORDS, dtype=np.uint64)
         self.maps = np.zeros(0, dtype=np.uint64)
+        self.frozen: list[bool] = []  # the maps' frozen flags when map_types was last made
         self.map_types = np.zeros(0, dtype=np.uint64)
         self.progs = np.zeros(0, dtype=np.uint64)
         self.compiled: list[_CompiledProgram | None] = []
@@ -139,11 +140,13 @@ class _RuntimeJit:
         self._py_helper = PY_HELPER_CTYPE(self._helper)
         self._py_mem = PY_MEM_CTYPE(self._mem)
         self._py_insn = PY_INSN_CTYPE(self._insn)
+        self._py_exact = PY_INSN_CTYPE(self._exact)
         env = self.env
         env[abi.E_TABLE] = runtime.mem.table_address
         env[abi.E_PY_HELPER] = ctypes.cast(self._py_helper, _VP).value
         env[abi.E_PY_MEM] = ctypes.cast(self._py_mem, _VP).value
         env[abi.E_PY_INSN] = ctypes.cast(self._py_insn, _VP).value
+        env[abi.E_PY_EXACT] = ctypes.cast(self._py_exact, _VP).value
         env[abi.E_HELPER_COUNTS] = self.helper_counts.ctypes.data
         env[abi.E_PRANDOM_STATE] = self.prandom.words.ctypes.data
         # the run path's views, made once (numpy scalar reads/writes and `.ctypes` cost microseconds a
@@ -163,18 +166,23 @@ class _RuntimeJit:
     def refresh(self) -> None:
         """Compile programs registered since the last run; size the map and entry tables."""
         rt = self.rt
-        types = [int(m.type) | (_FROZEN if m.frozen else 0) for m in rt.maps] or [0]
-        if len(self.maps) != len(rt.maps) or not self.env[abi.E_MAPS]:  # (set even with no map)
-            # with no map at all, a zeroed descriptor: native map_of reads the descriptor of map 0
-            # before it knows that the handle is no map (the result is then not used)
-            descs = [m.native_descriptor() for m in rt.maps] or [_NO_MAP.ctypes.data]
-            self.maps = np.array(descs, dtype=np.uint64)
-            self.map_types = np.array(types, dtype=np.uint64)
-            self.env[abi.E_MAPS] = self.maps.ctypes.data
-            self.env[abi.E_MAP_TYPES] = self.map_types.ctypes.data
-            self.env[abi.E_NMAPS] = len(rt.maps)
-        else:
-            self.map_types[:] = types
+        # map types never change; frozen flags may (a map frozen after load): the type table is
+        # made again only when one did (a run costs one list of flags, not the table)
+        frozen = [m.frozen for m in rt.maps]
+        if frozen != self.frozen or not self.envm[abi.E_MAPS]:
+            types = [int(m.type) | (_FROZEN if m.frozen else 0) for m in rt.maps] or [0]
+            if len(self.maps) != len(rt.maps) or not self.envm[abi.E_MAPS]:  # (set even with no map)
+                # with no map at all, a zeroed descriptor: native map_of reads the descriptor of map 0
+                # before it knows that the handle is no map (the result is then not used)
+                descs = [m.native_descriptor() for m in rt.maps] or [_NO_MAP.ctypes.data]
+                self.maps = np.array(descs, dtype=np.uint64)
+                self.map_types = np.array(types, dtype=np.uint64)
+                self.env[abi.E_MAPS] = self.maps.ctypes.data
+                self.env[abi.E_MAP_TYPES] = self.map_types.ctypes.data
+                self.env[abi.E_NMAPS] = len(rt.maps)
+            else:
+                self.map_types[:] = types
+            self.frozen = frozen
         n = len(rt.programs)
         comp = compiler()
         if len(self.compiled) != n:
@@ -363,6 +371,16 @@ class _RuntimeJit:
             raise ProgramFault(f"instruction {pc} cannot be executed", kind="fault")
         except BaseException as e:  # noqa: BLE001
             return self._fail(e, pc)
+
+    def _exact(self, env: int, start: int) -> int:
+        """A tier-1 region head found the budget might not last: the address of the function's exact
+        copy (lower.py budget_regions), built now the first time."""
+        try:
+            cp = self.compiled[int(self.env[abi.E_CUR_PROG])]
+            assert cp is not None
+            return compiler().exact_address(cp.key, start)
+        except BaseException as e:  # noqa: BLE001
+            return self._fail(e, start)
 
     # ---------------------------------------------------------------- faults
 

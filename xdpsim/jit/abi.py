@@ -60,6 +60,8 @@ guaranteed (`musttail`) call through the table of entry points `env[E_PROGS]`, i
 |      |             | programs then read lower.TC_CTX_FIELDS natively (packet offsets and 53-56) |
 | 53-56| SKB_FIELDS  | with SKB_CTX: __sk_buff mark, protocol, ingress_ifindex, ifindex (refreshed with the |
 |      |             | packet offsets after every Python callback: helpers and context stores) |
+| 57   | PY_EXACT    | address of the trampoline giving a tier-1 function's exact copy (lower.py          |
+|      |             | budget_regions): PY_EXACT(env, function start) -> its address, 0 with a fault set  |
 
 Coverage counters of a program of n instruction slots (code compiled with coverage=True): u64[2n],
 [pc] the runs of the basic block starting at pc, [n + pc] the times the conditional jump at pc was taken.
@@ -128,6 +130,7 @@ ENTRY_REGS = (0, 6, 7, 8, 9)
 E_COVER = 51
 E_SKB_CTX = 52
 E_SKB_FIELDS = 53  # 53..56: mark, protocol, ingress_ifindex, ifindex
+E_PY_EXACT = 57
 
 F_NONE = 0
 F_MEMORY = 1

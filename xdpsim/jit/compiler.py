@@ -54,7 +54,7 @@ import llvmlite.binding as llvm
 
 from .. import isa
 from .cfg import function_entries
-from .lower import ModuleLowering, NativeHelpers, ProgramInput, function_name, library_module
+from .lower import ModuleLowering, NativeHelpers, ProgramInput, exact_name, function_name, library_module
 
 CACHE_FORMAT = 4
 T1_PREFIX = "xdpsim_t1_"
@@ -176,9 +176,13 @@ class Compiler:
         self.engine = llvm.create_mcjit_compiler(empty, self.tm)
         self.t1: dict[str, Compiled] = {}
         self.t2: dict[str, Compiled] = {}
+        # tier 1: what exact copies are built from, and those built ((key, function start) -> address)
+        self._t1_inputs: dict[str, tuple[ProgramInput, NativeHelpers | None]] = {}
+        self._exact: dict[tuple[str, int], int] = {}
         self._batch: int = 0
         self._libs: dict[tuple[bool, bool], dict[str, str]] = {}  # variant -> plain name -> object symbol
         self._lib_text: dict[tuple[bool, bool], str] = {}
+        self._lib_addrs: dict[tuple[bool, bool], dict[str, int]] = {}
         self.lock = threading.RLock()  # MCJIT state (add_object_file, finalize, symbol lookups)
         self.use_disk = os.environ.get("XDPSIM_JIT_CACHE", "1") != "0"
         # tier 2 in the background
@@ -224,18 +228,37 @@ class Compiler:
                 obj = self._build_t2(self.tier2_text(prog, prefix, natives), variant)
                 self._write_cache(key, obj)
                 return self._load_t2(key, obj, time.perf_counter() - t0, "compiled")
+            self._t1_inputs[key] = (prog, natives)
             c = self._load_t1(key, self.tier1_text(prog, prefix, natives), variant, t0)
             if tier is None:
                 self._enqueue(_Job(key, prog, natives, variant, time.perf_counter()))
             return c
 
-    @staticmethod
-    def tier1_text(prog: ProgramInput, prefix: str, natives: NativeHelpers | None) -> str:
+    def tier1_text(self, prog: ProgramInput, prefix: str, natives: NativeHelpers | None) -> str:
         """Tier 1's IR: no proofs, every unproven access a call of the library's checked access
         (the path proven accesses fall back to): the least IR to build, print and parse."""
         with _no_gc():
-            low = ModuleLowering(replace(prog, proofs={}), prefix, natives, shared=True, compact=True)
-            return str(low.lower())
+            return str(self.tier1_lowering(prog, prefix, natives).lower())
+
+    def tier1_lowering(
+        self, prog: ProgramInput, prefix: str, natives: NativeHelpers | None, exact: int | None = None
+    ) -> ModuleLowering:
+        """The lowering of tier 1 (`exact`: of that function's exact copy), calling the loaded
+        library through its addresses (the library is loaded first)."""
+        return ModuleLowering(replace(prog, proofs={}), prefix, natives, shared=True, compact=True,
+                              exact=exact, lib=self.library_addresses((prog.xdp, prog.tc), natives))
+
+    def library_addresses(
+        self, variant: tuple[bool, bool], natives: NativeHelpers | None = None
+    ) -> dict[str, int]:
+        """Plain name -> address of every function of the loaded library of `variant`."""
+        addrs = self._lib_addrs.get(variant)
+        if addrs is None:
+            lib = self.library(variant, natives)
+            with self.lock:
+                addrs = {n: self.engine.get_function_address(sym) for n, sym in lib.items()}
+            self._lib_addrs[variant] = addrs
+        return addrs
 
     @staticmethod
     def tier2_text(prog: ProgramInput, prefix: str, natives: NativeHelpers | None) -> str:
@@ -269,20 +292,38 @@ class Compiler:
     # ---------------------------------------------------------------- tier 1
 
     def _load_t1(self, key: str, text: str, variant: tuple[bool, bool], t0: float) -> Compiled:
+        t1name = T1_PREFIX + key
+        addr = self._add(self._t1_object(key, text, variant), t1name)
+        c = Compiled(key, addr, time.perf_counter() - t0, "compiled", 1, t1name)
+        self.t1[key] = c
+        return c
+
+    def _t1_object(self, key: str, text: str, variant: tuple[bool, bool]) -> bytes:
+        """Level-0 object code of a tier-1 module: the library's functions by their shared symbols,
+        the program's under the tier-1 prefix (tier 2 of the same key loads the T2 names later)."""
         lib = self.library(variant)
         mod = self._parse(text)
         t2name, t1name = T2_PREFIX + key, T1_PREFIX + key
         for f in mod.functions:
-            if f.is_declaration:
-                if f.name in lib:  # the shared library's copy (lower.library_module)
-                    f.name = lib[f.name]
-            elif f.name.startswith(t2name):  # tier 2 of the same key loads the same names later
+            if f.is_declaration and f.name in lib:  # the shared library's copy (lower.library_module)
+                f.name = lib[f.name]
+            elif f.name.startswith(t2name):  # (a declared function of the program: its tier-1 code)
                 f.name = t1name + f.name[len(t2name):]
-        obj = self.tm0.emit_object(mod)
-        addr = self._add(obj, t1name)
-        c = Compiled(key, addr, time.perf_counter() - t0, "compiled", 1, t1name)
-        self.t1[key] = c
-        return c
+        return self.tm0.emit_object(mod)
+
+    def exact_address(self, key: str, start: int) -> int:
+        """The exact copy of the tier-1 function starting at `start` (lower.py budget_regions): built
+        the first time a region head finds the budget might not last, then kept."""
+        with self.lock:
+            addr = self._exact.get((key, start))
+            if addr is not None:
+                return addr
+            prog, natives = self._t1_inputs[key]
+            with _no_gc():
+                text = str(self.tier1_lowering(prog, T2_PREFIX + key, natives, exact=start).lower())
+            obj = self._t1_object(key, text, (prog.xdp, prog.tc))
+            addr = self._exact[(key, start)] = self._add(obj, exact_name(T1_PREFIX + key, start))
+            return addr
 
     def library(self, variant: tuple[bool, bool], natives: NativeHelpers | None = None) -> dict[str, str]:
         """Load the shared out-of-line functions of one (xdp, tc) variant; plain name -> its symbol."""

@@ -9,6 +9,7 @@ pass of `verify.py`).
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -33,6 +34,9 @@ FN_TYPE = ir.FunctionType(I64, [PTR, I64, I64, I64, I64, I64, I64])
 PY_HELPER_TYPE = ir.FunctionType(I64, [PTR, I64, I64, I64, I64, I64, I64, I64, I64])  # env pc id r1..r5 fp
 PY_MEM_TYPE = ir.FunctionType(I64, [PTR, I64, I64, I64, I64, I64])  # env pc addr size kind value
 PY_INSN_TYPE = ir.FunctionType(I64, [PTR, I64])  # env pc
+PY_EXACT_TYPE = ir.FunctionType(I64, [PTR, I64])  # env function start -> its exact copy (0: fault set)
+# tier 1's exact copy of a function (budget_regions): env r0..r9 fp resume-pc
+EXACT_TYPE = ir.FunctionType(I64, [PTR] + [I64] * 12)
 
 U32 = 0xFFFF_FFFF
 
@@ -102,13 +106,21 @@ class ModuleLowering:
         natives: NativeHelpers | None = None,
         shared: bool = False,
         compact: bool = False,
+        exact: int | None = None,
+        lib: dict[str, int] | None = None,
     ):
         """`shared`: the out-of-line functions (slow/checked paths, native helper bodies) are only
         declared: they come from the library module (library_module; compiler.py links or loads it).
         `compact` (tier 1, with `shared`): an access without a proof calls the whole checked access
-        out of line instead of checking inline (the same function the proven paths fall back to)."""
+        out of line instead of checking inline (the same function the proven paths fall back to).
+        `exact` (tier 1): the module holds only the exact copy of the function starting there
+        (FuncLowering.budget_regions), which calls the other functions' tier-1 code by name.
+        `lib` (tier 1): the loaded library's functions, plain name -> address (FuncLowering.call_lib)."""
         assert shared or not compact, "compact lowering calls the library's checked functions"
+        assert exact is None or compact, "exact copies are tier 1's"
         self.prog = prog
+        self.exact = exact
+        self.lib = lib
         self.shared = shared
         self.compact = compact
         self.entry_name = entry_name
@@ -209,6 +221,11 @@ class ModuleLowering:
                 name = f"xdpsim.helper.{hid}"
                 if name not in self.module.globals:
                     ir.Function(self.module, ir.FunctionType(I64, [PTR] + [I64] * 8), name)
+        if self.exact is not None:
+            f = next(f for f in self.funcs if f.start == self.exact)
+            fn = ir.Function(self.module, EXACT_TYPE, exact_name(self.entry_name, f.start))
+            FuncLowering(self, f, fn=fn, resume=True).lower()
+            return self.module
         for f in self.funcs:
             bound = self.budget_bound(f)
             if bound is None:
@@ -273,20 +290,34 @@ class ModuleLowering:
 class FuncLowering:
     """One eBPF function -> one LLVM function."""
 
-    def __init__(self, mod: ModuleLowering, func: Function, fn: ir.Function | None = None):
-        """`fn`: the LLVM function to build (default: the one named for the program's function)."""
+    def __init__(
+        self, mod: ModuleLowering, func: Function, fn: ir.Function | None = None, resume: bool = False
+    ):
+        """`fn`: the LLVM function to build (default: the one named for the program's function).
+        `resume` (tier 1): `fn` is the function's exact copy (EXACT_TYPE): it starts at the block its
+        last argument names with r0..r9 from its arguments (see budget_regions)."""
         self.mod = mod
         self.func = func
         self.insns = mod.prog.insns
         self.fn = fn if fn is not None else mod.ir_funcs[func.start]
-        self.env, *args = self.fn.args
+        self.resume = resume
+        if resume:
+            self.env, *regargs, fp, self.resume_pc = self.fn.args
+            args = regargs[1:6] + [fp]
+        else:
+            self.env, *args = self.fn.args
         self.args = args  # r1..r5, fp
         entry = self.fn.append_basic_block("entry")
         self.entry = entry
         self.b = ir.IRBuilder(entry)
         self.regs = [self.b.alloca(I64, name=f"r{i}") for i in range(11)]
         self.fp = args[5]
-        if mod.compact:  # tier 1: lazy register stores (see put); only live registers initialised
+        if resume:
+            self.live = live_before(self.insns, func)
+            self._dirty = set()
+            for i in range(10):
+                self.b.store(regargs[i], self.regs[i])
+        elif mod.compact:  # tier 1: lazy register stores (see put); only live registers initialised
             self.live = live_before(self.insns, func)
             self._dirty: set[int] = set()
             live0 = self.live.get(func.start, ALL)
@@ -329,6 +360,10 @@ class FuncLowering:
         self.blocks = {pc: self.fn.append_basic_block(f"pc{pc}") for pc in func.leaders}
         self.fault_block: ir.Block | None = None
         self.pc = func.start
+        # tier 1 tests the budget only at region heads (budget_regions), when that saves IR
+        self.regions: dict[int, int] | None = None
+        if mod.compact and not resume and not mod.prog.coverage and mod.prog.budget_per_block:
+            self.regions = self.budget_regions()
         if mod.compact:  # tier 1 lowers no proofs
             return
         b = self.b
@@ -359,6 +394,25 @@ class FuncLowering:
                 with self.b.goto_block(self.entry):
                     p = ptrs[word] = self.b.gep(self.env, [c64(word)], source_etype=I64)
         return p
+
+    def call_lib(self, fn: ir.Function, args: list[ir.Value]) -> ir.Instruction:
+        """Call a function of the shared library. Tier 1 knows the loaded library's addresses and
+        calls through them (a pointer made once per function in its entry block): LLVM's fast
+        instruction selector lowers no direct call to another object in the JIT's code model (it
+        then falls back to the slow selector for the rest of the block), indirect calls it does."""
+        lib = self.mod.lib
+        addr = lib.get(fn.name) if lib is not None else None
+        if addr is None:
+            return self.b.call(fn, args)
+        ptrs = self.__dict__.setdefault("_lib_ptrs", {})
+        p = ptrs.get(fn.name)
+        if p is None:
+            if self.b.block is self.entry:
+                p = ptrs[fn.name] = self.b.inttoptr(c64(addr), fn.function_type.as_pointer())
+            else:
+                with self.b.goto_block(self.entry):
+                    p = ptrs[fn.name] = self.b.inttoptr(c64(addr), fn.function_type.as_pointer())
+        return self.b.call(p, args)
 
     def env_load(self, word: int) -> ir.Value:
         return self.meta(self.b.load(self._env_ptr(word), typ=I64))
@@ -533,7 +587,12 @@ class FuncLowering:
             b.position_at_end(slow)  # (nothing written yet: the copy starts from env and args)
             self.b.ret(self.b.call(self.slow_fn, list(self.fn.args), tail="musttail"))
             self.b.position_at_end(run)
-        self.b.branch(self.blocks[self.func.start])
+        if self.resume:  # the exact copy starts at the block its caller stopped before
+            sw = self.b.switch(self.resume_pc, self.blocks[self.func.start])
+            for start, blk in self.blocks.items():
+                sw.add_case(c64(start), blk)
+        else:
+            self.b.branch(self.blocks[self.func.start])
         pc = self.func.start
         while pc < self.func.end:
             if pc in self.blocks:
@@ -599,10 +658,98 @@ class FuncLowering:
         p = self.b.gep(self.cov, [c64(slot)], source_etype=I64)
         self.b.store(self.b.add(self.b.load(p, typ=I64), inc), p)
 
+    # Tier 1's budget regions. Every cycle of the control flow passes a loop head (a jump to itself or
+    # backwards), so the blocks between region heads -- the function's entry, its loop heads, and the
+    # blocks after calls that may run program code (subprograms, callx, Python helpers) -- form
+    # acyclic regions with a longest path. A head tests once that the budget covers that path; then
+    # no block of the region can exhaust it and the region's blocks are charged without a test. When
+    # the budget might not last, the head resumes the function in its exact copy (compiled when first
+    # needed, through env PY_EXACT: compiler.py), which tests every block as before: faults (budget and
+    # memory alike) are those of testing every block.
+    REGION_HEAD_COST = 30  # IR lines of the resume path: regions pay when they save more
+
+    def budget_regions(self) -> dict[int, int] | None:
+        """Region head -> the most instructions from its start to the next head (or the function's
+        end); None when testing every block is less IR."""
+        f, insns = self.func, self.insns
+        leaders = f.leaders
+        ends = dict(zip(leaders, leaders[1:] + [f.end], strict=True))
+        heads = {f.start} | (f.loop_heads & set(ends))
+        length: dict[int, int] = {}
+        succs: dict[int, list[int]] = {}
+        for start in leaders:
+            n, last, p = 0, start, start
+            while p < ends[start]:
+                n, last = n + 1, p
+                p += 2 if insns[p].is_lddw else 1
+            length[start] = n
+            ins = insns[last]
+            succs[start] = [ends[start]]
+            if ins.cls in (isa.BPF_JMP, isa.BPF_JMP32):
+                if ins.code == isa.BPF_EXIT:
+                    succs[start] = []
+                elif ins.code == isa.BPF_CALL:
+                    native = ins.opcode == isa.CALL and ins.src == isa.CALL_HELPER and (
+                        ins.imm in self.mod.prog.native_helpers
+                    )
+                    if not native and ends[start] in ends:
+                        heads.add(ends[start])
+                else:
+                    t = ins.jump_target(last)
+                    succs[start] = [t] if ins.code == isa.BPF_JA else [t, last + 1]
+        if 3 * (len(leaders) - len(heads)) <= self.REGION_HEAD_COST:
+            return None
+        longest: dict[int, int] = {}
+        for start in reversed(leaders):  # a successor that is no head lies after its block
+            longest[start] = length[start] + max(
+                (longest[t] for t in succs[start] if t in ends and t not in heads), default=0
+            )
+        return {h: longest[h] for h in heads}
+
+    _resume_block: ir.Block | None = None
+    _resume_phi: ir.PhiInstr | None = None
+
+    def resume_block(self) -> tuple[ir.Block, ir.PhiInstr]:
+        """The function's way into its exact copy: registers from their allocas (a region head starts a
+        block: every live register is stored), the copy's address from env PY_EXACT (0: it could not
+        be built, the fault is recorded), its result returned."""
+        if self._resume_block is None or self._resume_phi is None:
+            b = self.b
+            blk = self._resume_block = self.fn.append_basic_block("resume")
+            with b.goto_block(blk):
+                at = self._resume_phi = b.phi(I64)
+                regs = [b.load(self.regs[i]) for i in range(10)]
+                tramp = b.inttoptr(self.env_load(abi.E_PY_EXACT), PY_EXACT_TYPE.as_pointer())
+                addr = b.call(tramp, [self.env, c64(self.func.start)])
+                go, none = self.fn.append_basic_block("resume.go"), self.fn.append_basic_block("resume.none")
+                b.cbranch(b.icmp_unsigned("==", addr, c64(0)), none, go)
+                b.position_at_end(none)
+                b.ret(c64(0))
+                b.position_at_end(go)
+                copy = b.inttoptr(addr, EXACT_TYPE.as_pointer())
+                b.ret(b.call(copy, [self.env, *regs, self.fp, at]))
+        return self._resume_block, self._resume_phi
+
+    def charge_region(self, pc: int) -> None:
+        """Tier 1: charge the block; a region head first tests the budget against its region."""
+        assert self.regions is not None
+        b = self.b
+        before = b.load(self.budget_ptr, typ=I64)
+        w = self.regions.get(pc)
+        if w is not None:
+            blk, phi = self.resume_block()
+            phi.add_incoming(c64(pc), b.block)
+            ok = self.fn.append_basic_block(f"pc{pc}.run")
+            b.cbranch(b.icmp_signed("<", before, c64(w)), blk, ok)
+            b.position_at_end(ok)
+        b.store(b.sub(before, c64(self._block_len(pc))), self.budget_ptr)
+
     def block_entry(self, pc: int) -> None:
         """Charge the block's instructions to the budget: a runaway loop ends with F_BUDGET. With
         coverage, count the block's run (after the budget: a block the budget stops is not counted)."""
-        if self.budget_bound is not None:  # the entry test covered every path: charge, no test
+        if self.regions is not None:
+            self.charge_region(pc)
+        elif self.budget_bound is not None:  # the entry test covered every path: charge, no test
             count = self.budget_var
             assert count is not None
             self.b.store(self.b.sub(self.b.load(count, typ=I64), c64(self._block_len(pc))), count)
@@ -761,7 +908,7 @@ class FuncLowering:
 
     def _block_len(self, pc: int) -> int:
         leaders = self.func.leaders
-        i = leaders.index(pc)
+        i = bisect.bisect_left(leaders, pc)
         end = leaders[i + 1] if i + 1 < len(leaders) else self.func.end
         return sum(1 for p in range(pc, end) if not (p > 0 and self.insns[p - 1].is_lddw))
 
@@ -1021,7 +1168,7 @@ class FuncLowering:
         if proof is not None and proof.kind in ("stack", "mapval"):
             ptr = self.proven_ptr(addr, proof)
         elif self.mod.compact:  # tier 1: the same checks, out of line
-            ptr = self.b.call(self.mod.atomic_ptr_function(size), [self.env, self._pc(pc), addr, c64(0)])
+            ptr = self.call_lib(self.mod.atomic_ptr_function(size), [self.env, self._pc(pc), addr, c64(0)])
             self.ret_if_fault()
             ptr = self.b.inttoptr(ptr, PTR)
         else:
@@ -1077,7 +1224,8 @@ class FuncLowering:
             b.position_at_end(other)
             # not the hook's context: the whole checked access, out of line (a cold path)
             kind = abi.M_LOADSX if sx else abi.M_LOAD
-            v_other = b.call(self.mod.checked_function(kind, size), [self.env, self._pc(pc), addr, c64(0)])
+            v_other = self.call_lib(self.mod.checked_function(kind, size),
+                                    [self.env, self._pc(pc), addr, c64(0)])
             self.ret_if_fault()
             other_end = b.block
             merge = self.fn.append_basic_block("ctx.merged")
@@ -1105,7 +1253,8 @@ class FuncLowering:
             b.branch(done)
             b.position_at_end(checked)
             kind = abi.M_LOADSX if sx else abi.M_LOAD
-            v_checked = b.call(self.mod.checked_function(kind, size), [self.env, self._pc(pc), addr, c64(0)])
+            v_checked = self.call_lib(self.mod.checked_function(kind, size),
+                                      [self.env, self._pc(pc), addr, c64(0)])
             self.ret_if_fault()
             checked_end = b.block
             b.branch(done)
@@ -1117,7 +1266,8 @@ class FuncLowering:
         if self.mod.compact:  # tier 1: the whole checked access out of line (far less IR to build)
             kind = abi.M_LOADSX if sx else abi.M_LOAD
             self._unchecked = True  # (env FAULT tested by flush)
-            return b.call(self.mod.guarded_function(kind, size), [self.env, self._pc(pc), addr, c64(0)])
+            return self.call_lib(self.mod.guarded_function(kind, size),
+                                 [self.env, self._pc(pc), addr, c64(0)])
         fast, slow, done = (self.fn.append_basic_block(n) for n in ("ld.fast", "ld.slow", "ld.done"))
         ptr = self.check(addr, size, R_READ, fast, slow)
         b.position_at_end(fast)
@@ -1148,13 +1298,13 @@ class FuncLowering:
             self.prog_mem(b.store(v, self.proven_ptr(addr, proof), align=1))
             b.branch(done)
             b.position_at_end(checked)
-            b.call(self.mod.checked_function(abi.M_STORE, size), [self.env, self._pc(pc), addr, value])
+            self.call_lib(self.mod.checked_function(abi.M_STORE, size), [self.env, self._pc(pc), addr, value])
             self.ret_if_fault()
             b.branch(done)
             b.position_at_end(done)
             return
         if self.mod.compact:  # tier 1 (see mem_load)
-            b.call(self.mod.guarded_function(abi.M_STORE, size), [self.env, self._pc(pc), addr, value])
+            self.call_lib(self.mod.guarded_function(abi.M_STORE, size), [self.env, self._pc(pc), addr, value])
             self._unchecked = True
             return
         fast, slow, done = (self.fn.append_basic_block(n) for n in ("st.fast", "st.slow", "st.done"))
@@ -1213,7 +1363,7 @@ class FuncLowering:
         """The slow path of an access: one shared (cold, not inlined) function per kind and size in
         the module, so each access site costs a call, not a copy of the context conversion."""
         fn = self.mod.slow_function(kind, size)
-        r = self.b.call(fn, [self.env, self._pc(pc), addr, value])
+        r = self.call_lib(fn, [self.env, self._pc(pc), addr, value])
         self.ret_if_fault()
         return r
 
@@ -1389,6 +1539,11 @@ def library_module(xdp: bool, tc: bool, natives: NativeHelpers, helper_ids: froz
 
 def function_name(entry_name: str, start: int) -> str:
     return entry_name if start == 0 else f"{entry_name}.sub{start}"
+
+
+def exact_name(entry_name: str, start: int) -> str:
+    """Tier 1: the exact copy of a function (FuncLowering.budget_regions), compiled when first needed."""
+    return function_name(entry_name, start) + ".exact"
 
 
 def _arith(name: str) -> Callable:

@@ -147,18 +147,19 @@ class Natives(NativeHelpers):
             return False  # the conformance suite's helper 5 is "return r1"
         if hid == H_REDIRECT and not fl.mod.prog.xdp:
             return False  # TC's bpf_redirect returns TC_ACT_REDIRECT (helpers/tc.py), not XDP_REDIRECT
-        self.count(fl, hid)
         if hid in (H_TAIL_CALL, H_KTIME, H_SMP_ID):  # a guaranteed tail call / one load: inline
+            self.count(fl, hid)
             fn(fl, pc)
             return True
         proof = fl.mod.prog.proofs.get(pc)
         if hid == H_MAP_LOOKUP and proof is not None and proof.kind == "maplookup":
+            self.count(fl, hid)
             self.map_lookup_proven(fl, pc, proof.offset)
             return True
         # the others: one function per helper in the module, called from every site
         helper = self.function(fl.mod, hid, fn)
         args = [fl.env] + [fl.get(r) for r in range(6)] + [fl.fp, c64(pc)]
-        r0 = fl.b.call(helper, args)
+        r0 = fl.call_lib(helper, args)
         fl.ret_if_fault()
         fl.put(0, r0)
         return True
@@ -172,6 +173,7 @@ class Natives(NativeHelpers):
             f = ir.Function(mod.module, ir.FunctionType(I64, [PTR] + [I64] * 8), name)
             f.linkage = "internal"
             body = HelperBody(mod, f, regs=True)
+            self.count(body, hid)  # (in the body, not at every call site: less IR per call)
             emit(body, body.pc_arg)
             body.b.ret(body.get(0))
         return f
