@@ -209,3 +209,35 @@ def test_kernel_engine_drops_over_the_mtu(kernel: str, tmp_path: Path, progs: Pa
     assert got["kernel"] == got["interp"]
     assert [r[1] for r in got["kernel"][0]] == ["interface", "redirect_mtu"]
     assert [r[1] for r in got["kernel"][1]] == ["interface", "redirect_mtu"]
+
+
+CHECK_MTU = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+char LICENSE[] SEC("license") = "GPL";
+/* XDP_PASS when the frame fits ifindex 2's MTU (bpf_check_mtu), else XDP_DROP */
+SEC("xdp") int fits(struct xdp_md *ctx)
+{
+	__u32 mtu = 0;
+	return bpf_check_mtu(ctx, 2, &mtu, 0, 0) ? XDP_DROP : XDP_PASS;
+}
+"""
+
+
+def test_kernel_engine_devices_have_the_pipeline_mtu(kernel: str, tmp_path: Path) -> None:  # noqa: F811
+    """The kernel engine's veths get the pipeline's `mtu`: bpf_check_mtu on ifindex 2 (MTU 1000) answers as
+    in the interpreter (fits up to MTU + 14 bytes), not as for the veth default of 1500."""
+    clang = shutil.which("clang-19") or shutil.which("clang")
+    if clang is None:
+        pytest.skip("clang-19 is not installed: cannot build the test program")
+    src, obj = tmp_path / "fits.c", tmp_path / "fits.o"
+    src.write_text(CHECK_MTU)
+    arch = subprocess.run(["uname", "-m"], capture_output=True, text=True).stdout.strip()
+    subprocess.run([clang, "-O2", "-g", "-target", "bpf", f"-I/usr/include/{arch}-linux-gnu", "-c", str(src),
+                    "-o", str(obj)], check=True)
+    got = {}
+    for engine in ("interp", "kernel"):
+        with Pipeline(parse_spec(str(spec_file(tmp_path, obj, "fits"))), engine=engine) as p:
+            got[engine] = [fate(p, frame(n))[:2] for n in (MTU + 14, MTU + 15, 1514)]
+    assert got["interp"] == [("pass", "xdp_pass"), ("drop", "xdp_drop"), ("drop", "xdp_drop")]
+    assert got["kernel"] == got["interp"]

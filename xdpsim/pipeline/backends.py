@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -189,6 +190,7 @@ class SimBackend:
 
 
 MAX_LINEAR = 3520  # 4096-byte frame less 256 of headroom and 320 of tailroom
+VETH_MTU = 1500  # what a new veth has
 
 
 class KernelBackend:
@@ -209,6 +211,10 @@ class KernelBackend:
         self._broadcast: list[tuple[str, str]] = []  # (object path, map name) of broadcast targets
         # devices for the ingress ifindexes, with their rx queues (ifindex 1 is the loopback: one queue)
         self.devices = []
+        # devices whose `mtu` is not the veth default: set in each collection's namespace, so that what
+        # the kernel's helpers read of a device (bpf_check_mtu, bpf_fib_lookup's mtu_result) is the
+        # pipeline's MTU, as in xdpsim's own engines
+        self._mtus: dict[str, int] = {}
         for i in interfaces or []:
             if i.ifindex == 1:
                 if i.queues > 1:
@@ -217,11 +223,15 @@ class KernelBackend:
                                         f"more) for {i.queues} queues")
                 continue
             self.devices.append(Interface(f"xs{i.ifindex}"[:15], i.ifindex, i.queues))
+            if i.mtu != VETH_MTU:
+                self._mtus[self.devices[-1].name] = i.mtu
 
     def load(self, path: str, spec: ObjectSpec) -> None:
         from ..engines.kernel import KernelCollection
 
-        self.collections[path] = KernelCollection(spec, interfaces=self.devices)
+        coll = self.collections[path] = KernelCollection(spec, interfaces=self.devices)
+        if self._mtus and coll.netns is not None:
+            _set_mtus(coll.netns.name, self._mtus)
 
     def run(self, path: str, name: str, data: bytes, meta: bytes, *, ifindex: int, queue: int, now_ns: int,
             prog_id: int | None = None, egress_ifindex: int = 0) -> XdpResult:
@@ -348,6 +358,16 @@ class KernelBackend:
         for c in self.collections.values():
             c.close()
         self.collections.clear()
+
+
+def _set_mtus(netns: str, mtus: dict[str, int]) -> None:
+    """`ip link set dev NAME mtu N` in the namespace for each device; a refusal names the interface."""
+    for name, mtu in mtus.items():
+        proc = subprocess.run(["ip", "-n", netns, "link", "set", "dev", name, "mtu", str(mtu)],
+                              capture_output=True, text=True, timeout=30)
+        if proc.returncode:
+            raise PipelineError(f"kernel engine: cannot give device {name} (ifindex {name[2:]}) the MTU "
+                                f"{mtu}: {proc.stderr.strip() or 'ip failed'}")
 
 
 @contextlib.contextmanager
