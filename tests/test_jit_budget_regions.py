@@ -118,7 +118,7 @@ def _sweep(case: str, native: bool, regions: bool) -> list[tuple]:
     _set_mode(regions)
     eng = JitEngine(tier=1, native_helpers=native)
     full = _outcome(Interpreter(), progs, maps, 1 << 20)[4]
-    return [_outcome(eng, progs, maps, b) for b in range(1, full + 3)]
+    return [_outcome(eng, progs, maps, b) for b in [*range(1, full + 3), 1 << 20]]  # (regions whole last)
 
 
 @pytest.mark.parametrize("native", [True, False])

@@ -8,7 +8,8 @@ trampoline with the live RunState.
 
 Known differences (documented, not hidden): a budget fault ends the run at the start of the basic
 block that exhausts the budget (the fault names the same instruction as the interpreter, but the
-instructions of that block before it have not run).
+instructions of that block before it have not run: no stores, and no memory fault of theirs -- the
+interpreter reports that one instead; see xdpsim/jit/__init__.py).
 """
 
 from __future__ import annotations
@@ -216,6 +217,7 @@ class _RuntimeJit:
     def load_state(self, state: RunState) -> None:
         env = self.envm
         env[abi.E_FAULT] = 0
+        env[abi.E_FAULT_LEFT] = 0
         env[abi.E_BUDGET] = max(state.budget - state.insns, 0)
         env[abi.E_TAIL_CALLS] = state.tail_calls
         env[abi.E_CPU] = state.cpu
@@ -612,7 +614,8 @@ class JitEngine:
         state.tail_calls = env[abi.E_TAIL_CALLS]
         state.prog_id = env[abi.E_CUR_PROG]
         if env[abi.E_FAULT] != abi.F_BUDGET:
-            left = env[abi.E_BUDGET]
+            left = env[abi.E_FAULT_LEFT]  # (a tier-1 access's fault: the budget left then)
+            left = left - 1 if left else env[abi.E_BUDGET]
             state.insns = state.budget - (left - (1 << 64) if left >> 63 else left)  # a signed count
         else:
             state.insns = state.budget

@@ -15,9 +15,11 @@ Modules (the engine itself is `xdpsim.engines.jit.JitEngine`, the batch API `eng
 - `natives`  helpers lowered natively (maps through maps/native.py, tail_call as `musttail`, adjust_*,
              csum_diff, redirect(_map), load/store_bytes, ktime, prandom = MT19937, cpu id).
 - `compiler` two tiers: tier 1 (compact IR, level-0 code, at once) calling a shared, disk-cached
-             library of the out-of-line functions (`lower.library_module`), replaced between runs
-             by tier 2 (O2, built in a background thread); the disk cache (tier 2 only), the
-             process-wide MCJIT engine. XDPSIM_JIT_TIER=1|2 forces one tier.
+             library of the out-of-line functions (`lower.library_module`) through their loaded
+             addresses, with budget tests only at region heads (its functions' exact copies built
+             when a run first nears the end of its budget), replaced between runs by tier 2 (O2,
+             built in a background thread); the disk cache (tier 2 only), the process-wide MCJIT
+             engine. XDPSIM_JIT_TIER=1|2 forces one tier.
 - `batch`    the native replay loop (one generic function; the program's entry is an argument).
 - `fuzzcheck` the differential worker the fuzz test runs in a subprocess.
 
@@ -31,8 +33,12 @@ leaves by a memory fault (counted whole) or the budget stops (not counted).
 
 Known differences from the interpreter (all outside what the kernel verifier accepts, or faults):
 - a budget fault ends the run at the start of the basic block that exhausts the budget: the fault
-  (message, instruction) is the interpreter's, but the stores of that block before the exhausting
-  instruction have not happened;
+  (message, instruction) is the interpreter's, but the instructions of that block before the
+  exhausting one have not run: their stores have not happened, and when one of them would fault on
+  memory the JIT reports the budget fault where the interpreter reports that memory fault (it runs
+  the block's instructions up to it first; tests/test_jit_budget_regions.py pins both). Both tiers;
+  tier 1 tests the budget only at region heads and resumes in a copy that tests every block near the
+  end of the budget (lower.py `budget_regions`), which ends runs exactly as testing every block;
 - an atomic on a read-only region faults as a write even when it is a cmpxchg whose comparison
   fails (the interpreter then only reads);
 - a map frozen (or made read-only) after a program was compiled keeps the program's compiled stores

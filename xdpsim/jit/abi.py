@@ -62,6 +62,8 @@ guaranteed (`musttail`) call through the table of entry points `env[E_PROGS]`, i
 |      |             | packet offsets after every Python callback: helpers and context stores) |
 | 57   | PY_EXACT    | address of the trampoline giving a tier-1 function's exact copy (lower.py          |
 |      |             | budget_regions): PY_EXACT(env, function start) -> its address, 0 with a fault set  |
+| 58   | FAULT_LEFT  | 0, or 1 + BUDGET when a tier-1 access recorded its fault (tier 1 runs on to its next |
+|      |             | test: the run's instruction count is taken from here); the engine zeroes it a run  |
 
 Coverage counters of a program of n instruction slots (code compiled with coverage=True): u64[2n],
 [pc] the runs of the basic block starting at pc, [n + pc] the times the conditional jump at pc was taken.
@@ -131,6 +133,7 @@ E_COVER = 51
 E_SKB_CTX = 52
 E_SKB_FIELDS = 53  # 53..56: mark, protocol, ingress_ifindex, ifindex
 E_PY_EXACT = 57
+E_FAULT_LEFT = 58
 
 F_NONE = 0
 F_MEMORY = 1

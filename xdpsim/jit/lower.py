@@ -186,12 +186,22 @@ class ModuleLowering:
         fn, new = self._cold_access_function(f"xdpsim.guarded.{kind}.{size}")
         if new:
             body = HelperBody(self, fn)
+            b = body.b
             run, faulted = fn.append_basic_block("run"), fn.append_basic_block("faulted")
-            body.b.cbranch(body.b.icmp_unsigned("!=", body.env_load(abi.E_FAULT), c64(0)), faulted, run)
-            body.b.position_at_end(faulted)
-            body.b.ret(c64(0))
-            body.b.position_at_end(run)
-            self._checked_body(body, kind, size)
+            b.cbranch(b.icmp_unsigned("!=", body.env_load(abi.E_FAULT), c64(0)), faulted, run)
+            b.position_at_end(faulted)
+            b.ret(c64(0))
+            b.position_at_end(run)
+            r = b.call(self.checked_function(kind, size), list(fn.args))
+            # a fault now: tier 1 runs on to its next test (FuncLowering.flush), counting; the engine
+            # takes the instruction count from the budget left here (abi.E_FAULT_LEFT)
+            rec, done = fn.append_basic_block("recorded"), fn.append_basic_block("done")
+            b.cbranch(b.icmp_unsigned("!=", body.env_load(abi.E_FAULT), c64(0)), rec, done)
+            b.position_at_end(rec)
+            body.env_store(abi.E_FAULT_LEFT, b.add(body.env_load(abi.E_BUDGET), c64(1)))
+            b.branch(done)
+            b.position_at_end(done)
+            b.ret(r)
         return fn
 
     @staticmethod
@@ -488,12 +498,16 @@ class FuncLowering:
         cache[r] = v
 
     _unchecked = False  # tier 1: an access since the last flush may have recorded a fault
+    _block = -1  # tier 1 with budget regions: the block being lowered
 
-    def flush(self, live: int) -> None:
+    def flush(self, live: int, exit_: bool = False) -> None:
         """Tier 1, before a block's exit or anything but registers and accesses: leave if one of the
         block's accesses faulted (guarded_function), then store the registers written since the last
-        flush that are in `live` (a bit mask)."""
-        if self._unchecked:
+        flush that are in `live` (a bit mask). With budget regions a block's exit (`exit_`) does not
+        test: what runs after a fault until the next test only computes registers and skips its
+        accesses (guarded), and whatever is observable tests first (see budget_regions)."""
+        if self._unchecked and not (exit_ and self.regions is not None
+                                    and self._block not in self.exit_tests):
             self._unchecked = False
             self.ret_if_fault()
         if self._dirty:
@@ -599,7 +613,7 @@ class FuncLowering:
                 blk = self.blocks[pc]
                 if not self.b.block.is_terminated:
                     if self.mod.compact:
-                        self.flush(self.live.get(pc, ALL))
+                        self.flush(self.live.get(pc, ALL), exit_=True)
                     self.b.branch(blk)
                 self.b.position_at_end(blk)
                 self.block_entry(pc)
@@ -699,12 +713,73 @@ class FuncLowering:
                     succs[start] = [t] if ins.code == isa.BPF_JA else [t, last + 1]
         if 3 * (len(leaders) - len(heads)) <= self.REGION_HEAD_COST:
             return None
+        # blocks a run may enter with a fault recorded but not tested yet (an access in a block
+        # before, on some path, and no test since): their first observable instruction tests; heads
+        # entered so test env FAULT with the budget. Edges into blocks that are no head go forward.
+        # A block left so still tests at its exit when its fault would reach two or more tests
+        # (heads, blocks with something observable before any access): `reach` holds up to two.
+        reach: dict[int, frozenset[int]] = {}
+        for start in reversed(leaders):
+            p, tested, access = start, False, False
+            while p < ends[start]:
+                ins = insns[p]
+                if not self._unchecked_after(ins, True):  # something observable: tested before it
+                    tested = True
+                    break
+                access = access or self._unchecked_after(ins, False)
+                p += 2 if ins.is_lddw else 1
+            if start in heads or (tested and not access):
+                reach[start] = frozenset({start})
+            elif tested:
+                reach[start] = frozenset()  # (its own accesses' test covers what comes in)
+            else:
+                reach[start] = self._reach_of(succs[start], reach, heads)
+        self.unchecked_in = unchecked = set()
+        self.exit_tests = set()
+        for start in leaders:
+            u = start in unchecked and start not in heads  # (a head tests env FAULT)
+            p = start
+            while p < ends[start]:
+                u = self._unchecked_after(insns[p], u)
+                p += 2 if insns[p].is_lddw else 1
+            if not u:
+                continue
+            nxt = [t for t in succs[start] if t in ends]
+            if len(self._reach_of(nxt, reach, heads)) >= 2:
+                self.exit_tests.add(start)
+            else:
+                unchecked.update(nxt)
         longest: dict[int, int] = {}
         for start in reversed(leaders):  # a successor that is no head lies after its block
             longest[start] = length[start] + max(
                 (longest[t] for t in succs[start] if t in ends and t not in heads), default=0
             )
         return {h: longest[h] for h in heads}
+
+    unchecked_in: set[int] = set()  # (budget_regions)
+    exit_tests: set[int] = set()
+
+    @staticmethod
+    def _reach_of(succs: list[int], reach: dict[int, frozenset[int]], heads: set[int]) -> frozenset[int]:
+        """The tests (up to two) a fault left untested on entering `succs` would reach."""
+        out: frozenset[int] = frozenset()
+        for t in succs:
+            out |= frozenset({t}) if t in heads or t not in reach else reach[t]
+            if len(out) >= 2:
+                break
+        return out
+
+    @staticmethod
+    def _unchecked_after(ins: Instruction, unchecked: bool) -> bool:
+        """Tier 1: whether a fault may be recorded and untested after `ins` (see flush)."""
+        cls = ins.cls
+        if ins.is_lddw or cls in (isa.BPF_ALU, isa.BPF_ALU64):
+            return unchecked
+        if cls in (isa.BPF_LDX, isa.BPF_ST) or (cls == isa.BPF_STX and ins.mode != isa.BPF_ATOMIC):
+            return True  # a guarded access
+        if cls in (isa.BPF_JMP, isa.BPF_JMP32) and ins.code not in (isa.BPF_CALL, isa.BPF_EXIT):
+            return unchecked
+        return False  # calls, exits, atomics...: tested before, and after whatever may fault
 
     _resume_block: ir.Block | None = None
     _resume_phi: ir.PhiInstr | None = None
@@ -718,13 +793,16 @@ class FuncLowering:
             blk = self._resume_block = self.fn.append_basic_block("resume")
             with b.goto_block(blk):
                 at = self._resume_phi = b.phi(I64)
+                none, copy, go = (self.fn.append_basic_block(f"resume.{n}") for n in ("none", "copy", "go"))
+                # (a head entered with a recorded fault comes here too: the run ends with that fault)
+                b.cbranch(b.icmp_unsigned("!=", self.env_load(abi.E_FAULT), c64(0)), none, copy)
+                b.position_at_end(none)
+                b.ret(c64(0))
+                b.position_at_end(copy)
                 regs = [b.load(self.regs[i]) for i in range(10)]
                 tramp = b.inttoptr(self.env_load(abi.E_PY_EXACT), PY_EXACT_TYPE.as_pointer())
                 addr = b.call(tramp, [self.env, c64(self.func.start)])
-                go, none = self.fn.append_basic_block("resume.go"), self.fn.append_basic_block("resume.none")
                 b.cbranch(b.icmp_unsigned("==", addr, c64(0)), none, go)
-                b.position_at_end(none)
-                b.ret(c64(0))
                 b.position_at_end(go)
                 copy = b.inttoptr(addr, EXACT_TYPE.as_pointer())
                 b.ret(b.call(copy, [self.env, *regs, self.fp, at]))
@@ -740,9 +818,14 @@ class FuncLowering:
             blk, phi = self.resume_block()
             phi.add_incoming(c64(pc), b.block)
             ok = self.fn.append_basic_block(f"pc{pc}.run")
-            b.cbranch(b.icmp_signed("<", before, c64(w)), blk, ok)
+            stop = b.icmp_signed("<", before, c64(w))
+            if pc in self.unchecked_in:
+                stop = b.or_(stop, b.icmp_unsigned("!=", self.env_load(abi.E_FAULT), c64(0)))
+            b.cbranch(stop, blk, ok)
             b.position_at_end(ok)
         b.store(b.sub(before, c64(self._block_len(pc))), self.budget_ptr)
+        self._unchecked = w is None and pc in self.unchecked_in
+        self._block = pc
 
     def block_entry(self, pc: int) -> None:
         """Charge the block's instructions to the budget: a runaway loop ends with F_BUDGET. With
@@ -1026,7 +1109,7 @@ class FuncLowering:
         target = self.blocks[ins.jump_target(pc)]
         if code == isa.BPF_JA:
             if self.mod.compact:
-                self.flush(live_after(self.insns, self.live, pc))
+                self.flush(live_after(self.insns, self.live, pc), exit_=True)
             self.b.branch(target)
             return
         is64 = ins.cls == isa.BPF_JMP
@@ -1044,7 +1127,7 @@ class FuncLowering:
         if self.cov is not None and ins.jump_target(pc) != pc + 1:  # taken[pc] += cond, branch-free
             self.count(len(self.insns) + pc, self.b.zext(cond, I64))
         if self.mod.compact:
-            self.flush(live_after(self.insns, self.live, pc))
+            self.flush(live_after(self.insns, self.live, pc), exit_=True)
         self.b.cbranch(cond, target, self.blocks[pc + 1])
 
     def lower_call(self, pc: int, ins: Instruction) -> None:
