@@ -22,6 +22,14 @@ machine may be shared: the spread says how noisy the figures are). Peak memory: 
 set; it includes the memory-mapped capture's file pages, which the kernel can drop at will) and the
 peak of RssAnon (anonymous memory, sampled every 10 ms: what the replay itself holds, constant in the
 capture's size).
+
+The programs run as tier-2 code from the first packet (XDPSIM_JIT_TIER=2 unless set: the loop measures
+the optimised code, not tier 1 while tier 2 builds in a background thread); each JIT row says which tier
+ran. `reader`/`writer` are the CPU seconds of the read-ahead and sink-writer threads. `--floor` also
+measures what plain reading and writing of the capture's bytes costs this machine (os.preadv into one
+reused 16 MiB buffer; os.write of 4 MiB pieces into a new file, twice: the first time into page-cache
+pages the kernel takes fresh, the second into the ones the deleted first file gave back), the floor under
+the replay's reader and writer threads.
 """
 
 from __future__ import annotations
@@ -64,8 +72,8 @@ def one(engine: str, pcap: str, out: str) -> None:
     stats = replay_to_dir(str(PARSER), pcap, Path(out), engine=engine)
     wall = time.perf_counter() - t
     print(json.dumps({"packets": stats["packets"], "seconds": stats["seconds"], "wall": wall,
-                      "cpu": cpu.process, "main": cpu.main, "outcomes": stats["outcomes"],
-                      "hwm_kb": _status_kb("self", "VmHWM")}))
+                      "cpu": cpu.process, "main": cpu.main, "threads": cpu.threads, "tiers": cpu.tiers,
+                      "outcomes": stats["outcomes"], "hwm_kb": _status_kb("self", "VmHWM")}))
 
 
 class _CpuClock:
@@ -75,20 +83,87 @@ class _CpuClock:
     the replay waited for a core."""
 
     def __init__(self) -> None:
+        from xdpsim.io.prefetch import Prefetch
         from xdpsim.pipeline.replay import Replay
+        from xdpsim.pipeline.sinks import RecordBuffers
 
         self.process = self.main = 0.0
+        self.threads: dict[str, float] = {}
+        self.tiers: list[int] = []  # tier of each program's code when the loop started, then at its end
         run = Replay.run
 
         def timed(replay: Replay, *a: object, **kw: object) -> object:
+            self.tiers = _tiers(replay)
             t0, p0 = time.thread_time(), time.process_time()
             try:
                 return run(replay, *a, **kw)  # type: ignore[arg-type]
             finally:
                 self.main += time.thread_time() - t0
                 self.process += time.process_time() - p0
+                self.tiers += _tiers(replay)
 
         Replay.run = timed  # type: ignore[method-assign]
+        self._thread_clock(Prefetch, "_produce", "reader")
+        self._thread_clock(RecordBuffers, "_run", "writer")
+
+    def _thread_clock(self, cls: type, name: str, label: str) -> None:
+        """CPU time of the thread running cls.name (its whole body)."""
+        body = getattr(cls, name)
+
+        def timed(obj: object) -> None:
+            t0 = time.thread_time()
+            try:
+                body(obj)
+            finally:
+                self.threads[label] = self.threads.get(label, 0.0) + time.thread_time() - t0
+
+        setattr(cls, name, timed)
+
+
+def _tiers(replay: object) -> list[int]:
+    """The JIT tier of each compiled program of the replay's pipeline (empty for other engines)."""
+    backend = getattr(getattr(replay, "p", None), "backend", None)
+    engine, runtime = getattr(backend, "engine", None), getattr(backend, "runtime", None)
+    if engine is None or runtime is None or not hasattr(engine, "_rj"):
+        return []
+    rj = engine._rj(runtime)  # noqa: SLF001 - a benchmark looking inside
+    return [int(getattr(c, "tier", 0)) for c in rj.compiled if c is not None]
+
+
+def io_floor(pcap: str, out_dir: Path) -> dict:
+    """CPU seconds of reading the capture's bytes and of writing them to a new file (twice: fresh page
+    cache, then recycled), in this thread."""
+    import numpy as np
+
+    buf = np.empty(16 << 20, np.uint8)
+    view = memoryview(buf)
+    fd = os.open(pcap, os.O_RDONLY)
+    try:
+        t0, done = time.thread_time(), 0
+        while got := os.preadv(fd, [view], done):
+            done += got
+        read = time.thread_time() - t0
+        writes = []
+        for k in range(2):
+            path = out_dir / f"floor-{k}.bin"
+            out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            pos, spent = 0, 0.0
+            try:
+                while got := os.preadv(fd, [view[: 4 << 20]], pos):
+                    t0 = time.thread_time()
+                    piece = view[:got]
+                    while len(piece):
+                        piece = piece[os.write(out, piece) :]
+                    spent += time.thread_time() - t0
+                    pos += got
+            finally:
+                os.close(out)
+            writes.append(spent)
+            if k == 0:
+                os.unlink(path)  # (its pages go back to the kernel, for the second write to reuse)
+    finally:
+        os.close(fd)
+    return {"bytes": done, "read": read, "write_fresh": writes[0], "write_recycled": writes[1]}
 
 
 def kernel_raw(pcap: str) -> dict:
@@ -147,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--interp-packets", type=int, default=5_000, help="packets replayed by the interpreter")
     ap.add_argument("--jit-only", action="store_true", help="only the JIT's replay of the whole workload")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each replay (default 1)")
+    ap.add_argument("--floor", action="store_true", help="also measure plain reading and writing of the "
+                    "capture's bytes (the I/O floor)")
     ap.add_argument("--pcap", help="replay this capture as the workload instead of generating one")
     ap.add_argument("--one", nargs=3, metavar=("ENGINE", "PCAP", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -187,11 +264,22 @@ def main(argv: list[str] | None = None) -> int:
                 pps = res["packets"] / res["seconds"]
                 cpu = f"{res['packets'] / res['cpu']:>11,.0f}" if res.get("cpu") else f"{'-':>11}"
                 main = f"{res['packets'] / res['main']:>11,.0f}" if res.get("main") else f"{'-':>11}"
+                extra = ""
+                if res.get("tiers"):
+                    th = res.get("threads", {})
+                    extra = (f"; CPU s main {res['main']:.3f}, reader {th.get('reader', 0):.3f}, writer "
+                             f"{th.get('writer', 0):.3f}; tiers {res['tiers']}")
                 print(f"  {engine:10} {res['packets']:>9,} packets: {pps:>11,.0f} packets/s "
                       f"({cpu} per CPU second, {main} per main-thread CPU second; wall {res['wall']:.1f} s),"
                       f" peak RSS {res['hwm_kb'] / 1024:.0f} MB, peak anonymous "
-                      f"{res['anon_kb'] / 1024:.0f} MB", flush=True)
+                      f"{res['anon_kb'] / 1024:.0f} MB{extra}", flush=True)
                 shutil.rmtree(d / f"out-{engine}-{pcap.stem}-{k}", ignore_errors=True)
+        if args.floor:
+            for _ in range(args.repeat):
+                f = io_floor(str(ref), d)
+                print(f"  I/O floor, {f['bytes'] / 1e6:.0f} MB: read {f['read']:.3f} CPU s, write "
+                      f"{f['write_fresh']:.3f} (fresh page cache) / {f['write_recycled']:.3f} (recycled)",
+                      flush=True)
         jit = rows[0][1]["packets"] / rows[0][1]["seconds"]
         print("\nside by side (whole replay, capture to sinks, packets/s):")
         for engine, res in rows:
@@ -207,4 +295,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONHASHSEED", "0")
+    os.environ.setdefault("XDPSIM_JIT_TIER", "2")  # (children inherit it: see the module docstring)
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # (as `xdpsim run` does: nothing here uses BLAS)
     sys.exit(main())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -179,6 +180,11 @@ def cmd_maps(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Nothing xdpsim does uses BLAS, but numpy's OpenBLAS starts a thread per core at numpy's first import
+    # that spins (up to ~0.1 s of a core) waiting for work. The command is a process of its own: one BLAS
+    # thread unless the user chose otherwise. Set here, before any subcommand imports numpy, and not at
+    # `import xdpsim`, which must leave a library user's process as it is.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:

@@ -258,8 +258,17 @@ def run_batch(
         a[nb.A_N] = end
         rj.state = state
         rj.batch = res
+        envp, argp = rj.env.ctypes.data, a.ctypes.data
+        a[nb.A_ROOM_LEFT] = 0  # (Python may have written to the file buffers since the last call)
         try:
-            stopped = fn(rj.env.ctypes.data, a.ctypes.data)
+            stopped = fn(envp, argp)
+            # sink mode, some file buffer full: only the buffers change (no Python ran a program, nothing
+            # the runtime holds changed): straight back in, without the per-call set-up above
+            while sink is not None and a[nb.A_STOP] == nb.STOP_FILES_FULL:
+                sink.flush()
+                a[nb.A_START] = stopped
+                a[nb.A_ROOM_LEFT] = 0
+                stopped = fn(envp, argp)
         finally:
             rj.state = None
             rj.batch = None

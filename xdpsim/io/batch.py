@@ -118,6 +118,7 @@ class BatchReader:
         self._own_warnings = WarningList()
         self._own = dict(offset=HEADER_SIZE, records=0, packets=0, skipped=0)
         self._pool: list[np.ndarray] = []  # read buffers of the pcap path (reused)
+        self._col_pool: list[np.ndarray] = []  # the record walk's output columns (reused)
         self._batch_bytes = 0  # bytes the last batch of the pcap path took
         self._ng_window = 4 << 20  # pcapng: bytes read at a time (grows to what a batch needs)
         if self._fast:
@@ -330,7 +331,7 @@ class BatchReader:
         # the first piece: about what the last batch took, so that small batches read little
         piece = max(4096, min(_PIECE, self._batch_bytes + self._batch_bytes // 16 + 4096))
         while True:
-            walker = RecordWalker(self.batch_size, h.endian, h.frac_scale, self.native)
+            walker = RecordWalker(self.batch_size, h.endian, h.frac_scale, self.native, self._columns())
             buf = win.buffer(min(cap, size - pos))
             have = rel = 0
             while have < len(buf):
@@ -347,6 +348,22 @@ class BatchReader:
                 self._batch_bytes = rel
                 return walker.result(rel), buf, pos
             cap *= 2  # the batch runs past the buffer: a bigger one
+
+    def _columns(self) -> np.ndarray:
+        """The walk's four columns (int64, 4 x batch_size): one no batch holds any more (their pages are
+        written again instead of fresh ones faulted in for every batch), else a new one."""
+        pool = self._col_pool
+        for i, c in enumerate(pool):
+            # referenced by the pool, `c` and getrefcount's argument: no batch's arrays are views of it
+            if sys.getrefcount(c) <= 3:
+                del pool[i]
+                pool.append(c)
+                return c
+        c = np.empty((4, self.batch_size), np.int64)
+        pool.append(c)
+        if len(pool) > 4:  # (a consumer keeping batches: the oldest are theirs alone)
+            del pool[0]
+        return c
 
     def _gather(self, buf: np.ndarray, base: int, w: RecordWalk, h: PcapHeader, limit: int) -> Batch:
         """The batch of the walked records; `buf[0]` is the file's byte `base` (warnings name offsets)."""
@@ -366,7 +383,7 @@ class BatchReader:
         data = buf[lo:hi]  # (a view: the native loop copies each packet into its frame anyway)
         data.flags.writeable = False  # (the buffer is the reader's: it is read into again later)
         starts += 16 - lo  # (the walk's own array: offsets into `data` now)
-        batch = Batch(data, starts, caplen, w.ts_ns, np.zeros(n, dtype=np.int32), self._own["packets"], orig)
+        batch = Batch(data, starts, caplen, w.ts_ns, _interface_zero(n), self._own["packets"], orig)
         self._own["records"] += n
         self._own["packets"] += n
         return batch
@@ -388,6 +405,18 @@ class BatchReader:
 
 
 _PIECE = 512 << 10  # bytes read at a time (walked while in cache)
+_ZEROS: list[np.ndarray] = [np.zeros(0, np.int32)]
+
+
+def _interface_zero(n: int) -> np.ndarray:
+    """n capture-interface numbers 0 (pcap has one interface): a read-only view of one shared array,
+    not a fresh one per batch (whose pages would be faulted in anew by every batch that reads them)."""
+    z = _ZEROS[0]
+    if len(z) < n:
+        z = np.zeros(max(n, 2 * len(z)), np.int32)
+        z.flags.writeable = False
+        _ZEROS[0] = z
+    return z[:n]
 
 
 class _Window:

@@ -19,10 +19,14 @@ Python/numpy code runs instead (`use_native=False` selects it, for tests).
 from __future__ import annotations
 
 import ctypes
+import hashlib
+import os
 import struct
 import sys
+import tempfile
 import threading
-from typing import NamedTuple
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import llvmlite.ir as ir
 import numpy as np
@@ -329,9 +333,8 @@ def _native():
                 llvm.initialize_native_target()
                 llvm.initialize_native_asmprinter()
                 tm = llvm.Target.from_default_triple().create_target_machine(opt=2)
-                mod = llvm.parse_assembly(str(_module()))
-                mod.verify()
-                engine = llvm.create_mcjit_compiler(mod, tm)
+                engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), tm)
+                engine.add_object_file(llvm.ObjectFileRef.from_data(_object_code(llvm, tm)))
                 engine.finalize_object()
                 _compiled.append((engine, _INDEX(engine.get_function_address("xdpsim_pcap_index")),
                                   _INTERLEAVE(engine.get_function_address("xdpsim_interleave")),
@@ -340,6 +343,35 @@ def _native():
             except Exception:  # noqa: BLE001 - any llvmlite failure means: run the Python version
                 _compiled.append(None)
         return _compiled[0]
+
+
+def _object_code(llvm: Any, tm: Any) -> bytes:
+    """The walkers' machine code: from the disk cache (beside the JIT's, off with XDPSIM_JIT_CACHE=0)
+    when this source built it with this LLVM for this target, else compiled (~40 ms of building and
+    code generation, which a replay would otherwise spend in its reader thread) and cached."""
+    path = None
+    if os.environ.get("XDPSIM_JIT_CACHE", "1") != "0":
+        h = hashlib.sha256(Path(__file__).read_bytes())
+        h.update(f"{llvm.llvm_version_info} {tm.triple} {tm.target_data}".encode())
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        path = Path(base) / "xdpsim" / "io" / f"walkers-{h.hexdigest()[:32]}.o"
+        try:
+            return path.read_bytes()
+        except OSError:
+            pass
+    mod = llvm.parse_assembly(str(_module()))
+    mod.verify()
+    obj = tm.emit_object(mod)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")  # (whole files only, for readers)
+            with os.fdopen(fd, "wb") as f:
+                f.write(obj)
+            os.replace(tmp, path)
+        except OSError:
+            pass  # (no cache then: compiled again next time)
+    return obj
 
 
 def index_records(buf: np.ndarray, pos: int, count: int, endian: str,
@@ -388,10 +420,12 @@ class RecordWalker:
     while the piece just read is still in cache (a walk over a buffer bigger than the cache waits on
     memory at every record: each header's position depends on the one before)."""
 
-    def __init__(self, count: int, endian: str, frac_scale: int, use_native: bool = True) -> None:
+    def __init__(self, count: int, endian: str, frac_scale: int, use_native: bool = True,
+                 out: np.ndarray | None = None) -> None:
         self.count, self.endian, self.scale = count, endian, frac_scale
         self.native = _native() if use_native else None
-        self.out = np.empty((4, count), dtype=np.int64)  # one allocation for the four columns
+        # one allocation for the four columns; `out` (int64, 4 x count): the caller's, reused
+        self.out = np.empty((4, count), dtype=np.int64) if out is None else out
         self.caps = self.out[3].view(np.int32)[:count]  # (int32: half of the last row)
         self.swap = int((endian == "<") != (sys.byteorder == "little"))
         self.n = 0

@@ -73,6 +73,8 @@ A_SHORT_SLOT = 41  # index in A_COUNTS of the frames not run
 # the next packet, which only zeroes what its own copy does not overwrite; every stop zeroes it all.
 A_PEND_LO = 42
 A_PEND_HI = 43
+A_ROOM_LEFT = 44  # in/out, sink mode: packets that surely fit in the file buffers (0: look at them); 0 on
+# every entry when something else wrote to the buffers meanwhile
 A_WORDS = 48
 
 # Timing mode, like BPF_PROG_TEST_RUN's repeat: the frame already holds the packet (all lengths
@@ -201,22 +203,39 @@ def build_module() -> ir.Module:
                        "toolong", "chk2", "outfull", "run")
     b.cbranch(sink, sink_chk, normal_chk)
 
-    # sink mode: every file buffer has a record's room, runts are written as they are (not run)
+    # sink mode: every file buffer has a record's room, runts are written as they are (not run). A packet
+    # writes at most one record (RECORD_ROOM) to one file: after a look at every buffer finds m bytes in
+    # the fullest, the next m // RECORD_ROOM packets need no look (A_ROOM_LEFT counts them down)
     b.position_at_end(sink_chk)
-    b.branch(files_loop)
+    left_p = slot(args, A_ROOM_LEFT)
+    left = b.load(left_p, typ=I64)
+    counted = f.append_basic_block("roomcounted")
+    b.cbranch(b.icmp_unsigned("!=", left, c64(0)), counted, files_loop)
+    b.position_at_end(counted)
+    b.store(b.sub(left, c64(1)), left_p)
+    b.branch(runt_chk)
     b.position_at_end(files_loop)
     fi = b.phi(I64)
+    least = b.phi(I64)
     fi.add_incoming(c64(0), sink_chk)
-    b.cbranch(b.icmp_unsigned("<", fi, arg(A_NFILES)), files_body, runt_chk)
+    least.add_incoming(c64(-1), sink_chk)
+    looked = f.append_basic_block("roomlooked")
+    b.cbranch(b.icmp_unsigned("<", fi, arg(A_NFILES)), files_body, looked)
     b.position_at_end(files_body)
     fp = b.gep(aptr(A_FILES), [b.mul(fi, c64(3))], source_etype=I64)
     cap = b.load(b.gep(fp, [c64(1)], source_etype=I64), typ=I64)
     used = b.load(b.gep(fp, [c64(2)], source_etype=I64), typ=I64)
+    room = b.sub(cap, used)
     fi.add_incoming(b.add(fi, c64(1)), files_body)
+    least.add_incoming(b.select(b.icmp_unsigned("<", room, least), room, least), files_body)
     full_blk = f.append_basic_block("filesfull")
-    b.cbranch(b.icmp_unsigned("<", b.sub(cap, used), c64(RECORD_ROOM)), full_blk, files_loop)
+    b.cbranch(b.icmp_unsigned("<", room, c64(RECORD_ROOM)), full_blk, files_loop)
     b.position_at_end(full_blk)
     set_stop(STOP_FILES_FULL)
+    b.position_at_end(looked)
+    packets = b.udiv(least, c64(RECORD_ROOM))  # >= 1 here (no files: all ones, as good as endless)
+    b.store(b.sub(packets, c64(1)), left_p)
+    b.branch(runt_chk)
     b.position_at_end(runt_chk)
     b.cbranch(b.icmp_unsigned("<", length, arg(A_MIN_LEN)), runt_blk, chk1)
     b.position_at_end(runt_blk)

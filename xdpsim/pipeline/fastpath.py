@@ -239,10 +239,11 @@ def _sink_batch(replay: Replay, iface: Interface, plan: _Plan, b: Batch, times: 
     p = replay.p
     backend: Any = p.backend
     n = len(b)
-    queues = np.zeros(n, np.uint32)
     if iface.spec.queues > 1:  # RSS in Python: the hash of each frame's flow
         rss = iface.rss
-        queues[:] = [rss.queue(b.packet(i)) for i in range(n)]
+        queues = np.fromiter((rss.queue(b.packet(i)) for i in range(n)), np.uint32, n)
+    else:  # (read only: one array for every batch, not fresh pages to fault in each time)
+        queues = _zeros_u32(replay, n)
     names = [prog.name for prog in backend.runtime.programs]
     keys: list[Key] = list(FIXED)
     decided: list[_Decided] = []
@@ -294,6 +295,15 @@ def _sink_batch(replay: Replay, iface: Interface, plan: _Plan, b: Batch, times: 
     if res.traces:
         for j in sorted(res.traces):
             replay.sinks.trace(res.traces[j])
+
+
+def _zeros_u32(replay: Replay, n: int) -> np.ndarray:
+    """n zeros (uint32), read only, from one array per replay."""
+    z = replay.__dict__.get("_zeros_u32")
+    if z is None or len(z) < n:
+        z = replay.__dict__["_zeros_u32"] = np.zeros(n, np.uint32)
+        z.flags.writeable = False
+    return z[:n]
 
 
 def _fold(replay: Replay, iface: Interface, plan: _Plan, keys: list[Key], decided: list[_Decided],
