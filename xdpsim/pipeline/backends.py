@@ -209,6 +209,10 @@ class KernelBackend:
             raise XdpsimError(f"engine 'kernel' is not available here: {e}") from e
         self.collections: dict[str, Any] = {}
         self._broadcast: list[tuple[str, str]] = []  # (object path, map name) of broadcast targets
+        # a broadcast devmap's entries, read once (two syscalls a slot): programs cannot write a devmap (the
+        # kernel makes it BPF_F_RDONLY_PROG: "write into map forbidden", tests/test_kernel_devmap_ports.py),
+        # only apply() does, which forgets what was read
+        self._ports: dict[tuple[str, str], list[Port]] = {}
         # devices for the ingress ifindexes, with their rx queues (ifindex 1 is the loopback: one queue)
         self.devices = []
         # devices whose `mtu` is not the veth default: set in each collection's namespace, so that what
@@ -268,7 +272,11 @@ class KernelBackend:
         """A broadcast target's map, read from the kernel: its name and its entries in the kernel's
         order (BPF_MAP_GET_NEXT_KEY walks a devmap_hash bucket by bucket, as the broadcast does)."""
         path, name = self._broadcast[target.index]
-        return name, [parse_value(k, v) for k, v in self.collections[path].maps[name].items()]  # type: ignore[arg-type]
+        ports = self._ports.get((path, name))
+        if ports is None:
+            ports = [parse_value(k, v) for k, v in self.collections[path].maps[name].items()]  # type: ignore[arg-type]
+            self._ports[(path, name)] = ports
+        return name, ports
 
     def run_entry(self, prog: int, data: bytes, meta: bytes = b"", *, ifindex: int, queue: int, now_ns: int,
                   egress_ifindex: int = 0, cpu: int | None = None) -> XdpResult:
@@ -321,6 +329,7 @@ class KernelBackend:
     def apply(self, entry: MapEntry) -> None:
         path, name = _find_map(entry, {p: c.maps for p, c in self.collections.items()})
         coll = self.collections[path]
+        self._ports.pop((path, name), None)
         # inside the collection's namespace: devmap updates resolve ifindexes there
         with coll.entered():
             self._apply(coll, name, entry)
