@@ -138,17 +138,19 @@ class SinkPlan:
 
     `keys[a]` is the key of XDP action a (0..4), `keys[5]` that of an unknown action; nb.SINK_STOP
     makes the loop stop after the packet and hand it to `decide`. `route[key]` is the slot of the file
-    the key's packets go to; `files` rows (base address, capacity, position) are those files' buffers,
-    `flush()` is called when one lacks a record's room (it must leave room in every one). Frames
-    shorter than `min_len` are not run: key `short_key`, written as they are, counted in the last row of
-    `counts` (rows: returning program id, then "not run"; columns: keys). `hdr_ts` are the records'
-    timestamps. `decide(ran)` gets every packet the loop did not route, in order; `tail_calls` sums
-    the successful tail calls of the packets routed natively.
+    the key's packets go to; `files` rows (nb.F_*: buffer, stream of pieces) are those files,
+    `flush()` is called when one lacks a record's room (it must leave room in every one); with `records`
+    (the 16 bytes before each packet of `data` are its pcap record header, as the file has it: nb.F_RECORDS)
+    a file's stream may refer to `data` itself, which must then stay as it is until the stream is
+    written. Frames shorter than `min_len` are not run: key `short_key`, written as they are, counted in
+    the last row of `counts` (rows: returning program id, then "not run"; columns: keys). `hdr_ts` are
+    the records' timestamps. `decide(ran)` gets every packet the loop did not route, in order;
+    `tail_calls` sums the successful tail calls of the packets routed natively.
     """
 
     keys: np.ndarray  # int32[6]
     route: np.ndarray  # int32[nkeys]
-    files: np.ndarray  # uint64[slots, 3]
+    files: np.ndarray  # uint64[slots, nb.FILE_WORDS]
     nfiles: int
     counts: np.ndarray  # uint64[(nprogs + 1) * nkeys]
     nkeys: int
@@ -158,6 +160,7 @@ class SinkPlan:
     flush: Callable[[], None]
     min_len: int = 14
     tail_calls: int = 0
+    records: bool = False
 
 
 def run_batch(
@@ -345,8 +348,9 @@ def _sink_args(a: np.ndarray, sink: SinkPlan, runtime: Runtime) -> None:
         assert arr.flags.c_contiguous
     assert sink.keys.dtype == np.int32 and sink.route.dtype == np.int32 and len(sink.keys) == 6
     assert sink.files.dtype == np.uint64 and sink.counts.dtype == np.uint64
+    assert sink.files.ndim == 2 and sink.files.shape[1] == nb.FILE_WORDS
     assert len(sink.counts) >= (len(runtime.programs) + 1) * sink.nkeys and sink.hdr_ts.dtype == np.int64
-    a[nb.A_FLAGS] = nb.F_SINK
+    a[nb.A_FLAGS] = nb.F_SINK | (nb.F_RECORDS if sink.records else 0)
     a[nb.A_KEYS] = sink.keys.ctypes.data
     a[nb.A_ROUTE] = sink.route.ctypes.data
     a[nb.A_FILES] = sink.files.ctypes.data

@@ -57,7 +57,9 @@ from .records import CaptureWarning, Packet, WarningList
 class Batch:
     """`len(batch)` packets; packet i is `data[offsets[i] : offsets[i] + lengths[i]]` (Ethernet frames).
 
-    `index` is the index of the batch's first packet in the capture; `orig_lens` the lengths on the wire.
+    `index` is the index of the batch's first packet in the capture; `orig_lens` the lengths on the wire;
+    `records`: the 16 bytes before each packet in `data` are its pcap record header as the file has it
+    (a pcap file's records, in place).
     """
 
     data: np.ndarray  # uint8
@@ -67,6 +69,7 @@ class Batch:
     interface: np.ndarray  # int32
     index: int
     orig_lens: np.ndarray  # int64
+    records: bool = False
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -378,12 +381,13 @@ class BatchReader:
             if orig[i] < caplen[i]:
                 self._warn(at, msg_orig_len(int(orig[i]), int(caplen[i])), "orig_len")
         np.maximum(orig, caplen, out=orig)
-        lo = int(starts[0]) + 16
+        lo = int(starts[0])  # (from the first record's header: each packet's header is in `data`)
         hi = int(starts[-1]) + 16 + int(caplen[-1])
         data = buf[lo:hi]  # (a view: the native loop copies each packet into its frame anyway)
         data.flags.writeable = False  # (the buffer is the reader's: it is read into again later)
         starts += 16 - lo  # (the walk's own array: offsets into `data` now)
-        batch = Batch(data, starts, caplen, w.ts_ns, _interface_zero(n), self._own["packets"], orig)
+        batch = Batch(data, starts, caplen, w.ts_ns, _interface_zero(n), self._own["packets"], orig,
+                      records=h.record_header == 16)
         self._own["records"] += n
         self._own["packets"] += n
         return batch

@@ -11,6 +11,7 @@
 - `put_headers(out, headers, offsets)` copies header rows into the gaps before packets in `out`.
 - `interleave(headers, data, offsets, lengths)` builds `header 0, packet 0, header 1, packet 1, ...`
   (a pcap image) with one memcpy per piece; with zero-width headers it is a gather of byte ranges.
+- `gather(out, pieces)` copies (address, length) pieces (struct iovecs) back to back.
 
 Both run tens of millions of records per second. Where llvmlite cannot compile them, equivalent
 Python/numpy code runs instead (`use_native=False` selects it, for tests).
@@ -225,6 +226,36 @@ def _build_interleave(m: ir.Module) -> None:
     fn.at("done").ret(pos)
 
 
+def _build_gather(m: ir.Module) -> None:
+    """xdpsim_gather(out, pieces, n) -> bytes written: the n (address, length) pieces (u64 pairs, struct
+    iovecs) back to back from out."""
+    fn = _Fn(m, "xdpsim_gather", _I64, [("out", _PTR), ("pieces", _PTR), ("n", _I64)],
+             ["check", "body", "done"])
+    a = fn.a
+    fn.at("entry")
+    fn.br("check")
+
+    b = fn.at("check")
+    i, pos = fn.phi("i"), fn.phi("pos")
+    fn.cbr(b.icmp_signed("<", i, a["n"], "more"), "body", "done")
+
+    b = fn.at("body")
+    at = b.load(fn.elem_ptr(a["pieces"], _I64, b.mul(i, _c(2)), "atp"), "at", typ=_I64, align=8)
+    length = b.load(fn.elem_ptr(a["pieces"], _I64, b.add(b.mul(i, _c(2)), _c(1)), "lenp"), "len", typ=_I64,
+                    align=8)
+    fn.memcpy(fn.byte_ptr(a["out"], pos, "op"), b.inttoptr(at, _PTR, "src"), length)
+    pos1 = b.add(pos, length, "pos1")
+    i1 = b.add(i, _c(1), "i1")
+    fn.br("check")
+
+    i.add_incoming(_c(0), fn.bb["entry"])
+    i.add_incoming(i1, fn.bb["body"])
+    pos.add_incoming(_c(0), fn.bb["entry"])
+    pos.add_incoming(pos1, fn.bb["body"])
+
+    fn.at("done").ret(pos)
+
+
 def _build_pcapng_index(m: ir.Module) -> None:
     """xdpsim_pcapng_index(buf, size, pos0, max, out, swap, nif, snaps, endpos) -> blocks.
 
@@ -308,7 +339,8 @@ def _build_pcapng_index(m: ir.Module) -> None:
 def _module() -> ir.Module:
     """The IR module of every walker, as text llvmlite can compile."""
     m = ir.Module(name="xdpsim_io")
-    for build in (_build_pcap_index, _build_put_headers, _build_interleave, _build_pcapng_index):
+    for build in (_build_pcap_index, _build_put_headers, _build_interleave, _build_pcapng_index,
+                  _build_gather):
         build(m)
     return m
 
@@ -319,8 +351,10 @@ _INDEX = ctypes.CFUNCTYPE(_CI64, _CVP, _CI64, _CI64, _CI64, _CVP, ctypes.c_int32
 _INTERLEAVE = ctypes.CFUNCTYPE(_CI64, _CVP, _CVP, _CI64, _CVP, _CVP, _CVP, _CI64)
 _PUT_HEADERS = ctypes.CFUNCTYPE(None, _CVP, _CVP, _CI64, _CVP, _CI64)
 _NG_INDEX = ctypes.CFUNCTYPE(_CI64, _CVP, _CI64, _CI64, _CI64, _CVP, ctypes.c_int32, _CI64, _CVP, _CVP)
+_GATHER = ctypes.CFUNCTYPE(_CI64, _CVP, _CVP, _CI64)
 _lock = threading.Lock()
-# [(engine, index, interleave, pcapng index, put headers)] once compiled, [None] when llvmlite is unusable
+# [(engine, index, interleave, pcapng index, put headers, gather)] once compiled, [None] when llvmlite is
+# unusable
 _compiled: list = []
 
 
@@ -339,7 +373,8 @@ def _native():
                 _compiled.append((engine, _INDEX(engine.get_function_address("xdpsim_pcap_index")),
                                   _INTERLEAVE(engine.get_function_address("xdpsim_interleave")),
                                   _NG_INDEX(engine.get_function_address("xdpsim_pcapng_index")),
-                                  _PUT_HEADERS(engine.get_function_address("xdpsim_put_headers"))))
+                                  _PUT_HEADERS(engine.get_function_address("xdpsim_put_headers")),
+                                  _GATHER(engine.get_function_address("xdpsim_gather"))))
             except Exception:  # noqa: BLE001 - any llvmlite failure means: run the Python version
                 _compiled.append(None)
         return _compiled[0]
@@ -503,6 +538,21 @@ def interleave(headers: np.ndarray, data: np.ndarray, offsets: np.ndarray, lengt
         within = np.arange(int(ends[-1]), dtype=np.int64) - np.repeat(starts, lengths)
         out[np.repeat(rec_pos + hsize, lengths) + within] = data[np.repeat(offsets, lengths) + within]
     return out
+
+
+def gather(out: np.ndarray, pieces: np.ndarray, use_native: bool = True) -> int:
+    """The (address, length) rows of `pieces` (uint64, a struct iovec array) copied back to back into
+    `out`, which the caller made big enough; returns the bytes written. The addresses must be readable
+    memory (the caller's)."""
+    n = len(pieces)
+    native = _native() if use_native else None
+    if native is not None:
+        return int(native[5](out.ctypes.data, pieces.ctypes.data, n)) if n else 0
+    pos, base = 0, out.ctypes.data
+    for at, length in pieces.tolist():
+        ctypes.memmove(base + pos, at, length)
+        pos += length
+    return pos
 
 
 def put_headers(out: np.ndarray, headers: np.ndarray, offsets: np.ndarray, use_native: bool = True) -> None:

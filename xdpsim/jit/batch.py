@@ -60,7 +60,7 @@ A_OUT_GAP = 30  # bytes left free before each packet's output (0: back to back; 
 # sink mode (F_SINK): each packet's pcap record goes straight to the buffer of its sink file
 A_KEYS = 31  # i32[6]: key of XDP actions 0..4, then of an unknown action (SINK_STOP: Python decides)
 A_ROUTE = 32  # i32[nkeys]: file slot of each key
-A_FILES = 33  # u64[nfiles][3]: base address, capacity, position (in/out) of each file's buffer
+A_FILES = 33  # u64[nfiles][FILE_WORDS]: each file's buffer and stream (F_* below)
 A_NFILES = 34
 A_COUNTS = 35  # u64[(nprogs + 1) * nkeys]: packets by (returning program, key); last row: not run
 A_NKEYS = 36
@@ -82,11 +82,20 @@ A_WORDS = 48
 # out, no zeroing -- so the time measured is the program's.
 F_REPEAT = 1
 # Sink mode: instead of per-packet output arrays, the loop writes each packet's pcap record (16-byte
-# header: seconds, nanoseconds, length twice; then [data, data_end)) to the buffer of the file its key
-# routes to and counts it in A_COUNTS. It stops (STOP_SINK, returning i) after a packet whose key is
-# SINK_STOP (a redirect: the per-packet arrays at i and the output at A_OUT hold it, as in normal mode),
-# and (STOP_FILES_FULL) before a packet when some file buffer has less than a record's room left.
+# header: seconds, nanoseconds, length twice; then [data, data_end)) to the file its key routes to (its
+# buffer and stream, F_* below) and counts it in A_COUNTS. It stops (STOP_SINK, returning i) after a
+# packet whose key is SINK_STOP (a redirect: the per-packet arrays at i and the output at A_OUT hold it,
+# as in normal mode), and (STOP_FILES_FULL) before a packet when some file has less than a record's
+# room left (bytes or pieces).
 F_SINK = 2
+# Sink mode, with F_RECORDS: the 16 bytes before each packet of A_PKTS are its record header as read (a pcap
+# file's records, in place): a record to write that is the same bytes is not copied; the file's stream
+# refers to it (the caller keeps those bytes until the stream is written).
+F_RECORDS = 4
+# A file of sink mode (a row of A_FILES): its buffer (base address, capacity, bytes used) and its stream,
+# the pieces the file gets in order: u64[iov_cap][2] (address, length; a struct iovec), iov_n used.
+F_BASE, F_CAP, F_POS, F_IOV, F_IOV_CAP, F_IOV_N = range(6)
+FILE_WORDS = 6
 SINK_STOP = 0x7FFF_FFFF
 RECORD_ROOM = XDP_FRAME_SIZE + 16  # the most one record can take
 MAX_TS_NS = (1 << 32) * 1_000_000_000 - 1  # pcap's seconds are 32 bits
@@ -105,6 +114,7 @@ def build_module() -> ir.Module:
     m = ir.Module(name="xdpsim_batch")
     memcpy = ir.Function(m, ir.FunctionType(VOID, [PTR, PTR, I64, I1]), "llvm.memcpy.p0.p0.i64")
     memset = ir.Function(m, ir.FunctionType(VOID, [PTR, I8, I64, I1]), "llvm.memset.p0.i64")
+    memcmp = ir.Function(m, ir.FunctionType(I32, [PTR, PTR, I64]), "memcmp")
     f = ir.Function(m, ir.FunctionType(I64, [PTR, PTR]), BATCH_FN)
     env, args = f.args
     entry, head, body, stop, done, advance = (
@@ -154,23 +164,79 @@ def build_module() -> ir.Module:
         b.store(c64(0), slot(args, A_PEND_LO))
         b.store(c64(0), slot(args, A_PEND_HI))
 
-    def record(key: ir.Value, src: ir.Value, length: ir.Value, slot_index: ir.Value) -> None:
-        """Sink mode: the pcap record of `length` bytes at `src` to the buffer of `key`'s file."""
+    def record(key: ir.Value, src: ir.Value, length: ir.Value, slot_index: ir.Value,
+               orig: ir.Value | None = None, orig_len: ir.Value | None = None) -> None:
+        """Sink mode: the pcap record of `length` bytes at `src` to `key`'s file. `orig` (F_RECORDS: the
+        16 bytes before it are the input record's header) is the packet as read: when that record is
+        byte for byte the one to write, the file's stream refers to it (no copy), else the record is
+        written to the file's buffer. Either way it extends the stream's last piece when adjacent."""
         fno = b.sext(b.load(elem(A_ROUTE, key, I32), typ=I32), I64)
-        fp = b.gep(aptr(A_FILES), [b.mul(fno, c64(3))], source_etype=I64)
-        posp = b.gep(fp, [c64(2)], source_etype=I64)
-        fpos = b.load(posp, typ=I64)
-        dst = b.gep(b.inttoptr(b.load(fp, typ=I64), PTR), [fpos], source_etype=I8)
+        fp = b.gep(aptr(A_FILES), [b.mul(fno, c64(FILE_WORDS))], source_etype=I64)
+        posp = b.gep(fp, [c64(F_POS)], source_etype=I64)
         ts = b.load(elem(A_HDR_TS, i, I64), typ=I64)
         ts = b.select(b.icmp_signed("<", ts, c64(0)), c64(0), ts)
         ts = b.select(b.icmp_signed(">", ts, c64(MAX_TS_NS)), c64(MAX_TS_NS), ts)
         sec = b.udiv(ts, c64(1_000_000_000))
         nsec = b.sub(ts, b.mul(sec, c64(1_000_000_000)))
         len32 = b.trunc(length, I32)
-        for k, v in enumerate((b.trunc(sec, I32), b.trunc(nsec, I32), len32, len32)):
+        head = (b.trunc(sec, I32), b.trunc(nsec, I32), len32, len32)
+        rec_len = b.add(length, c64(16))
+        copy_blk, join = blocks("reccopy", "recjoin")
+        pieces: list[tuple[ir.Value, ir.Block]] = []
+        if orig is not None:
+            assert orig_len is not None
+            same_blk, ref_blk = blocks("recsame", "recref")
+            records = b.icmp_unsigned("!=", b.and_(arg(A_FLAGS), c64(F_RECORDS)), c64(0))
+            b.cbranch(b.and_(records, b.icmp_unsigned("==", orig_len, length)), same_blk, copy_blk)
+            b.position_at_end(same_blk)
+            in_hdr = b.gep(orig, [c64(-16)], source_etype=I8)
+            same = ir.Constant(I1, 1)
+            for k, v in enumerate(head):
+                got = b.load(b.gep(in_hdr, [c64(4 * k)], source_etype=I8), typ=I32, align=1)
+                same = b.and_(same, b.icmp_unsigned("==", got, v))
+            bytes_blk = f.append_basic_block("recbytes")
+            b.cbranch(same, bytes_blk, copy_blk)
+            b.position_at_end(bytes_blk)
+            diff = b.call(memcmp, [src, orig, length])
+            b.cbranch(b.icmp_signed("==", diff, ir.Constant(I32, 0)), ref_blk, copy_blk)
+            b.position_at_end(ref_blk)
+            pieces.append((b.ptrtoint(in_hdr, I64), ref_blk))
+            b.branch(join)
+        else:
+            b.branch(copy_blk)
+        b.position_at_end(copy_blk)
+        fpos = b.load(posp, typ=I64)
+        dst = b.gep(b.inttoptr(b.load(fp, typ=I64), PTR), [fpos], source_etype=I8)
+        for k, v in enumerate(head):
             b.store(v, b.gep(dst, [c64(4 * k)], source_etype=I8), align=1)
         b.call(memcpy, [b.gep(dst, [c64(16)], source_etype=I8), src, length, ir.Constant(I1, 0)])
-        b.store(b.add(fpos, b.add(length, c64(16))), posp)
+        b.store(b.add(fpos, rec_len), posp)
+        pieces.append((b.ptrtoint(dst, I64), copy_blk))
+        b.branch(join)
+        b.position_at_end(join)
+        at = b.phi(I64)
+        for v, blk in pieces:
+            at.add_incoming(v, blk)
+        # the stream: (address, length) pieces; this record extends the last one when it starts at its end
+        iov = b.inttoptr(b.load(b.gep(fp, [c64(F_IOV)], source_etype=I64), typ=I64), PTR)
+        np_ = b.gep(fp, [c64(F_IOV_N)], source_etype=I64)
+        npieces = b.load(np_, typ=I64)
+        last_len_p = b.gep(iov, [b.sub(b.mul(npieces, c64(2)), c64(1))], source_etype=I64)
+        extend_chk, extend_blk, new_blk, done_blk = blocks("iovchk", "iovextend", "iovnew", "iovdone")
+        b.cbranch(b.icmp_unsigned("!=", npieces, c64(0)), extend_chk, new_blk)
+        b.position_at_end(extend_chk)
+        last_len = b.load(last_len_p, typ=I64)
+        last_at = b.load(b.gep(iov, [b.sub(b.mul(npieces, c64(2)), c64(2))], source_etype=I64), typ=I64)
+        b.cbranch(b.icmp_unsigned("==", b.add(last_at, last_len), at), extend_blk, new_blk)
+        b.position_at_end(extend_blk)
+        b.store(b.add(last_len, rec_len), last_len_p)
+        b.branch(done_blk)
+        b.position_at_end(new_blk)
+        b.store(at, b.gep(iov, [b.mul(npieces, c64(2))], source_etype=I64))
+        b.store(rec_len, b.gep(iov, [b.add(b.mul(npieces, c64(2)), c64(1))], source_etype=I64))
+        b.store(b.add(npieces, c64(1)), np_)
+        b.branch(done_blk)
+        b.position_at_end(done_blk)
         cp = elem(A_COUNTS, slot_index, I64)
         b.store(b.add(b.load(cp, typ=I64), c64(1)), cp)
 
@@ -222,26 +288,28 @@ def build_module() -> ir.Module:
     looked = f.append_basic_block("roomlooked")
     b.cbranch(b.icmp_unsigned("<", fi, arg(A_NFILES)), files_body, looked)
     b.position_at_end(files_body)
-    fp = b.gep(aptr(A_FILES), [b.mul(fi, c64(3))], source_etype=I64)
-    cap = b.load(b.gep(fp, [c64(1)], source_etype=I64), typ=I64)
-    used = b.load(b.gep(fp, [c64(2)], source_etype=I64), typ=I64)
-    room = b.sub(cap, used)
+    fp = b.gep(aptr(A_FILES), [b.mul(fi, c64(FILE_WORDS))], source_etype=I64)
+    cap = b.load(b.gep(fp, [c64(F_CAP)], source_etype=I64), typ=I64)
+    used = b.load(b.gep(fp, [c64(F_POS)], source_etype=I64), typ=I64)
+    iov_room = b.sub(b.load(b.gep(fp, [c64(F_IOV_CAP)], source_etype=I64), typ=I64),
+                     b.load(b.gep(fp, [c64(F_IOV_N)], source_etype=I64), typ=I64))
+    room = b.udiv(b.sub(cap, used), c64(RECORD_ROOM))  # records that surely fit (bytes and pieces)
+    room = b.select(b.icmp_unsigned("<", iov_room, room), iov_room, room)
     fi.add_incoming(b.add(fi, c64(1)), files_body)
     least.add_incoming(b.select(b.icmp_unsigned("<", room, least), room, least), files_body)
     full_blk = f.append_basic_block("filesfull")
-    b.cbranch(b.icmp_unsigned("<", room, c64(RECORD_ROOM)), full_blk, files_loop)
+    b.cbranch(b.icmp_unsigned("==", room, c64(0)), full_blk, files_loop)
     b.position_at_end(full_blk)
     set_stop(STOP_FILES_FULL)
     b.position_at_end(looked)
-    packets = b.udiv(least, c64(RECORD_ROOM))  # >= 1 here (no files: all ones, as good as endless)
-    b.store(b.sub(packets, c64(1)), left_p)
+    b.store(b.sub(least, c64(1)), left_p)  # (>= 1 here; no files: all ones, as good as endless)
     b.branch(runt_chk)
     b.position_at_end(runt_chk)
     b.cbranch(b.icmp_unsigned("<", length, arg(A_MIN_LEN)), runt_blk, chk1)
     b.position_at_end(runt_blk)
     src = b.gep(aptr(A_PKTS), [b.load(elem(A_OFFSETS, i, I64), typ=I64)], source_etype=I8)
     short = arg(A_SHORT_KEY)
-    record(short, src, length, arg(A_SHORT_SLOT))
+    record(short, src, length, arg(A_SHORT_SLOT), src, length)
     b.branch(advance)
 
     b.position_at_end(normal_chk)
@@ -331,7 +399,9 @@ def build_module() -> ir.Module:
     b.position_at_end(rec_blk)
     d, de = env_get(abi.E_DATA), env_get(abi.E_DATA_END)
     prog = env_get(abi.E_CUR_PROG)
-    record(key, b.gep(frame, [d], source_etype=I8), b.sub(de, d), b.add(b.mul(prog, arg(A_NKEYS)), key))
+    pkt_in = b.gep(aptr(A_PKTS), [b.load(elem(A_OFFSETS, i, I64), typ=I64)], source_etype=I8)
+    record(key, b.gep(frame, [d], source_etype=I8), b.sub(de, d), b.add(b.mul(prog, arg(A_NKEYS)), key),
+           pkt_in, length)
     tp = slot(args, A_TAILS_SUM)
     b.store(b.add(b.load(tp, typ=I64), env_get(abi.E_TAIL_CALLS)), tp)
     defer_clean()

@@ -24,7 +24,9 @@ written by a thread of their own), writes the pcap record header and counts (ret
 pairs, runts included (written as they are, not run). No numpy pass over per-packet arrays, no
 per-packet Python: faults, frames too long for the loop and redirects stop the loop and are decided here
 one by one, in order (`_sink_batch`), and `_fold` turns the counts into stats.json in the same order
-as `_count` (so the JSON is the same text).
+as `_count` (so the JSON is the same text). Batches of a pcap file's records as read (Batch.records) let
+the loop refer to a record it would write unchanged instead of copying it (jit.batch F_RECORDS): the
+files' streams are handed to the writer at the end of each such batch, which keeps its buffer till then.
 
 With `--log` (one JSON line per packet) the batch is run with per-packet output arrays as above, and
 faults/redirects work per packet.
@@ -51,6 +53,8 @@ if TYPE_CHECKING:
 
 # sink mode (below) for every batch without --log; tests turn it off to compare with the other batch path
 SINK_MODE = True
+# sink mode refers to a pcap file's unchanged records as read; tests turn it off to compare with copies
+RECORDS = True
 
 # run_batch leaves this many bytes before each packet's output: a pcap record header's room, so the
 # sinks write records straight from the output buffer (PcapWriter.write_batch(gaps=True))
@@ -282,12 +286,18 @@ def _sink_batch(replay: Replay, iface: Interface, plan: _Plan, b: Batch, times: 
 
     plan.counts[:] = 0
     sp = SinkPlan(plan.keys, plan.route, rb.files, rb.nfiles, plan.counts, len(FIXED), K_SHORT,
-                  np.ascontiguousarray(b.ts_ns, np.int64), decide, rb.flush_full, ETH_HLEN)
+                  np.ascontiguousarray(b.ts_ns, np.int64), decide, rb.flush_full, ETH_HLEN,
+                  records=b.records and RECORDS)
     reuse = replay.__dict__.get("_batch_result")
-    res = backend.engine.run_batch(backend.runtime, iface.prog_ids[0], b.data, b.offsets,
-                                   b.lengths.astype(np.int32, copy=False).view(np.uint32),
-                                   mono.view(np.uint64), queues, ifindex=iface.ifindex,
-                                   budget=backend.budget, reuse=reuse, sink=sp)
+    if sp.records:  # the files' streams may refer to the capture's records as read (not copied)
+        rb.hold(b.data)
+    try:
+        res = backend.engine.run_batch(backend.runtime, iface.prog_ids[0], b.data, b.offsets,
+                                       b.lengths.astype(np.int32, copy=False).view(np.uint32),
+                                       mono.view(np.uint64), queues, ifindex=iface.ifindex,
+                                       budget=backend.budget, reuse=reuse, sink=sp)
+    finally:
+        rb.release()  # (before the reader may read into that buffer again: the writer keeps it)
     replay.__dict__["_batch_result"] = res  # its arrays are reused by the next batch (constant memory)
     rb.pending = True
     _fold(replay, iface, plan, keys, decided, names, n, sp.tail_calls, res.helper_counts)

@@ -31,6 +31,7 @@ from .sinks import Sinks
 from .stats import RECORD_REASONS, Stats
 
 BATCH = 4096
+FAST_BATCH = 65536  # packets per batch of the JIT's native batches
 
 
 class Clock:
@@ -75,7 +76,7 @@ class Replay:
         reader = None
         error: CaptureError | None = None
         try:
-            reader = read_batches(path, BATCH if not self.fast else 65536, prefetch=self.fast)
+            reader = read_batches(path, BATCH if not self.fast else FAST_BATCH, prefetch=self.fast)
             for batch in reader:
                 self.batch(batch)
                 if progress is not None:
@@ -185,7 +186,7 @@ class Replay:
 def _slice(b: Batch, s: int, e: int) -> Batch:
     """Packets s..e of a batch (views: no bytes are copied)."""
     return Batch(b.data, b.offsets[s:e], b.lengths[s:e], b.ts_ns[s:e], b.interface[s:e], b.index + s,
-                 b.orig_lens[s:e])
+                 b.orig_lens[s:e], b.records)
 
 
 def replay_to_dir(spec: str | PipelineSpec, pcap: str | os.PathLike[str], out: Path, *, engine: str = "jit",

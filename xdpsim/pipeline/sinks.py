@@ -6,6 +6,7 @@ with several interfaces each interface has its own subdirectory.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import queue
@@ -121,29 +122,38 @@ class Sinks:
 
 
 class RecordBuffers:
-    """One buffer of whole pcap records per sink file, appended to by native code (run_batch's sink mode:
-    `files` rows are (base address, capacity, position)) and by `append`; full buffers go to the file
-    in order, written by a thread of their own (os.write releases the GIL: the programs run on while
-    the kernel copies) or at once (`threaded=False`). At most `len(slots) + SPARE` buffers exist, so
-    memory stays constant; a file is created when its first records are written.
+    """Each sink file's records for native code (run_batch's sink mode) and `append`: a part per file,
+    a buffer of whole pcap records and the file's stream, the (address, length) pieces (struct iovecs)
+    it gets, in order: pieces of the buffer, or, for a batch read from a pcap file (`hold(data)` first),
+    records of the capture's own read buffer that are the very bytes to write (no copy; `release()`
+    after the batch hands every stream that may refer to them over, keeping `data` until written).
+    `files` rows are jit.batch's F_* words. Full parts go to their files in order (`_write_all`: gathered,
+    then written), by a thread of their own (the gather and the write release the GIL: the programs run
+    on meanwhile) or at once (`threaded=False`). At most `len(slots) + 1 + SPARE` parts exist, so memory
+    stays constant; a file is created when its first records are written.
     """
 
     SIZE = 4 << 20
+    IOV = 16384  # pieces per part
     MAX_SLOTS = 64
     SPARE = 1
 
     def __init__(self, sinks: Sinks, threaded: bool = True) -> None:
+        # (jit.batch's layout of a file's words: imported here, with the JIT, not for other engines)
+        from ..jit.batch import FILE_WORDS
+
         self.sinks = sinks
-        self.files = np.zeros((self.MAX_SLOTS, 3), np.uint64)  # never moves: native code reads it
-        self.bufs: list[np.ndarray] = []
+        self.files = np.zeros((self.MAX_SLOTS, FILE_WORDS), np.uint64)  # never moves: native code reads it
+        self.parts: list[_Part] = []
         self.keys: list[tuple[str, str, str | None]] = []
         self._by_path: dict[Path, int] = {}
         self._by_key: dict[tuple[str, str, str | None], int] = {}
-        self._free: list[np.ndarray] = []
+        self._free: list[_Part] = []
         self._made = 0
+        self._hold: object = None  # what streams may refer to (the batch being run)
         self._cv = threading.Condition()
         self._queue: queue.SimpleQueue | None = None
-        self._busy = 0  # buffers handed to the thread, not yet written
+        self._busy = 0  # parts handed to the thread, not yet written
         self._error: BaseException | None = None
         self.pending = False  # records not yet in their files
         self._thread: threading.Thread | None = None
@@ -154,7 +164,7 @@ class RecordBuffers:
 
     @property
     def nfiles(self) -> int:
-        return len(self.bufs)
+        return len(self.parts)
 
     def slot(self, interface: str, outcome: str, target: str | None) -> int | None:
         """The slot of an outcome's file; None when there are too many files for the table."""
@@ -164,41 +174,66 @@ class RecordBuffers:
             path = self.sinks.path(interface, outcome, target)
             s = self._by_path.get(path)
             if s is None:
-                if len(self.bufs) == self.MAX_SLOTS:
+                if len(self.parts) == self.MAX_SLOTS:
                     return None
-                s = self._by_path[path] = len(self.bufs)
-                self.bufs.append(self._buffer())
+                s = self._by_path[path] = len(self.parts)
+                self.parts.append(self._part())
                 self.keys.append(key)
-                self.files[s] = (self.bufs[s].ctypes.data, self.SIZE, 0)
+                self._install(s)
             self._by_key[key] = s
         return s
 
+    def hold(self, data: object) -> None:
+        """Native code's streams may refer to `data` (F_RECORDS) until `release()`."""
+        self._hold = data
+
+    def release(self) -> None:
+        """Every stream that may refer to the held data goes to its writer (which keeps the data)."""
+        if self._hold is not None:
+            for s in range(len(self.parts)):
+                self._flush(s)
+            self._hold = None
+
     def append(self, slot: int, data: bytes, ts_ns: int) -> None:
         """One record from Python, after those native code wrote to the slot."""
+        from ..jit.batch import F_CAP, F_IOV_N, F_POS
+
         need = 16 + len(data)
-        if int(self.files[slot, 1] - self.files[slot, 2]) < need:
+        row = self.files[slot]
+        if int(row[F_CAP] - row[F_POS]) < need or int(row[F_IOV_N]) == self.IOV:
             self._flush(slot)
             if need > self.SIZE:  # (bigger than a buffer: straight to the file, in order)
                 self.drain()
                 self.sinks.write(*self.keys[slot], data, ts_ns)
                 return
-        pos = int(self.files[slot, 2])
+        part = self.parts[slot]
+        pos = int(row[F_POS])
         ts = min(max(ts_ns, 0), MAX_TS_NS)
-        buf = self.bufs[slot]
-        struct.pack_into("<IIII", buf, pos, ts // 1_000_000_000, ts % 1_000_000_000, len(data), len(data))
-        buf[pos + 16 : pos + need] = np.frombuffer(data, np.uint8)
-        self.files[slot, 2] = pos + need
+        sec, nsec = divmod(ts, 1_000_000_000)
+        struct.pack_into("<IIII", part.buf, pos, sec, nsec, len(data), len(data))
+        part.buf[pos + 16 : pos + need] = np.frombuffer(data, np.uint8)
+        row[F_POS] = pos + need
+        k = int(row[F_IOV_N])
+        at = part.addr + pos
+        if k and int(part.iov[k - 1, 0]) + int(part.iov[k - 1, 1]) == at:  # (as native code does)
+            part.iov[k - 1, 1] += need
+        else:
+            part.iov[k] = (at, need)
+            row[F_IOV_N] = k + 1
         self.pending = True
 
     def flush_full(self) -> None:
-        """Native code stopped: every buffer without a record's room goes to its file."""
-        room = self.files[: len(self.bufs), 1] - self.files[: len(self.bufs), 2]
-        for s in np.flatnonzero(room < 4096 + 16).tolist():
+        """Native code stopped: every part without a record's room goes to its file."""
+        from ..jit.batch import F_CAP, F_IOV_CAP, F_IOV_N, F_POS, RECORD_ROOM
+
+        rows = self.files[: len(self.parts)]
+        full = ((rows[:, F_CAP] - rows[:, F_POS]) < RECORD_ROOM) | (rows[:, F_IOV_N] == rows[:, F_IOV_CAP])
+        for s in np.flatnonzero(full).tolist():
             self._flush(s)
 
     def drain(self) -> None:
         """Every record written to its file."""
-        for s in range(len(self.bufs)):
+        for s in range(len(self.parts)):
             self._flush(s)
         with self._cv:
             while self._busy:
@@ -217,8 +252,14 @@ class RecordBuffers:
 
     # ---------------------------------------------------------------- internals
 
+    def _install(self, s: int) -> None:
+        part = self.parts[s]
+        self.files[s] = (part.addr, self.SIZE, 0, part.iov_addr, self.IOV, 0)
+
     def _flush(self, s: int) -> None:
-        n = int(self.files[s, 2])
+        from ..jit.batch import F_IOV_N
+
+        n = int(self.files[s, F_IOV_N])
         if not n:
             return
         self.pending = True
@@ -226,41 +267,42 @@ class RecordBuffers:
         f = w._f  # noqa: SLF001 - its buffered bytes (per-packet writes) go first
         assert f is not None
         f.flush()
-        buf = self.bufs[s]
+        part = self.parts[s]
         if self._queue is None:
-            _write_all(f.fileno(), buf, n)
-            self.files[s, 2] = 0
+            _write_all(f.fileno(), part.iov, n)
+            self._install(s)
             return
         self._raise()
-        new = self._buffer()
-        self.bufs[s] = new
-        self.files[s] = (new.ctypes.data, self.SIZE, 0)
+        part.held = self._hold
+        self.parts[s] = self._part()
+        self._install(s)
         with self._cv:
             self._busy += 1
-        self._queue.put((f.fileno(), buf, n))
+        self._queue.put((f.fileno(), part, n))
 
-    def _buffer(self) -> np.ndarray:
-        """A free buffer: a spare one, a new one while under the limit, else the next one written."""
+    def _part(self) -> _Part:
+        """A free part: a spare one, a new one while under the limit, else the next one written."""
         with self._cv:
             while True:
                 if self._free:
                     return self._free.pop()
-                if self._made < len(self.bufs) + 1 + self.SPARE:
+                if self._made < len(self.parts) + 1 + self.SPARE:
                     self._made += 1
-                    return np.empty(self.SIZE, np.uint8)  # (pages cost nothing until written)
+                    return _Part(self.SIZE, self.IOV)
                 self._cv.wait()
 
     def _run(self) -> None:
         assert self._queue is not None
         while (item := self._queue.get()) is not None:
-            fd, buf, n = item
+            fd, part, n = item
             try:
                 if self._error is None:
-                    _write_all(fd, buf, n)
+                    _write_all(fd, part.iov, n)
             except BaseException as e:  # noqa: BLE001 - reported on the replay's thread
                 self._error = e
+            part.held = None
             with self._cv:
-                self._free.append(buf)
+                self._free.append(part)
                 self._busy -= 1
                 self._cv.notify_all()
 
@@ -270,7 +312,44 @@ class RecordBuffers:
             raise err
 
 
-def _write_all(fd: int, buf: np.ndarray, n: int) -> None:
-    view = memoryview(buf)[:n]
+class _Part:
+    """A file's record buffer and stream; `held`: what the stream may refer to besides the buffer."""
+
+    def __init__(self, size: int, pieces: int) -> None:
+        self.buf = np.empty(size, np.uint8)  # (pages cost nothing until written)
+        self.iov = np.empty((pieces, 2), np.uint64)
+        self.addr = self.buf.ctypes.data
+        self.iov_addr = self.iov.ctypes.data
+        self.held: object = None
+
+
+def _write_all(fd: int, iov: np.ndarray, n: int) -> None:
+    """The n pieces (address, length) of `iov` to fd, in order: small ones gathered into the thread's
+    stage (one copy, then one write per stage-full: the kernel's cost per piece of a writev is ~1 us, a
+    record's copy ~30 ns), pieces as big as the stage written as they are."""
+    from ..io.native import gather
+
+    stage = getattr(_stages, "buf", None)
+    if stage is None:
+        stage = _stages.buf = np.empty(_STAGE, np.uint8)  # (one per writing thread, reused: warm)
+    lens = iov[:n, 1]
+    i = 0
+    while i < n:
+        if int(lens[i]) >= len(stage):
+            piece = (ctypes.c_char * int(lens[i])).from_address(int(iov[i, 0]))
+            _write_bytes(fd, memoryview(piece).cast("B"))
+            i += 1
+            continue
+        ends = np.cumsum(lens[i : i + 4096])
+        k = max(int(np.searchsorted(ends, len(stage), side="right")), 1)
+        _write_bytes(fd, memoryview(stage)[: gather(stage, iov[i : i + k])])
+        i += k
+
+
+_STAGE = 1 << 20  # bytes gathered per write
+_stages = threading.local()
+
+
+def _write_bytes(fd: int, view: memoryview) -> None:
     while len(view):
         view = view[os.write(fd, view) :]
