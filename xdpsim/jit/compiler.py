@@ -14,7 +14,9 @@ Tiers (the same lowering code, so the same semantics, faults and all):
   proven code equals), no optimisation pass, machine code at codegen level 0 (`tm0`), loaded at
   once. Its module holds only the program: the program-independent out-of-line functions (slow and
   checked memory paths, native helper bodies: `lower.library_module`) are compiled once per
-  (xdp, tc) variant into a shared object (O2, disk-cached like the batch loop) that tier-1 code calls;
+  (xdp, tc) variant into a shared object that tier-1 code calls through its addresses (O2 from the
+  disk cache; the first time on a machine at level 0 while the O2 object for the cache is built in
+  the background);
 - tier 2: lowered again with proofs in a background thread (llvmlite's LLVM calls go through ctypes
   and release the GIL), the library module linked in (its functions made internal again, so LLVM
   inlines helper bodies as it would in one module), the O2 pipeline, codegen level 3. The object goes
@@ -155,7 +157,7 @@ class Compiled:
 @dataclass
 class _Job:
     key: str
-    prog: ProgramInput
+    prog: ProgramInput | None  # None: the shared library's O2 object for the disk cache
     natives: NativeHelpers | None
     variant: tuple[bool, bool]
     queued: float
@@ -337,23 +339,44 @@ class Compiler:
             names_file = f"{key}.names"
             names = self._read_cache(names_file) if obj is not None else None
             if obj is None or names is None:
+                # the first build on this machine: level-0 code now (tier 1 waits for it), the O2
+                # object for the disk cache in the background (later processes load that one)
                 mod = self._parse(self.library_text(variant, natives))
-                plain = []
-                for f in mod.functions:
-                    if not f.is_declaration:
-                        plain.append(f.name)
-                        f.name = tag + f.name
-                        f.linkage = llvm.Linkage.external
-                self._optimise(mod)
-                obj = self.tm.emit_object(mod)
+                plain = self._export(mod, tag)
+                obj = self.tm0.emit_object(mod)
                 names = "\n".join(plain).encode()
-                self._write_cache(key, obj)
-                self._write_cache(names_file, names)
+                if self.use_disk:
+                    self._write_cache(names_file, names)
+                    self._enqueue(_Job(key, None, natives, variant, time.perf_counter()))
             self.engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
             self.engine.finalize_object()
             lib = {n: tag + n for n in names.decode().split("\n") if n}
             self._libs[variant] = lib
             return lib
+
+    @staticmethod
+    def _export(mod: llvm.ModuleRef, tag: str) -> list[str]:
+        """The library's functions under their shared symbols (`tag` + name); their plain names."""
+        plain = []
+        for f in mod.functions:
+            if not f.is_declaration:
+                plain.append(f.name)
+                f.name = tag + f.name
+                f.linkage = llvm.Linkage.external
+        return plain
+
+    def _cache_library(self, job: _Job) -> None:
+        """Background: the library's O2 object of `job.variant` into the disk cache (not loaded
+        here: this process keeps the level-0 copy its tier-1 code calls)."""
+        tag = f"xdpsim_lib{int(job.variant[0])}{int(job.variant[1])}."
+        text = self.library_text(job.variant, job.natives)
+        self._wait_foreground()
+        mod = self._parse(text)
+        self._export(mod, tag)
+        self._wait_foreground()
+        self._optimise(mod)
+        self._wait_foreground()
+        self._write_cache(job.key, self.tm.emit_object(mod))
 
     def library_text(self, variant: tuple[bool, bool], natives: NativeHelpers | None = None) -> str:
         text = self._lib_text.get(variant)
@@ -440,6 +463,9 @@ class Compiler:
                 job = self._jobs.popleft()
             t0 = time.thread_time()
             try:
+                if job.prog is None:  # (the shared library: Compiler.library)
+                    self._cache_library(job)
+                    continue
                 text = self.tier2_text(job.prog, T2_PREFIX + job.key, job.natives)
                 self._wait_foreground()
                 obj = self._build_t2(text, job.variant, step=True)

@@ -132,19 +132,26 @@ class ModuleLowering:
             fn = ir.Function(self.module, FN_TYPE, function_name(entry_name, f.start))
             self.ir_funcs[f.start] = fn
         self.natives = natives
-        self.memcpy = ir.Function(
-            self.module, ir.FunctionType(VOID, [PTR, PTR, I64, I1]), "llvm.memcpy.p0.p0.i64"
-        )
-        self.bswap = {
-            w: ir.Function(self.module, ir.FunctionType(INT[w // 8], [INT[w // 8]]), f"llvm.bswap.i{w}")
-            for w in (16, 32, 64)
-        }
         # TBAA: program memory (region buffers) never overlaps the engine's own memory (env, the
         # region table, map descriptors), so a program store does not force env/table loads again
-        m = self.module
-        root = m.add_metadata([ir.MetaDataString(m, "xdpsim")])
-        types = [m.add_metadata([ir.MetaDataString(m, n), root, ir.Constant(I64, 0)]) for n in ("env", "mem")]
-        self.tbaa_env, self.tbaa_mem = (m.add_metadata([t, t, ir.Constant(I64, 0)]) for t in types)
+        # (tier 1 runs no optimisation: no metadata to build, print and parse)
+        if not compact:
+            m = self.module
+            root = m.add_metadata([ir.MetaDataString(m, "xdpsim")])
+            types = [m.add_metadata([ir.MetaDataString(m, n), root, c64(0)]) for n in ("env", "mem")]
+            self.tbaa_env, self.tbaa_mem = (m.add_metadata([t, t, c64(0)]) for t in types)
+
+    @property
+    def memcpy(self) -> ir.Function:
+        """llvm.memcpy, declared on first use (every declaration is IR to build, print and parse)."""
+        return self._intrinsic("llvm.memcpy.p0.p0.i64", ir.FunctionType(VOID, [PTR, PTR, I64, I1]))
+
+    def bswap(self, width: int) -> ir.Function:
+        return self._intrinsic(f"llvm.bswap.i{width}", ir.FunctionType(INT[width // 8], [INT[width // 8]]))
+
+    def _intrinsic(self, name: str, ty: ir.FunctionType) -> ir.Function:
+        fn = self.module.globals.get(name)
+        return fn if fn is not None else ir.Function(self.module, ty, name)
 
     def _cold_access_function(self, name: str) -> tuple[ir.Function, bool]:
         """The module's `i64 name(env, pc, addr, value)`, declared out of line and cold on first use;
@@ -224,13 +231,6 @@ class ModuleLowering:
         return fn
 
     def lower(self) -> ir.Module:
-        if self.shared and self.natives is not None:
-            # declared here, so natives.py finds them and builds no body (helper functions are
-            # `i64 xdpsim.helper.<id>(env, r0..r5, fp, pc)`; unused declarations cost nothing)
-            for hid in sorted(self.prog.native_helpers):
-                name = f"xdpsim.helper.{hid}"
-                if name not in self.module.globals:
-                    ir.Function(self.module, ir.FunctionType(I64, [PTR] + [I64] * 8), name)
         if self.exact is not None:
             f = next(f for f in self.funcs if f.start == self.exact)
             fn = ir.Function(self.module, EXACT_TYPE, exact_name(self.entry_name, f.start))
@@ -691,14 +691,24 @@ class FuncLowering:
         heads = {f.start} | (f.loop_heads & set(ends))
         length: dict[int, int] = {}
         succs: dict[int, list[int]] = {}
+        first: dict[int, int] = {}  # the block's first instruction that is not NEUTRAL: its kind
+        last: dict[int, int] = {}  # its last one's
+        observes: set[int] = set()  # blocks with an OBSERVABLE instruction
         for start in leaders:
-            n, last, p = 0, start, start
-            while p < ends[start]:
-                n, last = n + 1, p
-                p += 2 if insns[p].is_lddw else 1
-            length[start] = n
-            ins = insns[last]
-            succs[start] = [ends[start]]
+            n, at, p, end = 0, start, start, ends[start]
+            k0 = k1 = NEUTRAL
+            while p < end:
+                ins = insns[p]
+                n, at = n + 1, p
+                k = _fault_kind(ins)
+                if k:
+                    k0, k1 = k0 or k, k
+                    if k == OBSERVABLE:
+                        observes.add(start)
+                p += 2 if ins.is_lddw else 1
+            length[start], first[start], last[start] = n, k0, k1
+            ins = insns[at]
+            succs[start] = [end]
             if ins.cls in (isa.BPF_JMP, isa.BPF_JMP32):
                 if ins.code == isa.BPF_EXIT:
                     succs[start] = []
@@ -706,44 +716,32 @@ class FuncLowering:
                     native = ins.opcode == isa.CALL and ins.src == isa.CALL_HELPER and (
                         ins.imm in self.mod.prog.native_helpers
                     )
-                    if not native and ends[start] in ends:
-                        heads.add(ends[start])
+                    if not native and end in ends:
+                        heads.add(end)
                 else:
-                    t = ins.jump_target(last)
-                    succs[start] = [t] if ins.code == isa.BPF_JA else [t, last + 1]
+                    t = ins.jump_target(at)
+                    succs[start] = [t] if ins.code == isa.BPF_JA else [t, at + 1]
         if 3 * (len(leaders) - len(heads)) <= self.REGION_HEAD_COST:
             return None
-        # blocks a run may enter with a fault recorded but not tested yet (an access in a block
+        # Blocks a run may enter with a fault recorded but not tested yet (an access in a block
         # before, on some path, and no test since): their first observable instruction tests; heads
         # entered so test env FAULT with the budget. Edges into blocks that are no head go forward.
         # A block left so still tests at its exit when its fault would reach two or more tests
         # (heads, blocks with something observable before any access): `reach` holds up to two.
         reach: dict[int, frozenset[int]] = {}
         for start in reversed(leaders):
-            p, tested, access = start, False, False
-            while p < ends[start]:
-                ins = insns[p]
-                if not self._unchecked_after(ins, True):  # something observable: tested before it
-                    tested = True
-                    break
-                access = access or self._unchecked_after(ins, False)
-                p += 2 if ins.is_lddw else 1
-            if start in heads or (tested and not access):
+            if start in heads or first[start] == OBSERVABLE:
                 reach[start] = frozenset({start})
-            elif tested:
+            elif start in observes:
                 reach[start] = frozenset()  # (its own accesses' test covers what comes in)
             else:
                 reach[start] = self._reach_of(succs[start], reach, heads)
         self.unchecked_in = unchecked = set()
         self.exit_tests = set()
         for start in leaders:
-            u = start in unchecked and start not in heads  # (a head tests env FAULT)
-            p = start
-            while p < ends[start]:
-                u = self._unchecked_after(insns[p], u)
-                p += 2 if insns[p].is_lddw else 1
-            if not u:
-                continue
+            k = last[start]
+            if k == OBSERVABLE or (k == NEUTRAL and (start not in unchecked or start in heads)):
+                continue  # (a head tests env FAULT)
             nxt = [t for t in succs[start] if t in ends]
             if len(self._reach_of(nxt, reach, heads)) >= 2:
                 self.exit_tests.add(start)
@@ -768,18 +766,6 @@ class FuncLowering:
             if len(out) >= 2:
                 break
         return out
-
-    @staticmethod
-    def _unchecked_after(ins: Instruction, unchecked: bool) -> bool:
-        """Tier 1: whether a fault may be recorded and untested after `ins` (see flush)."""
-        cls = ins.cls
-        if ins.is_lddw or cls in (isa.BPF_ALU, isa.BPF_ALU64):
-            return unchecked
-        if cls in (isa.BPF_LDX, isa.BPF_ST) or (cls == isa.BPF_STX and ins.mode != isa.BPF_ATOMIC):
-            return True  # a guarded access
-        if cls in (isa.BPF_JMP, isa.BPF_JMP32) and ins.code not in (isa.BPF_CALL, isa.BPF_EXIT):
-            return unchecked
-        return False  # calls, exits, atomics...: tested before, and after whatever may fault
 
     _resume_block: ir.Block | None = None
     _resume_phi: ir.PhiInstr | None = None
@@ -1060,7 +1046,7 @@ class FuncLowering:
         width = ins.imm
         v = self.b.trunc(self.get(ins.dst), INT[width // 8]) if width < 64 else self.get(ins.dst)
         if is64 or ins.source == isa.BPF_TO_BE:  # bswap (v4) or to big-endian on a little-endian host
-            v = self.b.call(self.mod.bswap[width], [v])
+            v = self.b.call(self.mod.bswap(width), [v])
         return self.b.zext(v, I64) if width < 64 else v
 
     def alu_divmod(self, ins: Instruction, ty: ir.IntType, a: ir.Value, d: ir.Value, mod: bool) -> ir.Value:
@@ -1618,6 +1604,23 @@ def library_module(xdp: bool, tc: bool, natives: NativeHelpers, helper_ids: froz
     for size in (4, 8):
         ml.atomic_ptr_function(size)
     return ml.lower()
+
+
+# tier 1 with budget regions: what an instruction does to a fault recorded but not tested yet
+NEUTRAL, ACCESS, OBSERVABLE = 0, 1, 2
+
+
+def _fault_kind(ins: Instruction) -> int:
+    """ACCESS: a guarded access (may record a fault, runs on); OBSERVABLE: tested before (and after
+    whatever may fault: calls, exits, atomics...); NEUTRAL: registers and jumps (see flush)."""
+    cls = ins.cls
+    if ins.is_lddw or cls in (isa.BPF_ALU, isa.BPF_ALU64):
+        return NEUTRAL
+    if cls in (isa.BPF_LDX, isa.BPF_ST) or (cls == isa.BPF_STX and ins.mode != isa.BPF_ATOMIC):
+        return ACCESS
+    if cls in (isa.BPF_JMP, isa.BPF_JMP32) and ins.code not in (isa.BPF_CALL, isa.BPF_EXIT):
+        return NEUTRAL
+    return OBSERVABLE
 
 
 def function_name(entry_name: str, start: int) -> str:

@@ -171,6 +171,8 @@ class Natives(NativeHelpers):
         f = mod.module.globals.get(name)
         if f is None:
             f = ir.Function(mod.module, ir.FunctionType(I64, [PTR] + [I64] * 8), name)
+            if mod.shared:  # (helper bodies come from the library module: declared, on first use)
+                return f
             f.linkage = "internal"
             body = HelperBody(mod, f, regs=True)
             self.count(body, hid)  # (in the body, not at every call site: less IR per call)
