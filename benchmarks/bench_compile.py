@@ -55,7 +55,7 @@ def tiers(paths: list[str], repeat: int, phases: bool) -> None:
         for variant in ((True, False), (False, True), (False, False)):
             t0 = time.thread_time()
             comp.library(variant, eng._natives)  # noqa: SLF001
-            print(f"library {variant}: built once per xdpsim version, {_ms(t0):.0f} ms (level 0; O2 follows)")
+            print(f"library {variant}: built once per xdpsim version, {_ms(t0):.0f} ms (level 0, O2 follows)")
         comp.wait()  # (its O2 object for the disk cache: built in the background, not measured here)
         head = f"{'program':18s} {'insns':>5s} {'tier 1':>7s} {'tier 2':>7s} {'cached':>7s}"
         if phases:

@@ -16,7 +16,7 @@ Tiers (the same lowering code, so the same semantics, faults and all):
   checked memory paths, native helper bodies: `lower.library_module`) are compiled once per
   (xdp, tc) variant into a shared object that tier-1 code calls through its addresses (O2 from the
   disk cache; the first time on a machine at level 0 while the O2 object for the cache is built in
-  the background);
+  the background; with the cache off, O2 at once);
 - tier 2: lowered again with proofs in a background thread (llvmlite's LLVM calls go through ctypes
   and release the GIL), the library module linked in (its functions made internal again, so LLVM
   inlines helper bodies as it would in one module), the O2 pipeline, codegen level 3. The object goes
@@ -340,10 +340,13 @@ class Compiler:
             names = self._read_cache(names_file) if obj is not None else None
             if obj is None or names is None:
                 # the first build on this machine: level-0 code now (tier 1 waits for it), the O2
-                # object for the disk cache in the background (later processes load that one)
+                # object for the disk cache in the background (later processes load that one).
+                # Without the disk cache, O2 now: level-0 library code makes tier 1 ~1.5x slower
                 mod = self._parse(self.library_text(variant, natives))
                 plain = self._export(mod, tag)
-                obj = self.tm0.emit_object(mod)
+                if not self.use_disk:
+                    self._optimise(mod)
+                obj = (self.tm0 if self.use_disk else self.tm).emit_object(mod)
                 names = "\n".join(plain).encode()
                 if self.use_disk:
                     self._write_cache(names_file, names)
