@@ -39,6 +39,7 @@ PY_EXACT_TYPE = ir.FunctionType(I64, [PTR, I64])  # env function start -> its ex
 EXACT_TYPE = ir.FunctionType(I64, [PTR] + [I64] * 12)
 
 U32 = 0xFFFF_FFFF
+TAIL_CALL_ID = 12  # bpf_tail_call (natives.H_TAIL_CALL): its lowering reads registers in blocks of its own
 
 
 _C64: dict[int, ir.Constant] = {}
@@ -663,7 +664,12 @@ class FuncLowering:
             self.flush(0)  # (exit reads through the cache; nothing after it reads the allocas)
             self.lower_insn(pc, ins)
             return
-        self.flush(self.live.get(pc, ALL))
+        if ins.opcode == isa.CALL and ins.src == isa.CALL_HELPER and ins.imm != TAIL_CALL_ID:
+            # a helper call takes its arguments through the register cache and leaves its block
+            # only to return (a fault): only what is live after it needs its alloca
+            self.flush(live_after(self.insns, self.live, pc))
+        else:
+            self.flush(self.live.get(pc, ALL))
         self.lower_insn(pc, ins)
 
     def count(self, slot: int, inc: ir.Value) -> None:
