@@ -694,13 +694,17 @@ class JitEngine:
             r0 = ENTRY_TYPE(cp.funcs[where[1]])(
                 rj.env.ctypes.data, *[_s64(x) for x in a[:5]], frame_pointer(depth)
             )
+            if rj.env[abi.E_FAULT] and rj.error is None:
+                # (built here: the message names the stack window of the faulting frame, as the
+                # interpreter's does, not the caller's restored below)
+                rj.env_to_python(state)
+                rj.raise_fault(state)
         finally:
             rj._depth = saved_depth
             rj.env[abi.E_ENTRY_REGS : abi.E_ENTRY_REGS + len(abi.ENTRY_REGS)] = saved_regs
             mem.set_window(STACK, *saved)
         if rj.env[abi.E_FAULT]:
             err = rj.error
-            if err is None:
-                rj.raise_fault(state)
+            assert err is not None
             raise err  # the helper's trampoline stores it again on the way out
         return r0 & U64

@@ -434,7 +434,12 @@ class Compiler:
             if job.key in self._pending or self._closing:
                 return
             self._pending.add(job.key)
-            self._jobs.append(job)
+            # programs before the library's O2 object (exit waits a bounded time: programs first)
+            if job.prog is None:
+                self._jobs.append(job)
+            else:
+                lib = [i for i, j in enumerate(self._jobs) if j.prog is None]
+                self._jobs.insert(lib[0] if lib else len(self._jobs), job)
             if self._worker is None:
                 self._worker = threading.Thread(target=self._work, name="xdpsim-jit-tier2", daemon=True)
                 self._worker.start()
