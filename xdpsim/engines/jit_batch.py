@@ -245,6 +245,8 @@ def run_batch(
     a[nb.A_OUT_GAP] = out_gap
     if sink is not None:
         _sink_args(a, sink, runtime)
+        if sink.records and packet_unchanged(engine, runtime, prog_id):
+            a[nb.A_FLAGS] |= nb.F_UNCHANGED
     fn = BATCH_TYPE(compiler().batch_address())
     pos = 0
     i = 0
@@ -341,6 +343,28 @@ def run_batch(
     engine._outputs(rj, state)  # noqa: SLF001 - helper counts gathered natively
     res.helper_counts = dict(state.helper_counts)
     return res
+
+
+def packet_unchanged(engine: JitEngine, runtime: Runtime, prog_id: int) -> bool:
+    """Whether it is proven (jit.effects) that no run of the program, nor of any program it may tail-call
+    (then: every program of the runtime, wherever prog arrays point), changes its packet's bytes or
+    frame. Each program's answer is kept in its cache (a map frozen later only turns stores into faults)."""
+    from ..jit.effects import cached_effects
+    from ..spec import ProgType
+
+    def of(lp: Any) -> Any:
+        e = lp.cache.get("effects")
+        if e is None:
+            xdp = getattr(lp.spec, "type", None) == ProgType.XDP
+            e = lp.cache["effects"] = cached_effects(
+                lp.insns, xdp, engine._value_sizes(runtime), engine._entries(lp),  # noqa: SLF001
+                engine._writable(runtime))  # noqa: SLF001
+        return e
+
+    first = of(runtime.programs[prog_id])
+    if first.writes:
+        return False
+    return not first.tail_calls or not any(of(lp).writes for lp in runtime.programs)
 
 
 def _sink_args(a: np.ndarray, sink: SinkPlan, runtime: Runtime) -> None:

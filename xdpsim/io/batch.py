@@ -336,17 +336,20 @@ class BatchReader:
         while True:
             walker = RecordWalker(self.batch_size, h.endian, h.frac_scale, self.native, self._columns())
             buf = win.buffer(min(cap, size - pos))
+            view, total = memoryview(buf), len(buf)
+            caplen_at = struct.Struct(h.endian + "I").unpack_from
             have = rel = 0
-            while have < len(buf):
-                n = min(piece, len(buf) - have)
-                win.read_into(buf[have : have + n], pos + have)
+            while have < total:
+                n = min(piece, total - have)
+                win.read_into(view[have : have + n], pos + have)
                 have += n
                 piece = _PIECE
                 rel = walker.step(buf, have, rel)
                 if walker.n == self.batch_size:
                     break
-                if rel + 16 <= have and int(buf[rel + 8 : rel + 12].view(h.endian + "u4")[0]) > MAX_SNAPLEN:
+                if rel + 16 <= have and caplen_at(view, rel + 8)[0] > MAX_SNAPLEN:
                     break  # damage: nothing past it is read
+            del view
             if walker.n == self.batch_size or pos + have == size or have < len(buf) or cap >= _Window.MAX:
                 self._batch_bytes = rel
                 return walker.result(rel), buf, pos
@@ -454,8 +457,8 @@ class _Window:
             raise self._shrunk(pos + len(data))
         return data
 
-    def read_into(self, buf: np.ndarray, pos: int) -> None:
-        view = memoryview(buf)
+    def read_into(self, buf: np.ndarray | memoryview, pos: int) -> None:
+        view = buf if isinstance(buf, memoryview) else memoryview(buf)
         done = 0
         while done < len(view):
             got = os.preadv(self.fd, [view[done:]], pos + done)

@@ -92,6 +92,9 @@ F_SINK = 2
 # file's records, in place): a record to write that is the same bytes is not copied; the file's stream
 # refers to it (the caller keeps those bytes until the stream is written).
 F_RECORDS = 4
+# Sink mode with F_RECORDS, F_UNCHANGED: the program (chain) provably never writes the packet nor moves its
+# frame (jit.effects): a record whose header is the one read is the bytes read (no compare of the bytes).
+F_UNCHANGED = 8
 # A file of sink mode (a row of A_FILES): its buffer (base address, capacity, bytes used) and its stream,
 # the pieces the file gets in order: u64[iov_cap][2] (address, length; a struct iovec), iov_n used.
 F_BASE, F_CAP, F_POS, F_IOV, F_IOV_CAP, F_IOV_N = range(6)
@@ -194,8 +197,11 @@ def build_module() -> ir.Module:
             for k, v in enumerate(head):
                 got = b.load(b.gep(in_hdr, [c64(4 * k)], source_etype=I8), typ=I32, align=1)
                 same = b.and_(same, b.icmp_unsigned("==", got, v))
-            bytes_blk = f.append_basic_block("recbytes")
-            b.cbranch(same, bytes_blk, copy_blk)
+            bytes_blk, kept_blk = blocks("recbytes", "reckept")
+            b.cbranch(same, kept_blk, copy_blk)
+            b.position_at_end(kept_blk)
+            unchanged = b.icmp_unsigned("!=", b.and_(arg(A_FLAGS), c64(F_UNCHANGED)), c64(0))
+            b.cbranch(unchanged, ref_blk, bytes_blk)
             b.position_at_end(bytes_blk)
             diff = b.call(memcmp, [src, orig, length])
             b.cbranch(b.icmp_signed("==", diff, ir.Constant(I32, 0)), ref_blk, copy_blk)
