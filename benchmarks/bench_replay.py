@@ -29,7 +29,9 @@ ran. `reader`/`writer` are the CPU seconds of the read-ahead and sink-writer thr
 measures what plain reading and writing of the capture's bytes costs this machine (os.preadv into one
 reused 16 MiB buffer; os.write of 4 MiB pieces into a new file, twice: the first time into page-cache
 pages the kernel takes fresh, the second into the ones the deleted first file gave back), the floor under
-the replay's reader and writer threads.
+the replay's reader and writer threads. `--direct` also runs `jit-direct` after each JIT run of the whole
+workload: the same replay with the sink files' whole pages written with O_DIRECT (XDPSIM_DIRECT_WRITES=1:
+no copy into the page cache, but each write waits for the device).
 """
 
 from __future__ import annotations
@@ -186,9 +188,13 @@ def kernel_raw(pcap: str) -> dict:
 
 
 def measure(engine: str, pcap: Path, out: Path) -> dict:
-    """Run one replay in a child, sampling its anonymous memory."""
+    """Run one replay in a child, sampling its anonymous memory ("jit-direct": the JIT's replay with
+    XDPSIM_DIRECT_WRITES=1)."""
+    env = dict(os.environ)
+    if engine == "jit-direct":
+        engine, env["XDPSIM_DIRECT_WRITES"] = "jit", "1"
     proc = subprocess.Popen([sys.executable, __file__, "--one", engine, str(pcap), str(out)],
-                            stdout=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, text=True, env=env)
     peak_anon = 0
     while proc.poll() is None:
         peak_anon = max(peak_anon, _status_kb(proc.pid, "RssAnon"))
@@ -225,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--floor", action="store_true", help="also measure plain reading and writing of the "
                     "capture's bytes (the I/O floor)")
     ap.add_argument("--pcap", help="replay this capture as the workload instead of generating one")
+    ap.add_argument("--direct", action="store_true", help="also replay the whole workload with sink "
+                    "files written with O_DIRECT (XDPSIM_DIRECT_WRITES=1), each run after a plain one")
     ap.add_argument("--one", nargs=3, metavar=("ENGINE", "PCAP", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:
@@ -256,24 +264,27 @@ def main(argv: list[str] | None = None) -> int:
             subset(ref, interp, args.interp_packets)
             runs += [("interp", interp), ("jit", small)]
         rows = []
-        for engine, pcap in runs:
-            for k in range(args.repeat):
-                res = measure(engine, pcap, d / f"out-{engine}-{pcap.stem}-{k}")
-                if k == 0:
-                    rows.append((engine, res))
-                pps = res["packets"] / res["seconds"]
-                cpu = f"{res['packets'] / res['cpu']:>11,.0f}" if res.get("cpu") else f"{'-':>11}"
-                main = f"{res['packets'] / res['main']:>11,.0f}" if res.get("main") else f"{'-':>11}"
-                extra = ""
-                if res.get("tiers"):
-                    th = res.get("threads", {})
-                    extra = (f"; CPU s main {res['main']:.3f}, reader {th.get('reader', 0):.3f}, writer "
-                             f"{th.get('writer', 0):.3f}; tiers {res['tiers']}")
-                print(f"  {engine:10} {res['packets']:>9,} packets: {pps:>11,.0f} packets/s "
-                      f"({cpu} per CPU second, {main} per main-thread CPU second; wall {res['wall']:.1f} s),"
-                      f" peak RSS {res['hwm_kb'] / 1024:.0f} MB, peak anonymous "
-                      f"{res['anon_kb'] / 1024:.0f} MB{extra}", flush=True)
-                shutil.rmtree(d / f"out-{engine}-{pcap.stem}-{k}", ignore_errors=True)
+        plan = [(engine, pcap, k) for engine, pcap in runs for k in range(args.repeat)]
+        if args.direct:  # alternated with the plain runs of the whole workload
+            plan = [x for e, p, k in plan for x in [(e, p, k)] + ([("jit-direct", p, k)] if p == ref and
+                                                                   e == "jit" else [])]
+        for engine, pcap, k in plan:
+            res = measure(engine, pcap, d / f"out-{engine}-{pcap.stem}-{k}")
+            if k == 0:
+                rows.append((engine, res))
+            pps = res["packets"] / res["seconds"]
+            cpu = f"{res['packets'] / res['cpu']:>11,.0f}" if res.get("cpu") else f"{'-':>11}"
+            main = f"{res['packets'] / res['main']:>11,.0f}" if res.get("main") else f"{'-':>11}"
+            extra = ""
+            if res.get("tiers"):
+                th = res.get("threads", {})
+                extra = (f"; CPU s main {res['main']:.3f}, reader {th.get('reader', 0):.3f}, writer "
+                         f"{th.get('writer', 0):.3f}; tiers {res['tiers']}")
+            print(f"  {engine:10} {res['packets']:>9,} packets: {pps:>11,.0f} packets/s "
+                  f"({cpu} per CPU second, {main} per main-thread CPU second; wall {res['wall']:.1f} s),"
+                  f" peak RSS {res['hwm_kb'] / 1024:.0f} MB, peak anonymous "
+                  f"{res['anon_kb'] / 1024:.0f} MB{extra}", flush=True)
+            shutil.rmtree(d / f"out-{engine}-{pcap.stem}-{k}", ignore_errors=True)
         if args.floor:
             for _ in range(args.repeat):
                 f = io_floor(str(ref), d)
