@@ -5,10 +5,10 @@ off broadcasting programs. tests/test_broadcast_kernel.py asks the running kerne
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
+from bpf_build import log_rows, sink_frames
 
 from xdpsim.io import open_capture
 from xdpsim.isa import Instruction
@@ -78,7 +78,7 @@ def test_example_floods_every_port(tmp_path: Path, engine: str) -> None:
     assert sink(out, "redirect-eth2.pcap") == to_eth2
     # drop.pcap in input order: each runt, and each broadcast's copy for eth0 after it
     assert sink(out, "drop.pcap") == src
-    lines = [json.loads(line) for line in (tmp_path / "packets.jsonl").read_text().splitlines()]
+    lines = log_rows(tmp_path)
     log = [r for r in lines if "copy_of" not in r]
     assert [(r["outcome"], r["reason"], r["target"]) for r in log] == [
         ("redirect", "broadcast", "broadcast") if len(f) >= 14 else ("drop", "frame_too_short", None)
@@ -106,9 +106,7 @@ def test_example_engines_agree(tmp_path: Path) -> None:
     got = {}
     for engine in ENGINES:
         stats = replay_to_dir(str(EXAMPLE), MIXED, tmp_path / engine, engine=engine)
-        files = sorted(p.relative_to(tmp_path / engine) for p in (tmp_path / engine).rglob("*.pcap"))
-        pcaps = [(f, sink(tmp_path / engine, str(f))) for f in files]
-        got[engine] = (stats["reasons"], stats["clones"], pcaps)
+        got[engine] = (stats["reasons"], stats["clones"], sink_frames(tmp_path / engine))
     assert got["jit"] == got["interp"]
 
 

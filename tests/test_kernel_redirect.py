@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import struct
-import subprocess
 from pathlib import Path
 
 import pytest
+from bpf_build import build_bpf, build_pipeline_progs, log_rows, sink_frames
 from kernel_fixtures import kernel  # noqa: F401 - the fixture
 
 from xdpsim import isa
@@ -29,21 +28,13 @@ from xdpsim.spec import MapSpec, MapType, ObjectSpec
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAMS = ROOT / "programs"
 PCAPS = ROOT / "pcaps"
-SOURCE = Path(__file__).with_name("pipeline_progs.c")
 FRAME = bytes.fromhex("ffffffffffff02000000000108004500001c0001000040017cdd0a0000010a000002") + bytes(20)
 
 
 @pytest.fixture(scope="module")
 def progs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tests/pipeline_progs.c built as the kernel takes it (to_port, egress_mark, steer, ...)."""
-    clang = shutil.which("clang-19") or shutil.which("clang")
-    if clang is None:
-        pytest.skip("clang-19 is not installed: cannot build the test programs")
-    obj = tmp_path_factory.mktemp("rprogs") / "p.o"
-    arch = subprocess.run(["uname", "-m"], capture_output=True, text=True).stdout.strip()
-    subprocess.run([clang, "-O2", "-g", "-target", "bpf", f"-I/usr/include/{arch}-linux-gnu", "-DKERNEL_SAFE",
-                    "-c", str(SOURCE), "-o", str(obj)], check=True)
-    return obj
+    return build_pipeline_progs(tmp_path_factory, kernel_safe=True)
 
 
 # --- the instrumentation, on the interpreter -------------------------------------------------------
@@ -258,7 +249,7 @@ def test_kernel_pipeline_routes_devmap_redirects_like_interp(kernel: str, progs:
     for engine in ("interp", "kernel"):
         out = tmp_path / engine
         stats = replay_to_dir(str(toml), PCAPS / "mixed.pcap", out, engine=engine, log=True)
-        rows = [json.loads(line) for line in (out / "packets.jsonl").read_text().splitlines()]
+        rows = log_rows(out)
         sink = (out / "eth0" / "redirect-eth1.pcap").read_bytes()
         got[engine] = ([(r.get("outcome"), r.get("reason"), r.get("target")) for r in rows], stats["reasons"],
                        stats["redirect_targets"], sink)
@@ -318,27 +309,18 @@ value = "0700000000000000"
 
 @pytest.fixture(scope="module")
 def cpumap_obj(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    clang = shutil.which("clang-19") or shutil.which("clang")
-    if clang is None:
-        pytest.skip("clang-19 is not installed: cannot build the test programs")
-    obj = tmp_path_factory.mktemp("cprogs") / "c.o"
-    arch = subprocess.run(["uname", "-m"], capture_output=True, text=True).stdout.strip()
-    subprocess.run([clang, "-O2", "-g", "-target", "bpf", f"-I/usr/include/{arch}-linux-gnu", "-c",
-                    str(CPUMAP_SOURCE), "-o", str(obj)], check=True)
-    return obj
+    return build_bpf(CPUMAP_SOURCE, tmp_path_factory.mktemp("cprogs") / "c.o")
 
 
 def replay_cpumap(obj: Path, tmp_path: Path, engine: str) -> tuple[dict, list, dict[str, list[bytes]], dict]:
-    from xdpsim.io import open_capture
     from xdpsim.pipeline.replay import replay_to_dir
 
     toml = tmp_path / "c.toml"
     toml.write_text(CPUMAP.format(obj=obj))
     out = tmp_path / engine
     stats = replay_to_dir(str(toml), PCAPS / "mixed.pcap", out, engine=engine, log=True)
-    rows = [(r.get("outcome"), r.get("reason"), r.get("target"))
-            for r in map(json.loads, (out / "packets.jsonl").read_text().splitlines())]
-    sinks = {str(p.relative_to(out)): [x.data for x in open_capture(p)] for p in sorted(out.rglob("*.pcap"))}
+    rows = [(r.get("outcome"), r.get("reason"), r.get("target")) for r in log_rows(out)]
+    sinks = sink_frames(out)
     maps = json.loads((out / "maps.json").read_text())
     return stats, rows, sinks, maps
 

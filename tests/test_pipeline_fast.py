@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+from bpf_build import build_bpf
 
 from xdpsim.loader import load_object
 from xdpsim.pipeline.dispatcher import is_entry_candidate
@@ -200,18 +201,36 @@ int egress(struct xdp_md *ctx)
 
 @pytest.fixture(scope="module")
 def every_obj(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import shutil
-    import subprocess
+    return build_bpf(SOURCE, tmp_path_factory.mktemp("every") / "every.o", what="the test program")
 
-    clang = shutil.which("clang-19") or shutil.which("clang")
-    if clang is None:
-        pytest.skip("clang-19 is not installed: cannot build the test program")
-    d = tmp_path_factory.mktemp("every")
-    (d / "every.c").write_text(SOURCE)
-    arch = subprocess.run(["uname", "-m"], capture_output=True, text=True).stdout.strip()
-    subprocess.run([clang, "-O2", "-g", "-target", "bpf", f"-I/usr/include/{arch}-linux-gnu", "-c",
-                    str(d / "every.c"), "-o", str(d / "every.o")], check=True)
-    return d / "every.o"
+
+# the pipeline around `every`: its devmap entry's program, a CPU, an AF_XDP socket, its tail call
+# (`extra`: more keys of its xdp entry, after the program's name)
+EVERY_SPEC = """
+[[interface]]
+name = "eth0"
+queues = {queues}
+xdp = [{{ object = "{obj}", program = "every"{extra} }}]
+[[interface]]
+name = "eth1"
+[[map_entries]]
+map = "ports"
+key = "00000000"
+value = "02000000"
+program = "egress"
+[[map_entries]]
+map = "cpus"
+key = "00000000"
+value = "0001000000000000"
+[[map_entries]]
+map = "xsks"
+key = "00000000"
+value = "05000000"
+[[map_entries]]
+map = "jmp"
+key = "00000000"
+program = "tail"
+"""
 
 
 def every_capture(path: Path) -> Path:
@@ -241,31 +260,7 @@ def test_every_verdict_both_paths(tmp_path: Path, every_obj: Path, queues: int, 
     monkeypatch.setattr(fastpath, "jit_batch", lambda *a: taken.append(real(*a)) or taken[-1])
     extra = f", chain_call_actions = {chain}" if chain else ""
     spec = tmp_path / "p.toml"
-    spec.write_text(f"""
-[[interface]]
-name = "eth0"
-queues = {queues}
-xdp = [{{ object = "{every_obj}", program = "every"{extra} }}]
-[[interface]]
-name = "eth1"
-[[map_entries]]
-map = "ports"
-key = "00000000"
-value = "02000000"
-program = "egress"
-[[map_entries]]
-map = "cpus"
-key = "00000000"
-value = "0001000000000000"
-[[map_entries]]
-map = "xsks"
-key = "00000000"
-value = "05000000"
-[[map_entries]]
-map = "jmp"
-key = "00000000"
-program = "tail"
-""")
+    spec.write_text(EVERY_SPEC.format(queues=queues, obj=every_obj, extra=extra))
     cap = every_capture(tmp_path / "every.pcap")
     fast, slow = tmp_path / "fast", tmp_path / "slow"
     sf = replay_to_dir(str(spec), cap, fast, engine="jit", fast=True, log=True)

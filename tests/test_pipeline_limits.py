@@ -6,32 +6,23 @@ actions and faults as outcomes."""
 from __future__ import annotations
 
 import json
-import shutil
 import struct
-import subprocess
 from pathlib import Path
 
 import pytest
+from bpf_build import build_pipeline_progs, log_rows
 from pipeline_expect import PCAPS, frames
 
 from xdpsim.io import PcapWriter, open_capture
 from xdpsim.pipeline.replay import replay_to_dir
 
-SOURCE = Path(__file__).with_name("pipeline_progs.c")
 FRAME = frames(PCAPS / "icmp.pcap")[0]
 L = len(FRAME)
 
 
 @pytest.fixture(scope="module")
 def obj(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    clang = shutil.which("clang-19") or shutil.which("clang")
-    if clang is None:
-        pytest.skip("clang-19 is not installed: cannot build the test programs")
-    out = tmp_path_factory.mktemp("progs") / "pipeline_progs.o"
-    arch = subprocess.run(["uname", "-m"], capture_output=True, text=True).stdout.strip()
-    subprocess.run([clang, "-O2", "-g", "-target", "bpf", f"-I/usr/include/{arch}-linux-gnu", "-c",
-                    str(SOURCE), "-o", str(out)], check=True)
-    return out
+    return build_pipeline_progs(tmp_path_factory, "pipeline_progs.o")
 
 
 def one_packet(tmp: Path, frame: bytes = FRAME) -> Path:
@@ -172,7 +163,7 @@ def test_clock_events_unknown_action_and_fault(tmp_path: Path, obj: Path, engine
     assert recs == [(base + 5, 60), (base + 5, 150), (base + 9, 250), (base + 9, 60)]
     assert [p.data for p in open_capture(out / "error.pcap")] == [packets[1][0]]
     assert [p.data for p in open_capture(out / "aborted.pcap")] == [packets[2][0]]
-    log = [json.loads(line) for line in (out / "packets.jsonl").read_text().splitlines()]
+    log = log_rows(out)
     assert log[1]["outcome"] == "error" and "clock" in log[1]["error"]
     (err,) = stats["errors"]
     assert "insn" in err or "instruction" in err

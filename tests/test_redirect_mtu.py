@@ -5,15 +5,13 @@ paths, sink mode or not, and --log). tests/test_redirect_mtu_kernel.py asks the 
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+from bpf_build import build_bpf, build_pipeline_progs, log_rows, sink_frames
 from kernel_fixtures import kernel  # noqa: F401 - the fixture
 
-from xdpsim.io import PcapWriter, open_capture
+from xdpsim.io import PcapWriter
 from xdpsim.pipeline import fastpath
 from xdpsim.pipeline.config import parse_spec
 from xdpsim.pipeline.pipeline import Pipeline
@@ -21,7 +19,6 @@ from xdpsim.pipeline.replay import replay_to_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIRECT = ROOT / "programs" / "redirect.o"
-SOURCE = Path(__file__).with_name("pipeline_progs.c")
 # an IPv4 frame, padded to the lengths below
 HEAD = bytes.fromhex("ffffffffffff02000000000108004500001c0001000040017cdd0a0000010a000002")
 MTU = 1000
@@ -59,14 +56,7 @@ def progs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tests/pipeline_progs.c as the kernel takes it: to_port (bpf_redirect_map through `ports`, a devmap
     of struct bpf_devmap_val) and egress_mark (its entries' program: stamps the first byte with the
     egress ifindex, drops odd lengths)."""
-    clang = shutil.which("clang-19") or shutil.which("clang")
-    if clang is None:
-        pytest.skip("clang-19 is not installed: cannot build the test programs")
-    obj = tmp_path_factory.mktemp("mtuprogs") / "p.o"
-    arch = subprocess.run(["uname", "-m"], capture_output=True, text=True).stdout.strip()
-    subprocess.run([clang, "-O2", "-g", "-target", "bpf", f"-I/usr/include/{arch}-linux-gnu", "-DKERNEL_SAFE",
-                    "-c", str(SOURCE), "-o", str(obj)], check=True)
-    return obj
+    return build_pipeline_progs(tmp_path_factory, kernel_safe=True)
 
 
 def spec_file(tmp_path: Path, obj: Path, prog: str, entries: str = "", mtu: int = MTU) -> Path:
@@ -159,14 +149,6 @@ def capture(tmp_path: Path) -> Path:
     return path
 
 
-def sinks(out: Path) -> dict[str, list[bytes]]:
-    got = {}
-    for f in sorted(out.rglob("*.pcap")):
-        with open_capture(str(f)) as cap:
-            got[str(f.relative_to(out))] = [bytes(r.data) for r in cap]
-    return got
-
-
 @pytest.mark.parametrize("how", ["interp", "jit-sink", "jit-batch", "jit-log"])
 def test_replay_drops_frames_over_the_mtu(tmp_path: Path, how: str, monkeypatch: pytest.MonkeyPatch) -> None:
     if how == "jit-batch":
@@ -181,13 +163,13 @@ def test_replay_drops_frames_over_the_mtu(tmp_path: Path, how: str, monkeypatch:
     assert stats["reasons"] == {"redirect": {"interface": len(fits)},
                                 "drop": {"redirect_mtu": len(over), "frame_too_short": 1}}
     assert stats["redirect_targets"] == {"eth1": len(fits)}
-    got = sinks(out)
+    got = sink_frames(out)
     assert got["eth0/redirect-eth1.pcap"] == [frame(n) for n in fits]
     assert got["eth0/drop.pcap"] == [frame(n) if n >= len(HEAD) else bytes(n) for n in LENGTHS
                                      if n > LIMIT or n < len(HEAD)]
     assert sum(stats["errors"].values()) == len(over)
     if how in ("interp", "jit-log"):
-        rows = [json.loads(x) for x in (out / "packets.jsonl").read_text().splitlines()]
+        rows = log_rows(out)
         assert [r["reason"] for r in rows] == [
             "frame_too_short" if n < len(HEAD) else "redirect_mtu" if n > LIMIT else "interface"
             for n in LENGTHS]
@@ -227,14 +209,7 @@ SEC("xdp") int fits(struct xdp_md *ctx)
 def test_kernel_engine_devices_have_the_pipeline_mtu(kernel: str, tmp_path: Path) -> None:  # noqa: F811
     """The kernel engine's veths get the pipeline's `mtu`: bpf_check_mtu on ifindex 2 (MTU 1000) answers as
     in the interpreter (fits up to MTU + 14 bytes), not as for the veth default of 1500."""
-    clang = shutil.which("clang-19") or shutil.which("clang")
-    if clang is None:
-        pytest.skip("clang-19 is not installed: cannot build the test program")
-    src, obj = tmp_path / "fits.c", tmp_path / "fits.o"
-    src.write_text(CHECK_MTU)
-    arch = subprocess.run(["uname", "-m"], capture_output=True, text=True).stdout.strip()
-    subprocess.run([clang, "-O2", "-g", "-target", "bpf", f"-I/usr/include/{arch}-linux-gnu", "-c", str(src),
-                    "-o", str(obj)], check=True)
+    obj = build_bpf(CHECK_MTU, tmp_path / "fits.o", what="the test program")
     got = {}
     for engine in ("interp", "kernel"):
         with Pipeline(parse_spec(str(spec_file(tmp_path, obj, "fits"))), engine=engine) as p:

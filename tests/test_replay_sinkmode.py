@@ -11,7 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_pipeline_fast import PCAPS, TIMING, every_capture, every_obj, outputs  # noqa: F401 - fixture
+from test_pipeline_fast import (  # noqa: F401 - every_obj: the fixture
+    EVERY_SPEC,
+    PCAPS,
+    TIMING,
+    every_capture,
+    every_obj,
+    outputs,
+)
 
 from xdpsim.errors import CaptureError
 from xdpsim.io import PcapWriter, read_batches
@@ -19,32 +26,6 @@ from xdpsim.pipeline import fastpath, sinks
 from xdpsim.pipeline.replay import Replay, replay_to_dir
 
 _SINKS_INIT = sinks.Sinks.__init__
-
-SPEC = """
-[[interface]]
-name = "eth0"
-queues = {queues}
-xdp = [{{ object = "{obj}", program = "every" }}]
-[[interface]]
-name = "eth1"
-[[map_entries]]
-map = "ports"
-key = "00000000"
-value = "02000000"
-program = "egress"
-[[map_entries]]
-map = "cpus"
-key = "00000000"
-value = "0001000000000000"
-[[map_entries]]
-map = "xsks"
-key = "00000000"
-value = "05000000"
-[[map_entries]]
-map = "jmp"
-key = "00000000"
-program = "tail"
-"""
 
 
 def _replay(spec: Path, cap: Path, out: Path, sink: bool, monkeypatch: pytest.MonkeyPatch,
@@ -64,7 +45,7 @@ def test_sink_mode_same_json_and_bytes_as_array_batches(tmp_path: Path, every_ob
     """Every verdict (faults, long frames, redirects and devmap programs included): stats.json as the same
     text, every pcap and maps.json the same bytes, threaded writer or not."""
     spec = tmp_path / "p.toml"
-    spec.write_text(SPEC.format(queues=queues, obj=every_obj))
+    spec.write_text(EVERY_SPEC.format(queues=queues, obj=every_obj, extra=""))
     cap = every_capture(tmp_path / "every.pcap")
     taken: list[object] = []
     real = fastpath._sink_batch

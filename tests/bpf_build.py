@@ -1,0 +1,56 @@
+"""Set-up shared by the pipeline/redirect tests: BPF C built at test time (clang-19), and a replay's
+outputs read back (the sink captures, packets.jsonl).
+
+A build skips the test, with the reason, where clang is not installed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from xdpsim.io import open_capture
+
+PIPELINE_PROGS = Path(__file__).with_name("pipeline_progs.c")
+
+
+def build_bpf(source: Path | str, out: Path, *cflags: str, what: str = "the test programs") -> Path:
+    """Compile `source` (a .c path, or C text written next to `out` as <out stem>.c) to the BPF object
+    `out`, as the house recipe says; skips the test where no clang is installed."""
+    clang = shutil.which("clang-19") or shutil.which("clang")
+    if clang is None:
+        pytest.skip(f"clang-19 is not installed: cannot build {what}")
+    if isinstance(source, str):
+        src = out.with_suffix(".c")
+        src.write_text(source)
+    else:
+        src = source
+    arch = subprocess.run(["uname", "-m"], capture_output=True, text=True).stdout.strip()
+    subprocess.run([clang, "-O2", "-g", "-target", "bpf", f"-I/usr/include/{arch}-linux-gnu", *cflags, "-c",
+                    str(src), "-o", str(out)], check=True)
+    return out
+
+
+def build_pipeline_progs(tmp_path_factory: pytest.TempPathFactory, name: str = "p.o",
+                         kernel_safe: bool = False) -> Path:
+    """tests/pipeline_progs.c built into a fresh temporary folder; `kernel_safe` builds it as the kernel
+    takes it (-DKERNEL_SAFE)."""
+    out = tmp_path_factory.mktemp("progs") / name
+    return build_bpf(PIPELINE_PROGS, out, *(["-DKERNEL_SAFE"] if kernel_safe else []))
+
+
+def sink_frames(out: Path) -> dict[str, list[bytes]]:
+    """Every capture a replay wrote under `out`, by its path relative to `out`: its frames."""
+    got = {}
+    for f in sorted(out.rglob("*.pcap")):
+        with open_capture(str(f)) as cap:
+            got[str(f.relative_to(out))] = [bytes(r.data) for r in cap]
+    return got
+
+
+def log_rows(out: Path) -> list[dict]:
+    """The lines of a replay's --log packet log (out/packets.jsonl)."""
+    return [json.loads(x) for x in (out / "packets.jsonl").read_text().splitlines()]
