@@ -56,6 +56,9 @@ REASONS = {
         "tc_shot": "a TC program returned TC_ACT_SHOT (tcx: TCX_DROP)",
         "tc_stolen": "a TC filter returned TC_ACT_STOLEN or TC_ACT_TRAP: consumed",
         "tc_redirect_failed": "TC redirect to an ifindex that is not an interface of the pipeline",
+        "tc_redirect_mtu": "a TC redirect (or bpf_clone_redirect copy) out of an interface's egress of a "
+        "frame longer than that interface's MTU + 14 + 4 bytes: the link's far end drops it (veth: "
+        "is_skb_forwardable); redirects to an ingress and bpf_redirect_peer check no MTU",
         "tc_redirect_no_target": "TC_ACT_REDIRECT without a successful bpf_redirect*() call",
         "tc_redirect_peer": "bpf_redirect_peer: the pipeline has no veth/netkit peers (the kernel drops it)",
         "tc_redirect_neigh": "bpf_redirect_neigh: neighbour resolution is not modelled by the pipeline",

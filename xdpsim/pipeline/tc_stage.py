@@ -7,7 +7,9 @@
 - TC redirect to an interface's egress runs its TC egress (passing it, the packet leaves there:
   `redirect`, reason `tc_redirect`, sink `redirect-<iface>.pcap`); with BPF_F_INGRESS it runs the
   target's TC ingress, not its XDP; nested redirects stop after the kernel's limit of 8
-  (tc_chain.XMIT_RECURSION_LIMIT): `drop`, reason `redirect_loop`;
+  (tc_chain.XMIT_RECURSION_LIMIT): `drop`, reason `redirect_loop`; a frame leaving an egress longer
+  than the interface's MTU + 18 is dropped as the link's far end does (`tc_redirect_mtu`,
+  `xmit_mtu_exceeded`); redirects to an ingress check no MTU, as in the kernel;
 - bpf_clone_redirect: each copy is a packet of its own (`Decision.clones`, counted in stats `clones`),
   run at its target as a redirect would be, its depth counting towards the same limit;
 - XDP_TX and XDP_REDIRECT leave through the XDP transmit path: no TC egress runs on them.
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from .replay import Replay
 
 ETH_HLEN = 14
+VLAN_HLEN = 4
 
 
 @dataclass(frozen=True)
@@ -239,7 +242,27 @@ class TcFlow:
             return dec("pass", "tc_pass")
         if origin == "host" and hops == 0:
             return dec("tx", "host_tx", target=iface.name)
+        too_long = xmit_mtu_exceeded(len(res.data), iface, origin)
+        if too_long is not None:
+            return dec("drop", "tc_redirect_mtu", error=too_long)
         return dec("redirect", "tc_clone" if origin == "clone" else "tc_redirect", target=iface.name)
+
+
+def xmit_mtu_exceeded(length: int, out: Interface, origin: str) -> str | None:
+    """Why a TC-redirected frame of `length` bytes (skb->len: an offload VLAN tag not counted) does not
+    leave through `out`'s egress, or None. The kernel's redirect code (__bpf_tx_skb -> dev_queue_xmit)
+    checks no MTU; the device's transmit does: veth_xmit hands the skb to its peer through
+    __dev_forward_skb, whose is_skb_forwardable drops it when longer than the peer's MTU + 14 + 4
+    (GSO skbs excepted; xdpsim's frames are not GSO). A pipeline interface stands for such a link whose
+    far end has the interface's `mtu`. Redirects to an ingress (BPF_F_INGRESS: __bpf_rx_skb forwards
+    with check_mtu false) and bpf_redirect_peer check no MTU at all, so they never come here. Asked of
+    the kernel on veths: tests/test_tc_redirect_mtu_kernel.py."""
+    limit = out.spec.mtu + ETH_HLEN + VLAN_HLEN
+    if length <= limit:
+        return None
+    what = "bpf_clone_redirect copy" if origin == "clone" else "TC redirect"
+    return (f"{what} of a {length}-byte frame out of {out.name}: over its MTU {out.spec.mtu} (at most "
+            f"{limit} bytes: MTU + 14 + 4; the link's receiving end, is_skb_forwardable, drops it)")
 
 
 def merged(before: list[Any], last: Any) -> Any:
