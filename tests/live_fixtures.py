@@ -114,3 +114,23 @@ def packet_socket(ns: NetNamespace, dev: str) -> socket.socket:
 def skip_unless_live() -> pytest.MarkDecorator:
     why = skip_reason()
     return pytest.mark.skipif(why is not None, reason=why or "")
+
+
+def send_and_collect(ns: NetNamespace, tx_dev: str, rx_dev: str, frames: list[bytes],
+                     marker: bytes) -> list[bytes]:
+    """Send `frames` into `tx_dev` and return as many frames holding `marker` as arrived on `rx_dev` (its own
+    outgoing frames and unrelated traffic passed over); the socket timeout fails a frame that never comes."""
+    rx = packet_socket(ns, rx_dev)
+    tx = packet_socket(ns, tx_dev)
+    try:
+        for f in frames:
+            tx.send(f)
+        got = []
+        while len(got) < len(frames):
+            data, addr = rx.recvfrom(4096)
+            if addr[2] != socket.PACKET_OUTGOING and marker in data:
+                got.append(data)
+        return got
+    finally:
+        rx.close()
+        tx.close()

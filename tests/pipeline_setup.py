@@ -1,5 +1,5 @@
-"""Set-up shared by the pipeline/redirect tests: BPF C built at test time (clang-19), and a replay's
-outputs read back (the sink captures, packets.jsonl).
+"""Set-up shared by the pipeline/redirect tests: BPF C built at test time (clang-19), a replay's
+outputs read back (the sink captures, packets.jsonl), and the invariant its statistics keep.
 
 A build skips the test, with the reason, where clang is not installed."""
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from xdpsim.io import open_capture
+from xdpsim.pipeline.stats import OUTCOMES, REASONS
 
 PIPELINE_PROGS = Path(__file__).with_name("pipeline_progs.c")
 
@@ -54,3 +55,13 @@ def sink_frames(out: Path) -> dict[str, list[bytes]]:
 def log_rows(out: Path) -> list[dict]:
     """The lines of a replay's --log packet log (out/packets.jsonl)."""
     return [json.loads(x) for x in (out / "packets.jsonl").read_text().splitlines()]
+
+
+def check_invariant(stats: dict) -> None:
+    """A replay's statistics add up: every packet has one outcome, every outcome's reasons sum to it and
+    are among its known reasons, and every outcome is listed."""
+    assert stats["packets"] == sum(stats["outcomes"].values())
+    for outcome, reasons in stats["reasons"].items():
+        assert sum(reasons.values()) == stats["outcomes"][outcome]
+        assert set(reasons) <= set(REASONS[outcome])
+    assert set(stats["outcomes"]) == set(OUTCOMES)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from bpf_build import log_rows, sink_frames
+from pipeline_setup import check_invariant, log_rows, sink_frames
 
 from xdpsim.io import open_capture
 from xdpsim.isa import Instruction
@@ -16,7 +16,6 @@ from xdpsim.pipeline.broadcast import Port, hash_order, n_buckets, program_may_b
 from xdpsim.pipeline.config import parse_spec
 from xdpsim.pipeline.pipeline import Pipeline
 from xdpsim.pipeline.replay import replay_to_dir
-from xdpsim.pipeline.stats import OUTCOMES, REASONS
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAMS = ROOT / "programs"
@@ -34,14 +33,6 @@ def frames(path: Path) -> list[bytes]:
 def sink(out: Path, name: str) -> list[bytes]:
     path = out / name
     return frames(path) if path.exists() else []
-
-
-def check_invariant(stats: dict) -> None:
-    assert stats["packets"] == sum(stats["outcomes"].values())
-    for outcome, reasons in stats["reasons"].items():
-        assert sum(reasons.values()) == stats["outcomes"][outcome]
-        assert set(reasons) <= set(REASONS[outcome])
-    assert set(stats["outcomes"]) == set(OUTCOMES)
 
 
 def stamped(f: bytes, ifindex: int) -> bytes:

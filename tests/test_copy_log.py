@@ -5,18 +5,14 @@ or "clone"), copies of copies included; host-sent packets' copies say `host` as 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
-from test_pipeline_tc import CLONE, ENGINES, ICMP_SMALL, TCP80, UDP53, capture, replay
+from pipeline_setup import log_rows
+from test_pipeline_tc import CLONE, CLONE_LOOP, ENGINES, ICMP_SMALL, TCP80, UDP53, capture, replay
 
 from xdpsim.pipeline.pipeline import copy_records
 from xdpsim.pipeline.routing import Decision
-
-
-def lines(out: Path) -> list[dict]:
-    return [json.loads(x) for x in (out / "packets.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -26,7 +22,7 @@ def test_clone_lines_follow_their_packet(tmp_path: Path, engine: str) -> None:
     frames = [UDP53, ICMP_SMALL, TCP80]
     stats, out = replay(tmp_path, CLONE, frames, engine)
     got = [(r.get("index"), r.get("copy_of"), r.get("copy"), r["interface"], r["outcome"], r["reason"],
-            r["target"], r["length"]) for r in lines(out)]
+            r["target"], r["length"]) for r in log_rows(out)]
     want = []
     for i, f in enumerate(frames):
         want += [(i, None, None, "eth0", "pass", "tc_pass", None, len(f)),
@@ -40,18 +36,8 @@ def test_copies_of_copies_of_a_host_packet(tmp_path: Path, engine: str) -> None:
     """An egress program cloning to its own egress (test_pipeline_tc's loop): the host-sent packet's line,
     then nine copy lines, all `host`, all naming packet 0; the last stopped at the recursion bound."""
     capture(tmp_path / "host.pcap", [UDP53])
-    stats, out = replay(tmp_path, """
-[[interface]]
-name = "eth0"
-tc_egress = ["@P@/tc_redirect.o:tc_clone"]
-host_pcap = "host.pcap"
-
-[[map_entries]]
-map = "redirect_cfg"
-key = "00000000"
-value = "0100000000000000"
-""", [], engine)
-    rows = lines(out)
+    stats, out = replay(tmp_path, CLONE_LOOP, [], engine)
+    rows = log_rows(out)
     ids = [(r["host"], r.get("index"), r.get("copy_of")) for r in rows]
     assert ids == [(True, 0, None)] + [(True, None, 0)] * 9
     assert [r["reason"] for r in rows[1:]] == ["tc_clone"] * 8 + ["redirect_loop"]

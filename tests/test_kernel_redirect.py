@@ -14,8 +14,8 @@ import struct
 from pathlib import Path
 
 import pytest
-from bpf_build import build_bpf, build_pipeline_progs, log_rows, sink_frames
 from kernel_fixtures import kernel  # noqa: F401 - the fixture
+from pipeline_setup import build_bpf, build_pipeline_progs, log_rows, sink_frames
 
 from xdpsim import isa
 from xdpsim.engines.interp import Interpreter

@@ -24,6 +24,7 @@ from live_fixtures import (
     mac_of,
     packet_socket,
     quiet_tap,
+    send_and_collect,
     skip_unless_live,
 )
 from scapy.layers.inet import ICMP, IP, UDP
@@ -131,18 +132,8 @@ def test_redirect_to_second_interface(ns, tmp_path):
     with live(ns, spec, {}) as run:
         quiet_tap(ns, "w0")
         quiet_tap(ns, "w1")
-        rx = packet_socket(ns, "w1")
-        tx = packet_socket(ns, "w0")
         sent = [_udp_frame(ns, "w0", 7000 + i, b"redirect me %d" % i) for i in range(3)]
-        for f in sent:
-            tx.send(f)
-        got = []
-        while len(got) < 3:
-            data, addr = rx.recvfrom(4096)
-            if addr[2] != socket.PACKET_OUTGOING and b"redirect me" in data:
-                got.append(data)
-        rx.close()
-        tx.close()
+        got = send_and_collect(ns, "w0", "w1", sent, b"redirect me")
         stats = run.stop()
     assert got == sent
     assert stats["outcomes"]["redirect"] == 3

@@ -4,11 +4,18 @@ Without devices (fake endpoints) and, where taps can be made, with real frames."
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
-from live_fixtures import PROGRAMS, in_ns, live, mac_of, packet_socket, quiet_tap, skip_reason
+from live_fixtures import (
+    PROGRAMS,
+    in_ns,
+    live,
+    mac_of,
+    quiet_tap,
+    send_and_collect,
+    skip_reason,
+)
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
@@ -142,19 +149,9 @@ def _flood(ns, spec: Path) -> tuple[dict, list[bytes], list[bytes]]:  # noqa: AN
     with live(ns, str(spec), {}) as run:
         quiet_tap(ns, "w0")
         quiet_tap(ns, "w1")
-        rx = packet_socket(ns, "w1")
-        tx = packet_socket(ns, "w0")
         eth = Ether(src="02:00:00:00:00:02", dst=mac_of(ns, "w0"))
         sent = [bytes(eth / IP(src="10.1.0.2", dst="10.1.0.1") / UDP(sport=4000, dport=7000 + i)
                       / (b"flood me %d" % i)) for i in range(3)]
-        for f in sent:
-            tx.send(f)
-        got = []
-        while len(got) < 3:
-            data, addr = rx.recvfrom(4096)
-            if addr[2] != socket.PACKET_OUTGOING and b"flood me" in data:
-                got.append(data)
-        rx.close()
-        tx.close()
+        got = send_and_collect(ns, "w0", "w1", sent, b"flood me")
         run.wait_packets(6)
         return run.stop(), got, sent

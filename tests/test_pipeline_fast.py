@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from bpf_build import build_bpf
+from pipeline_setup import build_bpf
 
 from xdpsim.loader import load_object
 from xdpsim.pipeline.dispatcher import is_entry_candidate

@@ -10,8 +10,8 @@ import struct
 from pathlib import Path
 
 import pytest
-from bpf_build import build_pipeline_progs, log_rows
 from pipeline_expect import PCAPS, frames
+from pipeline_setup import build_pipeline_progs, log_rows
 
 from xdpsim.io import PcapWriter, open_capture
 from xdpsim.pipeline.replay import replay_to_dir

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
+from pipeline_setup import check_invariant
+from pipeline_setup import log_rows as log
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
@@ -15,7 +17,6 @@ from xdpsim.io import PcapWriter, open_capture
 from xdpsim.pipeline.config import PipelineError, parse_pipeline
 from xdpsim.pipeline.pipeline import Pipeline
 from xdpsim.pipeline.replay import replay_to_dir
-from xdpsim.pipeline.stats import OUTCOMES, REASONS
 
 PROGRAMS = Path(__file__).resolve().parent.parent / "programs"
 ENGINES = ["interp", "jit"]
@@ -54,18 +55,6 @@ def pipeline_file(tmp_path: Path, text: str) -> Path:
 def sink(out: Path, name: str) -> list[bytes]:
     path = out / name
     return [p.data for p in open_capture(path)] if path.exists() else []
-
-
-def log(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "packets.jsonl").read_text().splitlines()]
-
-
-def check_invariant(stats: dict) -> None:
-    assert stats["packets"] == sum(stats["outcomes"].values())
-    for outcome, reasons in stats["reasons"].items():
-        assert sum(reasons.values()) == stats["outcomes"][outcome]
-        assert set(reasons) <= set(REASONS[outcome])
-    assert set(stats["outcomes"]) == set(OUTCOMES)
 
 
 def replay(tmp_path: Path, toml: str, frames: list[bytes], engine: str,
@@ -271,11 +260,8 @@ def test_clone_redirect_counts_clones_as_packets(tmp_path: Path, engine: str) ->
     assert entries(maps, "clone_ret") == {0: 3}
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_clone_loop_stops_at_the_limit(tmp_path: Path, engine: str) -> None:
-    """An egress program cloning to its own egress: each copy clones again until the recursion bound."""
-    capture(tmp_path / "host.pcap", [UDP53])
-    stats, _ = replay(tmp_path, """
+# the host sends one packet out of eth0, whose egress program clones it to eth0's egress again
+CLONE_LOOP = """
 [[interface]]
 name = "eth0"
 tc_egress = ["@P@/tc_redirect.o:tc_clone"]
@@ -285,7 +271,14 @@ host_pcap = "host.pcap"
 map = "redirect_cfg"
 key = "00000000"
 value = "0100000000000000"
-""", [], engine)
+"""
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_clone_loop_stops_at_the_limit(tmp_path: Path, engine: str) -> None:
+    """An egress program cloning to its own egress: each copy clones again until the recursion bound."""
+    capture(tmp_path / "host.pcap", [UDP53])
+    stats, _ = replay(tmp_path, CLONE_LOOP, [], engine)
     assert stats["clones"] == 9
     assert stats["packets"] == 10
     assert stats["reasons"] == {"tx": {"host_tx": 1}, "redirect": {"tc_clone": 8},
