@@ -11,6 +11,7 @@ interpreter under every budget from 1 to past both bounds (both copies of both p
 from __future__ import annotations
 
 import pytest
+from test_jit_speed_proofs import _link  # hand-written programs with labels
 
 from xdpsim.engines.base import RunState, frame_pointer
 from xdpsim.engines.interp import Interpreter
@@ -25,27 +26,6 @@ from xdpsim.jit.verify import analyse
 from xdpsim.memory import CTX
 from xdpsim.runtime import Runtime
 from xdpsim.spec import MapSpec, MapType, ObjectSpec, ProgramSpec, ProgType
-
-
-def _link(items: list) -> list[I]:
-    """Items: Instructions, ("label", name), or ("jmp", opcode, dst, src, imm, label)."""
-    labels, pc = {}, 0
-    for it in items:
-        if isinstance(it, tuple) and it[0] == "label":
-            labels[it[1]] = pc
-        else:
-            pc += 1
-    out: list[I] = []
-    for it in items:
-        if isinstance(it, tuple) and it[0] == "label":
-            continue
-        if isinstance(it, tuple):
-            _, op, dst, src, imm, label = it
-            out.append(I(op, dst, src, labels[label] - len(out) - 1, imm))
-        else:
-            out.append(it)
-    return out
-
 
 # packet stores between register-only blocks, a self loop and a two-block loop
 PROGRAM = _link(

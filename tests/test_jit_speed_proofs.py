@@ -16,15 +16,13 @@
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from test_jit_fuzz import _check  # runs the cases in the fuzzcheck worker, interp against JIT
 
 import xdpsim
 from xdpsim import isa
@@ -410,22 +408,6 @@ def range_case(draw: st.DrawFn) -> dict:
     insns = _link(items + _tail(n, size_op, draw(st.one_of(st.integers(-4, 4), st.integers(-4, 44)))))
     packet = bytes(draw(st.integers(0, 255)) for _ in range(draw(st.integers(0, 140))))
     return {"program": isa.encode(insns).hex(), "packet": packet.hex(), "object": None}
-
-
-def _check(cases: list[dict]) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "xdpsim.jit.fuzzcheck"],
-        input=json.dumps(cases),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-        env=dict(os.environ, XDPSIM_JIT_CACHE="0"),
-    )
-    assert proc.returncode == 0, f"worker died ({proc.returncode}): {proc.stderr[-3000:]}"
-    for line in proc.stdout.splitlines():
-        res = json.loads(line)
-        assert res["ok"], f"interp and JIT disagree on {json.dumps(cases[res['i']])}: {res}"
 
 
 @settings(
