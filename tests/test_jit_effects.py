@@ -11,7 +11,7 @@ from xdpsim.engines.jit_batch import packet_unchanged as chain_unchanged
 from xdpsim.io.pcap import PcapReader
 from xdpsim.io.workload import generate_reference
 from xdpsim.isa import Instruction as I  # noqa: N817
-from xdpsim.jit.effects import Effects, cached_effects, effects, packet_unchanged
+from xdpsim.jit.effects import Effects, Facts, cached_effects, effects, packet_unchanged
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAMS = ROOT / "programs"
@@ -64,7 +64,7 @@ def test_tail_calls_are_reported_apart() -> None:
 
 
 def test_tc_programs_are_unknown() -> None:
-    assert effects(_guarded([]), xdp=False).writes
+    assert effects(_guarded([]), Facts(xdp=False)).writes
 
 
 @pytest.mark.skipif(not (PROGRAMS / "rewrite.o").exists(), reason="programs not built")

@@ -349,16 +349,16 @@ def packet_unchanged(engine: JitEngine, runtime: Runtime, prog_id: int) -> bool:
     """Whether it is proven (jit.effects) that no run of the program, nor of any program it may tail-call
     (then: every program of the runtime, wherever prog arrays point), changes its packet's bytes or
     frame. Each program's answer is kept in its cache (a map frozen later only turns stores into faults)."""
-    from ..jit.effects import cached_effects
+    from ..jit.effects import Facts, cached_effects
     from ..spec import ProgType
 
     def of(lp: Any) -> Any:
         e = lp.cache.get("effects")
         if e is None:
             xdp = getattr(lp.spec, "type", None) == ProgType.XDP
-            e = lp.cache["effects"] = cached_effects(
-                lp.insns, xdp, engine._value_sizes(runtime), engine._entries(lp),  # noqa: SLF001
-                engine._writable(runtime))  # noqa: SLF001
+            facts = Facts(xdp, engine._value_sizes(runtime), engine._entries(lp),  # noqa: SLF001
+                          engine._writable(runtime))  # noqa: SLF001
+            e = lp.cache["effects"] = cached_effects(lp.insns, facts)
         return e
 
     first = of(runtime.programs[prog_id])

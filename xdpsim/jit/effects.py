@@ -1,14 +1,14 @@
 """What a program can do to the packet it runs on, proven statically from its instructions.
 
-`effects(...)` tells whether a program may write packet memory or move its frame (data, data_end,
-data_meta) -- `writes` is False only when every store goes through a pointer verify.py's analysis proves
-to lie in the program's own stack frame or in a map value, and every helper it calls is one that neither
-writes the packet nor adjusts it (no indirect calls, no kfuncs) -- and whether it may tail-call
-(`tail_calls`: then other programs run on the same packet, and a chain is unchanged only when each of
-them is). `packet_unchanged(...)` is both false. Then a run's output packet is its input, byte for byte,
-and the batch replay need not compare them (jit.batch F_UNCHANGED). Anything the analysis cannot see --
-a store through a pointer it does not know, a store or call it never reached, an unknown helper --
-counts as a write: only a proof counts.
+`effects(insns, facts)` tells whether a program may write packet memory or move its frame (data,
+data_end, data_meta) -- `writes` is False only when every store goes through a pointer verify.py's
+analysis proves to lie in the program's own stack frame or in a map value, and every helper it calls is
+one that neither writes the packet nor adjusts it (no indirect calls, no kfuncs) -- and whether it may
+tail-call (`tail_calls`: then other programs run on the same packet, and a chain is unchanged only when
+each of them is). `packet_unchanged(insns, facts)` is both false. Then a run's output packet is its
+input, byte for byte, and the batch replay need not compare them (jit.batch F_UNCHANGED). Anything the
+analysis cannot see -- a store through a pointer it does not know, a store or call it never reached, an
+unknown helper -- counts as a write: only a proof counts.
 
 The analysis is verify.py's abstract interpretation (the same fixed point that proves accesses for the
 JIT), observed at every store and call of its recording pass; verify.py itself is not changed.
@@ -84,19 +84,26 @@ def _writes_or_calls(ins: Instruction) -> bool:
     return ins.cls in (isa.BPF_JMP, isa.BPF_JMP32) and ins.code == isa.BPF_CALL
 
 
-def effects(
-    insns: list[Instruction],
-    xdp: bool = True,
-    map_value_sizes: dict[int, int] | None = None,
-    entries: tuple[int, ...] = (),
-    writable_maps: frozenset[int] = frozenset(),
-) -> Effects:
+@dataclass(frozen=True)
+class Facts:
+    """What the analysis knows of a program beside its instructions (verify.py's inputs)."""
+
+    xdp: bool = True  # the packet facts rest on r1 being the XDP context: otherwise nothing is proven
+    map_value_sizes: dict[int, int] | None = None  # map id -> value size of maps whose lookups give values
+    entries: tuple[int, ...] = ()  # subprogram and callback entries, analysed as functions of their own
+    writable_maps: frozenset[int] = frozenset()  # map ids whose values the program may store into
+
+
+XDP = Facts()  # an XDP program knowing of no maps
+
+
+def effects(insns: list[Instruction], facts: Facts = XDP) -> Effects:
     """What the program may do to its packet (see the module docstring)."""
-    if not xdp:
-        return Effects(True, True)  # (the packet facts rest on r1 being the XDP context)
-    p = _Effects(insns, True, map_value_sizes or {}, writable_maps)
+    if not facts.xdp:
+        return Effects(True, True)
+    p = _Effects(insns, True, facts.map_value_sizes or {}, facts.writable_maps)
     try:
-        p.run(entries)
+        p.run(facts.entries)
     except Exception:  # noqa: BLE001 - a program the analysis cannot follow: unknown
         return Effects(True, True)
     pc = 0
@@ -108,40 +115,29 @@ def effects(
     return Effects(False, p.tail_calls)
 
 
-def packet_unchanged(
-    insns: list[Instruction],
-    xdp: bool = True,
-    map_value_sizes: dict[int, int] | None = None,
-    entries: tuple[int, ...] = (),
-    writable_maps: frozenset[int] = frozenset(),
-) -> bool:
+def packet_unchanged(insns: list[Instruction], facts: Facts = XDP) -> bool:
     """True when it is proven that no run of the program (which makes no tail calls) changes the
     packet's bytes or frame; False when it may, or when that is unknown."""
-    e = effects(insns, xdp, map_value_sizes, entries, writable_maps)
+    e = effects(insns, facts)
     return not e.writes and not e.tail_calls
 
 
-def cached_effects(
-    insns: list[Instruction],
-    xdp: bool = True,
-    map_value_sizes: dict[int, int] | None = None,
-    entries: tuple[int, ...] = (),
-    writable_maps: frozenset[int] = frozenset(),
-) -> Effects:
+def cached_effects(insns: list[Instruction], facts: Facts = XDP) -> Effects:
     """effects(), remembered on disk beside the JIT's code (off with XDPSIM_JIT_CACHE=0): the analysis
     costs milliseconds per program (tens at 1000 instructions), which a replay's start would pay again
     every run. The key covers the instructions (relocated lddw values included), the map facts and the
     analysis' own sources."""
     if os.environ.get("XDPSIM_JIT_CACHE", "1") == "0":
-        return effects(insns, xdp, map_value_sizes, entries, writable_maps)
+        return effects(insns, facts)
     from .compiler import _source_hash, cache_dir
 
     h = hashlib.sha256(f"effects 1 {_source_hash()}".encode())
     h.update(Path(isa.__file__).read_bytes())
     h.update(isa.encode(insns))
     h.update(repr([(pc, i.imm64) for pc, i in enumerate(insns) if i.is_lddw]).encode())
-    facts = (xdp, sorted((map_value_sizes or {}).items()), tuple(entries), sorted(writable_maps))
-    h.update(repr(facts).encode())
+    key = (facts.xdp, sorted((facts.map_value_sizes or {}).items()), tuple(facts.entries),
+           sorted(facts.writable_maps))
+    h.update(repr(key).encode())
     path = cache_dir() / "effects" / h.hexdigest()[:32]
     try:
         text = path.read_text()
@@ -149,7 +145,7 @@ def cached_effects(
             return Effects(text[0] == "1", text[1] == "1")
     except OSError:
         pass
-    e = effects(insns, xdp, map_value_sizes, entries, writable_maps)
+    e = effects(insns, facts)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")  # (whole files only, for readers)
