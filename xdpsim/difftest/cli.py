@@ -62,7 +62,8 @@ def format_report(r: DiffReport) -> str:
     for why, n in r.kernel_not_compared.items():
         lines.append(f"  interp/jit only, not the kernel ({n} packets): {why}")
     for d in r.disagreements:
-        vals = "; ".join(f"{e}={_short(v)}" for e, v in d.values.items())
+        n = 160 if d.field.startswith("copy ") else 48  # a copy's target and length before its bytes
+        vals = "; ".join(f"{e}={_short(v, n)}" for e, v in d.values.items())
         lines.append(f"  packet {d.packet}: {d.field} differs: {vals}")
     if r.disagreeing_packets > len(r.disagreements):
         lines.append(f"  ... {r.disagreeing_packets - len(r.disagreements)} more disagreeing packets")

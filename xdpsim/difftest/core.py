@@ -5,13 +5,14 @@
 
 Every engine starts from fresh state (its own maps, the same seed) and sees the packets in order;
 after each chunk of packets the outcomes are compared packet by packet (the first field that differs
-is reported: error, action, data, meta, TC skb fields, redirect target, printk), after the run the
-maps. The kernel's redirect target comes from the kernel engine's recording of the redirect helper calls
+is reported: error, action, data, meta, TC skb fields, redirect target, bpf_clone_redirect copies
+(`copy N`: target and bytes; interp and jit only), printk), after the run the maps. The kernel's
+redirect target comes from the kernel engine's recording of the redirect helper calls
 (kernel/redirects.py: the call, its arguments, the map identified by its kernel address, the entry
 looked up after the run). What the kernel cannot be asked is not compared, and the report says why
 (`not_compared`, `kernel_not_compared`, `maps_not_compared`, `notes`): a redirect target its recording
-cannot tell, values from clocks and the kernel's random generator, frames a test run refuses or treats
-unlike a device.
+cannot tell, clones its test run transmits unreported, values from clocks and the kernel's random
+generator, frames a test run refuses or treats unlike a device.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ XDP_REDIRECT = 4
 TC_ACT_REDIRECT = 7
 REDIRECT_NOTE = ("redirect target: compared between interp and jit only where the kernel engine's recording "
                  "could not tell it (kernel_not_compared says why)")
+
+COPIES_NOTE = ("bpf_clone_redirect copies: compared between interp and jit only (BPF_PROG_TEST_RUN transmits "
+               "a clone without reporting it)")
 
 Packets = Sequence[PacketIn] | Callable[[], Iterable[PacketIn]]
 
@@ -132,6 +136,7 @@ def first_difference(outs: dict[str, Outcome], *, kernel_ok: bool) -> tuple[str,
         ("meta", {e: o.meta for e, o in every.items()}),
         ("skb", {e: o.skb for e, o in every.items()}),
         ("redirect", {e: o.redirect for e, o in every.items() if not _unknown(o.redirect)}),
+        ("copies", {e: o.copies for e, o in sims.items()}),  # the kernel's test run does not tell them
         ("printk", {e: o.trace for e, o in sims.items()}),
     ]
     for name, vals in checks:
@@ -140,10 +145,23 @@ def first_difference(outs: dict[str, Outcome], *, kernel_ok: bool) -> tuple[str,
         if any(o.error is not None for o in every.values()) and name in ("action", "data", "meta", "skb"):
             continue  # a fault's outcome is the fault; the bytes left behind are not a result
         if len({repr(v) for v in vals.values()}) > 1:
+            if name == "copies":
+                return first_copy_difference(vals)
             if name == "fault":  # show the fault text rather than True/False
                 vals = {e: every[e].error for e in every}
             return name, vals
     return None
+
+
+def first_copy_difference(copies: dict[str, Sequence[Any]]) -> tuple[str, dict[str, Any]]:
+    """`copy N` (N from 0, in the order the copies were made) and each engine's copy N (None: it made
+    fewer), for the first N at which the engines' lists of copies differ."""
+    n = max(len(c) for c in copies.values())
+    for i in range(n):
+        vals = {e: c[i] if i < len(c) else None for e, c in copies.items()}
+        if len({repr(v) for v in vals.values()}) > 1:
+            return f"copy {i}", vals
+    raise ValueError("the engines' copies agree")
 
 
 class _Run:
@@ -224,6 +242,8 @@ def diff_program(spec: ObjectSpec, prog: str, packets: Packets, *, engines: Sequ
                 if kreason:
                     report.kernel_not_compared[kreason] += 1
                     tainted.add(kreason)
+                if "kernel" in per and any(o.copies for e, o in per.items() if e != "kernel"):
+                    report.kernel_not_compared[COPIES_NOTE] += 1
                 k = per.get("kernel")
                 if k is not None and not kreason and k.action == redirect_code and _unknown(k.redirect):
                     unknown_redirect = True

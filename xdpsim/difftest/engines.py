@@ -59,6 +59,9 @@ class Outcome:
     trace: list[str] = field(default_factory=list)
     helpers: frozenset[str] = frozenset()
     skb: dict[str, Any] | None = None  # TC: the __sk_buff fields a test run reports back (SKB_COMPARED)
+    # TC: what bpf_clone_redirect sent, in call order (copy_text); the kernel's test run transmits its
+    # copies without telling, so its outcomes have none and copies are compared between interp and jit
+    copies: tuple[str, ...] = ()
 
 
 #: __sk_buff fields BPF_PROG_TEST_RUN copies back after a TC run that xdpsim models the same way
@@ -70,6 +73,11 @@ def _sim_skb(st: Any) -> dict[str, Any]:
     d = {"mark": st.mark & U32, "priority": st.priority & U32, "tstamp": st.tstamp,
          "cb": [int.from_bytes(cb[i:i + 4], "little") for i in range(0, 20, 4)]}
     return {k: d[k] for k in SKB_COMPARED}
+
+
+def copy_text(ifindex: int, ingress: bool, data: bytes) -> str:
+    """One bpf_clone_redirect copy as the outcomes show it: where it went and its bytes."""
+    return f"clone to {'ingress' if ingress else 'egress'} of dev {ifindex}, {len(data)} bytes: {data.hex()}"
 
 
 class EngineUnavailable(XdpsimError):
@@ -155,7 +163,8 @@ class SimRunner:
                        tracer=tracer)
             action = s32(r.retval) if r.error is None else int(r.action)
             return Outcome(action, bytes(r.data), bytes(r.meta), _target(r.redirect, self.runtime),
-                           _fault_text(r.error), list(r.trace), frozenset(r.helper_counts), _sim_skb(r.skb))
+                           _fault_text(r.error), list(r.trace), frozenset(r.helper_counts), _sim_skb(r.skb),
+                           tuple(copy_text(c.ifindex, c.ingress, bytes(c.data)) for c in r.clones))
         return Outcome(action, bytes(r.data), bytes(r.meta), _target(r.redirect, self.runtime),
                        _fault_text(r.error), list(r.trace), frozenset(r.helper_counts))
 

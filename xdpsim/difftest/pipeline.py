@@ -2,9 +2,11 @@
 engine through `xdpsim.pipeline.Pipeline`, packet by packet.
 
 Compared per packet: the outcome (pass, tx, redirect, drop, error), its reason, the bytes, the chain's
-programs that ran and the redirect sink (the kernel engine learns the target from its recording of the
+programs that ran, the redirect sink (the kernel engine learns the target from its recording of the
 redirect helper calls, and runs devmap entry programs as plain-XDP twins; where it cannot tell, its
-reason is `target_unknown` and the sink is compared between interp and jit only). After the run, every
+reason is `target_unknown` and the sink is compared between interp and jit only), and the packet's
+copies (`copy N`: broadcast and bpf_clone_redirect copies, where each ended and its bytes; clones
+between interp and jit only, as the kernel's TC test runs do not report them). After the run, every
 map of every object.
 Every interface gets one rx queue (`parse_spec(queues=1)`): the kernel's test runs all happen on the
 CPU the diff pins them to, which is then the one simulated CPU whose per-CPU slots are compared.
@@ -14,10 +16,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from .core import DiffReport, Disagreement
+from .core import DiffReport, Disagreement, first_copy_difference
 from .engines import UNCOMPARABLE_HELPERS, pick_cpu
 from .mapcmp import Snapshot, compare_snapshots, kernel_snapshot, sim_snapshot
 
+CLONES_NOTE = ("bpf_clone_redirect copies: compared between interp and jit only (the kernel engine's TC test "
+               "runs transmit a clone without reporting it); broadcast copies with the kernel too")
 SINGLE_QUEUE_NOTE = ("pipeline run with one rx queue per interface: the kernel's test runs happen on the one "
                      "CPU they are pinned to")
 
@@ -30,7 +34,25 @@ def _decision_fields(d: Any, kernel: bool) -> dict[str, Any]:
     if d.reason != "target_unknown":  # only the kernel engine says so; the others always know
         out["reason"] = d.reason
         out["target"] = d.target
+    out["copies"] = copies(d, clones=not kernel)
     return out
+
+
+def copies(d: Any, *, clones: bool = True) -> tuple[str, ...]:
+    """A packet's copies in the order the pipeline made them, copies of copies after their own (as
+    packets.jsonl lists them: pipeline.copy_records): kind, where it ended, outcome, reason, bytes.
+    clones=False leaves out bpf_clone_redirect copies and what followed them: the kernel engine's TC test
+    runs transmit a clone without reporting it, so only broadcast copies are compared with the kernel."""
+    kind = "broadcast" if d.reason == "broadcast" else "clone"
+    if kind == "clone" and not clones:
+        return ()
+    out: list[str] = []
+    for c in d.clones:
+        data = bytes(c.data)
+        out.append(f"{kind} to {c.target or c.interface}: {c.outcome}/{c.reason}, {len(data)} bytes: "
+                   f"{data.hex()}")
+        out.extend(copies(c, clones=clones))
+    return tuple(out)
 
 
 def _uncomparable(d: Any) -> str | None:
@@ -94,6 +116,10 @@ def diff_pipeline(path: str, pcap: str, *, engines: list[str], seed: int = 0, li
                     report.kernel_not_compared[why] += 1
                     tainted.add(why)
                 report.compared += 1
+                if "kernel" in decisions and any(copies(d) != copies(d, clones=False)
+                                                 for e, d in decisions.items() if e != "kernel"):
+                    report.kernel_not_compared[CLONES_NOTE] += 1
+                    tainted.add(CLONES_NOTE)  # the programs a clone meets did not run in the kernel either
                 k = decisions.get("kernel")
                 if k is not None and k.reason == "target_unknown":
                     report.kernel_not_compared[k.error or "redirect target unknown"] += 1
@@ -134,8 +160,10 @@ def _first(vals: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]] | None
     if len(vals) < 2:
         return None
     common = set.intersection(*(set(v) for v in vals.values()))
-    for f in ("fault", "error", "outcome", "reason", "programs", "data", "target"):
+    for f in ("fault", "error", "outcome", "reason", "programs", "data", "target", "copies"):
         if f in common and len({repr(v[f]) for v in vals.values()}) > 1:
+            if f == "copies":
+                return first_copy_difference({e: v[f] for e, v in vals.items()})
             return f, {e: v[f] for e, v in vals.items()}
     return None
 
