@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from kernel_fixtures import kernel  # noqa: F401 - fixture
 from pipeline_expect import PCAPS, PROGRAMS, read_log
+from pipeline_setup import build_pipeline_progs
 
 from xdpsim.pipeline.replay import replay_to_dir
 
@@ -123,19 +124,7 @@ value = "02000000"
 @pytest.fixture(scope="module")
 def kobj(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tests/pipeline_progs.c built without the program the verifier refuses."""
-    import shutil
-    import subprocess
-
-    from test_pipeline_limits import SOURCE
-
-    clang = shutil.which("clang-19") or shutil.which("clang")
-    if clang is None:
-        pytest.skip("clang-19 is not installed: cannot build the test programs")
-    obj = tmp_path_factory.mktemp("kprogs") / "p.o"
-    arch = subprocess.run(["uname", "-m"], capture_output=True, text=True).stdout.strip()
-    subprocess.run([clang, "-O2", "-g", "-target", "bpf", f"-I/usr/include/{arch}-linux-gnu", "-DKERNEL_SAFE",
-                    "-c", str(SOURCE), "-o", str(obj)], check=True)
-    return obj
+    return build_pipeline_progs(tmp_path_factory, "p.o", kernel_safe=True)
 
 
 def test_adjust_limits_as_the_kernel(tmp_path: Path, kobj: Path) -> None:
