@@ -26,6 +26,7 @@ import struct
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -80,6 +81,26 @@ class _Fn:
 
     def phi(self, name: str, ty: ir.Type = _I64) -> ir.PhiInstr:
         return self.b.phi(ty, name)
+
+    def append_loop(self, n: ir.Value,
+                    append: Callable[[ir.IRBuilder, ir.Value, ir.Value], ir.Value]) -> None:
+        """The whole function (blocks check, body, done): pos = 0; for i in range(n): pos = append(b, i,
+        pos) (emitting item i at out + pos, returning the next pos); return pos."""
+        self.at("entry")
+        self.br("check")
+        b = self.at("check")
+        i, pos = self.phi("i"), self.phi("pos")
+        self.cbr(b.icmp_signed("<", i, n, "more"), "body", "done")
+        b = self.at("body")
+        pos1 = append(b, i, pos)
+        i1 = b.add(i, _c(1), "i1")
+        body_end = b.block
+        self.br("check")
+        i.add_incoming(_c(0), self.bb["entry"])
+        i.add_incoming(i1, body_end)
+        pos.add_incoming(_c(0), self.bb["entry"])
+        pos.add_incoming(pos1, body_end)
+        self.at("done").ret(pos)
 
     def intrinsic(self, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
         """The module's declaration of an LLVM intrinsic, declared on first use."""
@@ -205,31 +226,18 @@ def _build_interleave(m: ir.Module) -> None:
               ("lens", _PTR), ("n", _I64)],
              ["check", "body", "done"])
     a = fn.a
-    fn.at("entry")
-    fn.br("check")
 
-    b = fn.at("check")
-    i, pos = fn.phi("i"), fn.phi("pos")
-    fn.cbr(b.icmp_signed("<", i, a["n"], "more"), "body", "done")
+    def record(b: ir.IRBuilder, i: ir.Value, pos: ir.Value) -> ir.Value:
+        hp = fn.byte_ptr(a["hdrs"], b.mul(i, a["hsize"], "hsrc"), "hp")
+        fn.memcpy(fn.byte_ptr(a["out"], pos, "op"), hp, a["hsize"])
+        pos1 = b.add(pos, a["hsize"], "pos1")
+        off = b.load(fn.elem_ptr(a["offs"], _I64, i, "offp"), "off", typ=_I64, align=8)
+        length = b.load(fn.elem_ptr(a["lens"], _I64, i, "lenp"), "len", typ=_I64, align=8)
+        dp = fn.byte_ptr(a["data"], off, "dp")
+        fn.memcpy(fn.byte_ptr(a["out"], pos1, "op2"), dp, length)
+        return b.add(pos1, length, "pos2")
 
-    b = fn.at("body")
-    hp = fn.byte_ptr(a["hdrs"], b.mul(i, a["hsize"], "hsrc"), "hp")
-    fn.memcpy(fn.byte_ptr(a["out"], pos, "op"), hp, a["hsize"])
-    pos1 = b.add(pos, a["hsize"], "pos1")
-    off = b.load(fn.elem_ptr(a["offs"], _I64, i, "offp"), "off", typ=_I64, align=8)
-    length = b.load(fn.elem_ptr(a["lens"], _I64, i, "lenp"), "len", typ=_I64, align=8)
-    dp = fn.byte_ptr(a["data"], off, "dp")
-    fn.memcpy(fn.byte_ptr(a["out"], pos1, "op2"), dp, length)
-    pos2 = b.add(pos1, length, "pos2")
-    i1 = b.add(i, _c(1), "i1")
-    fn.br("check")
-
-    i.add_incoming(_c(0), fn.bb["entry"])
-    i.add_incoming(i1, fn.bb["body"])
-    pos.add_incoming(_c(0), fn.bb["entry"])
-    pos.add_incoming(pos2, fn.bb["body"])
-
-    fn.at("done").ret(pos)
+    fn.append_loop(a["n"], record)
 
 
 def _build_gather(m: ir.Module) -> None:
@@ -238,28 +246,15 @@ def _build_gather(m: ir.Module) -> None:
     fn = _Fn(m, "xdpsim_gather", _I64, [("out", _PTR), ("pieces", _PTR), ("n", _I64)],
              ["check", "body", "done"])
     a = fn.a
-    fn.at("entry")
-    fn.br("check")
 
-    b = fn.at("check")
-    i, pos = fn.phi("i"), fn.phi("pos")
-    fn.cbr(b.icmp_signed("<", i, a["n"], "more"), "body", "done")
+    def piece(b: ir.IRBuilder, i: ir.Value, pos: ir.Value) -> ir.Value:
+        at = b.load(fn.elem_ptr(a["pieces"], _I64, b.mul(i, _c(2)), "atp"), "at", typ=_I64, align=8)
+        length = b.load(fn.elem_ptr(a["pieces"], _I64, b.add(b.mul(i, _c(2)), _c(1)), "lenp"), "len",
+                        typ=_I64, align=8)
+        fn.memcpy(fn.byte_ptr(a["out"], pos, "op"), b.inttoptr(at, _PTR, "src"), length)
+        return b.add(pos, length, "pos1")
 
-    b = fn.at("body")
-    at = b.load(fn.elem_ptr(a["pieces"], _I64, b.mul(i, _c(2)), "atp"), "at", typ=_I64, align=8)
-    length = b.load(fn.elem_ptr(a["pieces"], _I64, b.add(b.mul(i, _c(2)), _c(1)), "lenp"), "len", typ=_I64,
-                    align=8)
-    fn.memcpy(fn.byte_ptr(a["out"], pos, "op"), b.inttoptr(at, _PTR, "src"), length)
-    pos1 = b.add(pos, length, "pos1")
-    i1 = b.add(i, _c(1), "i1")
-    fn.br("check")
-
-    i.add_incoming(_c(0), fn.bb["entry"])
-    i.add_incoming(i1, fn.bb["body"])
-    pos.add_incoming(_c(0), fn.bb["entry"])
-    pos.add_incoming(pos1, fn.bb["body"])
-
-    fn.at("done").ret(pos)
+    fn.append_loop(a["n"], piece)
 
 
 def _build_pcapng_index(m: ir.Module) -> None:
