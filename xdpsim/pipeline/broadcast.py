@@ -44,6 +44,12 @@ ETH_HLEN = 14
 VLAN_HLEN = 4
 
 
+def frame_limit(mtu: int) -> int:
+    """The longest frame a device of this MTU takes from a redirect: MTU + hard_header_len (14 for
+    Ethernet) + VLAN_HLEN (4), the kernel's xdp_ok_fwd_dev and is_skb_forwardable alike."""
+    return mtu + ETH_HLEN + VLAN_HLEN
+
+
 @dataclass(frozen=True)
 class Port:
     """One devmap entry a broadcast sends a copy to: the key, the device, the entry's program (runtime
@@ -82,7 +88,7 @@ def walk(ports: Sequence[Port], *, ingress: int, exclude_ingress: bool, length: 
             skipped.append(f"key {p.key}: ingress ifindex {p.ifindex} excluded")
             continue
         limit = mtu.get(p.ifindex)
-        if limit is not None and length > limit + ETH_HLEN + VLAN_HLEN:
+        if limit is not None and length > frame_limit(limit):
             skipped.append(f"key {p.key}: {length} bytes over ifindex {p.ifindex}'s MTU {limit}")
             continue
         out.append(p)

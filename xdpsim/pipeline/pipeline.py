@@ -19,7 +19,7 @@ from ..loader import load_object
 from ..maps import RedirectTarget
 from ..spec import ObjectSpec
 from .backends import KernelBackend, SimBackend, make_backend
-from .broadcast import BPF_F_EXCLUDE_INGRESS, VLAN_HLEN, Port, walk
+from .broadcast import BPF_F_EXCLUDE_INGRESS, Port, frame_limit, walk
 from .config import InterfaceSpec, PipelineError, PipelineSpec
 from .dispatcher import ChainEntry, build_chain, choose_program, run_chain
 from .fib import PipelineFib
@@ -68,7 +68,7 @@ def mtu_exceeded(length: int, out: Interface) -> str | None:
     hard_header_len (14 for Ethernet) + VLAN_HLEN (4) is -EMSGSIZE, the frame dropped. The check comes
     before the devmap entry's program, which therefore cannot shrink the frame back under it (asked of
     the kernel: tests/test_redirect_mtu_kernel.py)."""
-    limit = out.spec.mtu + ETH_HLEN + VLAN_HLEN
+    limit = frame_limit(out.spec.mtu)
     if length <= limit:
         return None
     return (f"redirect of a {length}-byte frame to {out.name}: over its MTU {out.spec.mtu} (at most {limit} "

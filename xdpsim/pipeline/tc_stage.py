@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import XdpsimError
 from ..helpers.skbuff import Clone, SkbState
 from ..hooks.tc import TcAction, host_skb, wire_skb
+from .broadcast import frame_limit
 from .config import InterfaceSpec, PipelineError
 from .dispatcher import choose_tc_program
 from .routing import Decision
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
     from .replay import Replay
 
 ETH_HLEN = 14
-VLAN_HLEN = 4
 
 
 @dataclass(frozen=True)
@@ -257,7 +257,7 @@ def xmit_mtu_exceeded(length: int, out: Interface, origin: str) -> str | None:
     far end has the interface's `mtu`. Redirects to an ingress (BPF_F_INGRESS: __bpf_rx_skb forwards
     with check_mtu false) and bpf_redirect_peer check no MTU at all, so they never come here. Asked of
     the kernel on veths: tests/test_tc_redirect_mtu_kernel.py."""
-    limit = out.spec.mtu + ETH_HLEN + VLAN_HLEN
+    limit = frame_limit(out.spec.mtu)
     if length <= limit:
         return None
     what = "bpf_clone_redirect copy" if origin == "clone" else "TC redirect"
