@@ -31,7 +31,9 @@ reused 16 MiB buffer; os.write of 4 MiB pieces into a new file, twice: the first
 pages the kernel takes fresh, the second into the ones the deleted first file gave back), the floor under
 the replay's reader and writer threads. `--direct` also runs `jit-direct` after each JIT run of the whole
 workload: the same replay with the sink files' whole pages written with O_DIRECT (XDPSIM_DIRECT_WRITES=1:
-no copy into the page cache, but each write waits for the device).
+no copy into the page cache, but each write waits for the device). `--one-core` also runs `jit-1core`
+after each JIT run of the whole workload: the same replay with the whole process (its reader and writer
+threads too) held on one CPU (sched_setaffinity): its packets/s is what one core does end to end.
 """
 
 from __future__ import annotations
@@ -189,12 +191,16 @@ def kernel_raw(pcap: str) -> dict:
 
 def measure(engine: str, pcap: Path, out: Path) -> dict:
     """Run one replay in a child, sampling its anonymous memory ("jit-direct": the JIT's replay with
-    XDPSIM_DIRECT_WRITES=1)."""
+    XDPSIM_DIRECT_WRITES=1; "jit-1core": the JIT's replay with every thread held on one CPU)."""
     env = dict(os.environ)
+    pin = None
     if engine == "jit-direct":
         engine, env["XDPSIM_DIRECT_WRITES"] = "jit", "1"
+    elif engine == "jit-1core":
+        engine, cpu = "jit", min(os.sched_getaffinity(0))
+        pin = lambda: os.sched_setaffinity(0, {cpu})  # noqa: E731 - in the child, before it runs
     proc = subprocess.Popen([sys.executable, __file__, "--one", engine, str(pcap), str(out)],
-                            stdout=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, text=True, env=env, preexec_fn=pin)
     peak_anon = 0
     while proc.poll() is None:
         peak_anon = max(peak_anon, _status_kb(proc.pid, "RssAnon"))
@@ -233,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pcap", help="replay this capture as the workload instead of generating one")
     ap.add_argument("--direct", action="store_true", help="also replay the whole workload with sink "
                     "files written with O_DIRECT (XDPSIM_DIRECT_WRITES=1), each run after a plain one")
+    ap.add_argument("--one-core", action="store_true", help="also replay the whole workload with the "
+                    "process held on one CPU (every thread), each run after a plain one")
     ap.add_argument("--one", nargs=3, metavar=("ENGINE", "PCAP", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:
@@ -265,9 +273,10 @@ def main(argv: list[str] | None = None) -> int:
             runs += [("interp", interp), ("jit", small)]
         rows = []
         plan = [(engine, pcap, k) for engine, pcap in runs for k in range(args.repeat)]
-        if args.direct:  # alternated with the plain runs of the whole workload
-            plan = [x for e, p, k in plan for x in [(e, p, k)] + ([("jit-direct", p, k)] if p == ref and
-                                                                   e == "jit" else [])]
+        extras = [e for e, on in (("jit-direct", args.direct), ("jit-1core", args.one_core)) if on]
+        if extras:  # alternated with the plain runs of the whole workload
+            plan = [x for e, p, k in plan
+                    for x in [(e, p, k)] + [(extra, p, k) for extra in extras if p == ref and e == "jit"]]
         for engine, pcap, k in plan:
             res = measure(engine, pcap, d / f"out-{engine}-{pcap.stem}-{k}")
             if k == 0:
