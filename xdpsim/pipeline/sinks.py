@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..io.pcap import PcapWriter
+from . import writev
 
 # pcap's seconds are 32 bits: timestamps outside [0, 2**32 s) are clamped when written
 MAX_TS_NS = (1 << 32) * 1_000_000_000 - 1
@@ -127,14 +128,15 @@ class RecordBuffers:
     it gets, in order: pieces of the buffer, or, for a batch read from a pcap file (`hold(data)` first),
     records of the capture's own read buffer that are the very bytes to write (no copy; `release()`
     after the batch hands every stream that may refer to them over, keeping `data` until written).
-    `files` rows are jit.batch's F_* words. Full parts go to their files in order (`_write_all`: gathered,
-    then written), by a thread of their own (the gather and the write release the GIL: the programs run
-    on meanwhile) or at once (`threaded=False`). At most `len(slots) + 1 + SPARE` parts exist, so memory
-    stays constant; a file is created when its first records are written. `direct` (default: environment
-    XDPSIM_DIRECT_WRITES=1) writes the files' whole pages with O_DIRECT where the file system allows it
-    (_write_direct: the same bytes, without the kernel's copy into page-cache pages -- most of the
-    writer's CPU time, 3-4x more on pages the VM hands over fresh -- but each write waits for the device,
-    so a replay can take longer on a slow disk: opt-in).
+    `files` rows are jit.batch's F_* words. Full parts go to their files in order (`_write_all`: long
+    pieces by reference, short ones copied together, in writevs), by a thread of their own (the copies
+    and the writes release the GIL: the programs run on meanwhile) or at once (`threaded=False`). At
+    most `len(slots) + 1 + SPARE` parts exist, so memory stays constant; a file is created when its
+    first records are written. `direct` (default: environment XDPSIM_DIRECT_WRITES=1) writes the
+    files' whole pages with O_DIRECT where the file system allows it (_write_direct: the same bytes,
+    without the kernel's copy into page-cache pages -- most of the writer's CPU time, 3-4x more on
+    pages the VM hands over fresh -- but each write waits for the device, so a replay can take longer
+    on a slow disk: opt-in).
     """
 
     SIZE = 4 << 20
@@ -356,15 +358,24 @@ def _write(fd: int, dfd: int, iov: np.ndarray, n: int) -> None:
 
 
 def _write_all(fd: int, iov: np.ndarray, n: int, dfd: int = -1) -> None:
-    """The n pieces (address, length) of `iov` to fd, in order: small ones gathered into the thread's
-    stage (one copy, then one write per stage-full: the kernel's cost per piece of a writev is ~1 us, a
-    record's copy ~30 ns), pieces as big as the stage written as they are. With `dfd` (the file opened
-    with O_DIRECT) see _write_direct."""
-    from ..io.native import gather
-
+    """The n pieces (address, length) of `iov` to fd, in order: pieces at least writev.MIN_REF long by
+    reference, runs of shorter ones copied together into the thread's stage, in writevs of up to IOV_MAX
+    iovecs (writev.write_pieces: the user copy is only the short pieces'; the kernel's copy into the page
+    cache is the same whatever the pieces). With `dfd` (the file opened with O_DIRECT) see
+    _write_direct; where llvmlite cannot compile writev's plan, _write_gathered."""
     if dfd >= 0:
         _write_direct(fd, dfd, iov, n, _stage("direct", _DIRECT_STAGE))
-        return
+    elif writev.available():
+        writev.write_pieces(fd, iov, n, _stage("buf", _STAGE))
+    else:
+        _write_gathered(fd, iov, n)
+
+
+def _write_gathered(fd: int, iov: np.ndarray, n: int) -> None:
+    """_write_all's pieces gathered into the thread's stage (one copy, then one write per stage-full),
+    pieces as big as the stage written as they are."""
+    from ..io.native import gather
+
     stage = _stage("buf", _STAGE)
     lens = iov[:n, 1]
     i = 0
@@ -443,7 +454,7 @@ def _stage(name: str, size: int) -> np.ndarray:
     return stage
 
 
-_STAGE = 1 << 20  # bytes gathered per write
+_STAGE = 1 << 20  # bytes of short pieces copied per writev (gathered per write without llvmlite)
 # O_DIRECT: each write waits for the device and pins its pages; 4 MiB writes cost ~0.07 CPU s per 210 MB
 # here, 1 MiB ~0.09, 256 KiB ~0.15 (the stage's size does not matter to caches: the device reads it)
 _DIRECT_STAGE = 4 << 20
