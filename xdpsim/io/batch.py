@@ -359,7 +359,8 @@ class BatchReader:
         """The walk's four columns (int64, 4 x batch_size): one no batch holds any more (their pages are
         written again instead of fresh ones faulted in for every batch), else a new one."""
         pool = self._col_pool
-        for i, c in enumerate(pool):
+        for i in range(len(pool)):  # (not enumerate: its recycled result tuple holds a reference)
+            c = pool[i]
             # referenced by the pool, `c` and getrefcount's argument: no batch's arrays are views of it
             if sys.getrefcount(c) <= 3:
                 del pool[i]

@@ -1,0 +1,61 @@
+"""The batch reader's buffers are reused: a consumer that drops its batches makes the reader allocate a
+few read buffers and column arrays, not one per batch (fresh pages cost the reader thread a page
+fault and a clear per 4 KiB), and a consumer that keeps its batches still sees every batch's own bytes."""
+
+from __future__ import annotations
+
+import struct
+import weakref
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xdpsim.io import read_batches
+
+
+def _capture(path: Path, n: int) -> Path:
+    """n Ethernet records of 60..187 bytes, packet i holding i in its bytes 20..24."""
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
+    for i in range(n):
+        frame = bytearray(60 + i % 128)
+        frame[12:14] = b"\x08\x00"
+        frame[20:24] = i.to_bytes(4, "big")
+        out.append(struct.pack("<IIII", 1_700_000_000 + i, i, len(frame), len(frame)) + bytes(frame))
+    path.write_bytes(b"".join(out))
+    return path
+
+
+def _distinct(seen: list[weakref.ref], arr: np.ndarray) -> None:
+    """Adds `arr` to `seen` unless it is one of them (objects, not addresses: a freed array's address
+    may be handed out again)."""
+    if not any(r() is arr for r in seen):
+        seen.append(weakref.ref(arr))
+
+
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_dropped_batches_give_their_buffers_back(tmp_path: Path, prefetch: bool) -> None:
+    cap = _capture(tmp_path / "c.pcap", 2000)
+    columns: list[weakref.ref] = []
+    buffers: list[weakref.ref] = []
+    count = 0
+    for b in read_batches(cap, 100, prefetch=prefetch):
+        assert isinstance(b.offsets.base, np.ndarray) and isinstance(b.data.base, np.ndarray)
+        _distinct(columns, b.offsets.base)
+        _distinct(buffers, b.data.base)
+        assert int.from_bytes(b.packet(0)[20:24], "big") == b.index
+        count += 1
+    assert count == 20
+    # the consumer holds one batch, the reader (prefetch) makes the next, one more is in between
+    assert len(columns) <= 3, len(columns)
+    assert len(buffers) <= 4, len(buffers)
+
+
+def test_kept_batches_keep_their_bytes(tmp_path: Path) -> None:
+    cap = _capture(tmp_path / "c.pcap", 2000)
+    kept = list(read_batches(cap, 100, prefetch=True))
+    assert [b.index for b in kept] == list(range(0, 2000, 100))
+    for b in kept:
+        got = [int.from_bytes(b.packet(i)[20:24], "big") for i in range(len(b))]
+        assert got == list(range(b.index, b.index + 100))
+        assert b.offsets.tolist() == sorted(b.offsets.tolist())
