@@ -228,7 +228,8 @@ class _Scratch(threading.local):
 _scratch = _Scratch()
 
 
-def write_pieces(fd: int, iov: np.ndarray, n: int, stage: np.ndarray, min_ref: int = MIN_REF) -> None:
+def write_pieces(fd: int, iov: np.ndarray, n: int, stage: np.ndarray, min_ref: int = MIN_REF,
+                 max_iov: int = IOV_MAX) -> None:
     """The n (address, length) pieces of `iov` (uint64 rows, struct iovecs; readable memory) to fd, in
     order: writevs of the pieces at least `min_ref` long as they are and of the shorter ones copied
     together into `stage` (which a writev's return leaves free again). Short writes resume where they
@@ -236,15 +237,18 @@ def write_pieces(fd: int, iov: np.ndarray, n: int, stage: np.ndarray, min_ref: i
 
     min_ref: measured on this project's reference replay (1M packets, 210 MB, ~105,000 pieces), the
     writer thread's CPU falls from ~0.11 s (everything gathered) to ~0.07 s with min_ref 256 to 1024;
-    above that the copies of short pieces grow, below it the kernel's per-iovec cost."""
+    above that the copies of short pieces grow, below it the kernel's per-iovec cost. max_iov: iovecs
+    per writev (fewer: for tests)."""
     plan = _native()[1]
     if not 0 < min_ref <= len(stage):
         raise ValueError(f"min_ref {min_ref} must be in 1..{len(stage)} (the stage's size)")
+    if not 0 < max_iov <= IOV_MAX:
+        raise ValueError(f"max_iov {max_iov} must be in 1..{IOV_MAX}")
     iov = np.ascontiguousarray(iov[:n], np.uint64)
     out_addr, state_addr = _scratch.addrs
     base, stage_addr, i = iov.ctypes.data, stage.ctypes.data, 0
     while i < n:
-        used = plan(base + 16 * i, n - i, min_ref, stage_addr, len(stage), out_addr, IOV_MAX, state_addr)
+        used = plan(base + 16 * i, n - i, min_ref, stage_addr, len(stage), out_addr, max_iov, state_addr)
         assert used > 0, "writev plan used no piece"
         state = _scratch.state
         _send(fd, _scratch.out, int(state[0]), int(state[1]))
