@@ -50,9 +50,10 @@ def _iovecs(addr: int, count: int) -> list[tuple[int, int]]:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.data(), stage_size=st.sampled_from([64, 100, 4096]), max_iov=st.sampled_from([1, 2, 3, 1024]))
+@given(data=st.data(), stage_size=st.sampled_from([64, 100, 4096]), max_iov=st.sampled_from([1, 2, 3, 1024]),
+       max_bytes=st.sampled_from([1, 150, 1 << 20]))
 def test_the_bytes_of_the_pieces_in_order(tmp_path: Path, data: st.DataObject, stage_size: int,
-                                          max_iov: int) -> None:
+                                          max_iov: int, max_bytes: int) -> None:
     min_ref = data.draw(st.integers(1, stage_size), label="min_ref")
     lengths = data.draw(st.lists(st.one_of(st.integers(max(0, min_ref - 3), min_ref + 3),
                                            st.integers(0, 3 * stage_size)), max_size=40), label="lengths")
@@ -60,7 +61,8 @@ def test_the_bytes_of_the_pieces_in_order(tmp_path: Path, data: st.DataObject, s
                               max_size=len(lengths)), label="gaps")
     src, iov, want = _stream(lengths, gaps)
     stage = np.zeros(stage_size, np.uint8)
-    assert _written(tmp_path / "out", iov, stage, min_ref=min_ref, max_iov=max_iov) == want
+    got = _written(tmp_path / "out", iov, stage, min_ref=min_ref, max_iov=max_iov, max_bytes=max_bytes)
+    assert got == want
     del src
 
 
@@ -101,6 +103,11 @@ def test_a_full_stage_or_iovec_table_starts_the_next_writev(tmp_path: Path,
     assert _written(tmp_path / "out", iov, stage, min_ref=64, max_iov=2) == want
     # stage of 64 holds two 30s; the third starts a new stage-full; two iovecs per writev
     assert [[n for _, n in c] for c in calls] == [[60], [30, 100], [100, 100], [30]]
+    calls.clear()
+    # at most 150 bytes per writev, unless its first piece alone is longer
+    _src, iov, want = _stream([30, 30, 100, 200, 40, 40, 40, 40], [1] * 8)
+    assert _written(tmp_path / "out", iov, np.zeros(4096, np.uint8), min_ref=64, max_bytes=150) == want
+    assert [[n for _, n in c] for c in calls] == [[60], [100], [200], [120], [40]]
 
 
 @pytest.mark.parametrize("seed", range(6))

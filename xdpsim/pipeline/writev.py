@@ -29,6 +29,7 @@ import numpy as np
 
 IOV_MAX = 1024  # iovecs per writev (Linux's UIO_MAXIOV)
 MIN_REF = 512  # pieces at least this long are written by reference (measured: see write_pieces)
+MAX_BYTES = 1 << 20  # bytes per writev (unless one piece is longer; measured: see write_pieces)
 
 _I1, _I64, _I8 = ir.IntType(1), ir.IntType(64), ir.IntType(8)
 _PTR = ir.PointerType()
@@ -40,22 +41,24 @@ def _c(v: int, ty: ir.IntType = _I64) -> ir.Constant:
 
 
 def _module() -> ir.Module:
-    """xdpsim_writev_plan(pieces, n, min_ref, stage, stage_size, out, out_max, state) -> pieces used.
+    """xdpsim_writev_plan(pieces, n, min_ref, stage, stage_size, out, out_max, max_bytes, state) -> pieces
+    used.
 
     Walks the n (address, length) pieces: one at least `min_ref` long becomes an iovec of its own; a
     shorter one is copied into the stage after the bytes already there and joins the iovec of the stage
     run it follows, or starts a new one. Stops before a piece when `out_max` iovecs are made and the piece
-    would need another, or when a short piece does not fit in the stage's room. Stores the iovecs made
+    would need another, when a short piece does not fit in the stage's room, or when the piece would take
+    the iovecs' bytes past `max_bytes` (the first piece is always taken). Stores the iovecs made
     in state[0] and their bytes in state[1]. The caller keeps min_ref <= stage_size, so at least one
     piece is used whenever n > 0.
     """
     m = ir.Module(name="xdpsim_writev")
-    fnty = ir.FunctionType(_I64, [_PTR, _I64, _I64, _PTR, _I64, _PTR, _I64, _PTR])
+    fnty = ir.FunctionType(_I64, [_PTR, _I64, _I64, _PTR, _I64, _PTR, _I64, _I64, _PTR])
     f = ir.Function(m, fnty, _NAME)
-    pieces, n, min_ref, stage, stage_size, out, out_max, state = f.args
+    pieces, n, min_ref, stage, stage_size, out, out_max, max_bytes, state = f.args
     memcpy = ir.Function(m, ir.FunctionType(ir.VoidType(), [_PTR, _PTR, _I64, _I1]), "llvm.memcpy.p0.p0.i64")
-    names = ["entry", "loop", "piece", "ref", "refput", "short", "shortfit", "newrun", "newput", "copy",
-             "next", "done"]
+    names = ["entry", "loop", "piece", "kind", "ref", "refput", "short", "shortfit", "newrun", "newput",
+             "copy", "next", "done"]
     bb = {name: f.append_basic_block(name) for name in names}
     b = ir.IRBuilder(bb["entry"])
     b.branch(bb["loop"])
@@ -86,6 +89,11 @@ def _module() -> ir.Module:
     addr = b.load(word(pieces, i2, "atp"), "at", typ=_I64, align=8)
     length = b.load(word(pieces, b.add(i2, _c(1), "i21"), "lenp"), "len", typ=_I64, align=8)
     total1 = b.add(total, length, "total1")
+    over = b.and_(b.icmp_unsigned(">", total1, max_bytes, "big"), b.icmp_unsigned("!=", total, _c(0), "some"),
+                  "over")
+    b.cbranch(over, bb["done"], bb["kind"])
+
+    at_end("kind")
     b.cbranch(b.icmp_unsigned(">=", length, min_ref, "long"), bb["ref"], bb["short"])
 
     at_end("ref")  # a long piece: an iovec of its own, when there is room for one
@@ -141,7 +149,7 @@ def _module() -> ir.Module:
 
 
 _PLAN = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
-                         ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p)
+                         ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p)
 _lock = threading.Lock()
 _compiled: list = []  # [(engine, plan)] once compiled, [None] when llvmlite cannot
 
@@ -229,16 +237,19 @@ _scratch = _Scratch()
 
 
 def write_pieces(fd: int, iov: np.ndarray, n: int, stage: np.ndarray, min_ref: int = MIN_REF,
-                 max_iov: int = IOV_MAX) -> None:
+                 max_iov: int = IOV_MAX, max_bytes: int = MAX_BYTES) -> None:
     """The n (address, length) pieces of `iov` (uint64 rows, struct iovecs; readable memory) to fd, in
     order: writevs of the pieces at least `min_ref` long as they are and of the shorter ones copied
     together into `stage` (which a writev's return leaves free again). Short writes resume where they
     stopped; errors are raised as OSError. Needs available().
 
-    min_ref: measured on this project's reference replay (1M packets, 210 MB, ~105,000 pieces), the
-    writer thread's CPU falls from ~0.11 s (everything gathered) to ~0.07 s with min_ref 256 to 1024;
-    above that the copies of short pieces grow, below it the kernel's per-iovec cost. max_iov: iovecs
-    per writev (fewer: for tests)."""
+    Measured on the reference replay (1M packets, 210 MB in ~105,000 pieces; writer thread CPU s, median
+    of alternating runs): everything gathered then written 0.12; min_ref 512 or 1024 with 1 MiB writevs
+    0.085-0.09 (user time 0.05 -> 0.01; the kernel's copy, ~0.07, is the rest). min_ref: below ~256 the
+    kernel's cost per iovec grows, above ~2048 the copies of short pieces. max_bytes: a writev's bytes
+    (unless its first piece alone is more): 4 MiB and unbounded writevs cost the kernel more and vary
+    more (0.08-0.2), 256 KiB more calls. max_iov: iovecs per writev (fewer: for tests).
+    """
     plan = _native()[1]
     if not 0 < min_ref <= len(stage):
         raise ValueError(f"min_ref {min_ref} must be in 1..{len(stage)} (the stage's size)")
@@ -248,7 +259,8 @@ def write_pieces(fd: int, iov: np.ndarray, n: int, stage: np.ndarray, min_ref: i
     out_addr, state_addr = _scratch.addrs
     base, stage_addr, i = iov.ctypes.data, stage.ctypes.data, 0
     while i < n:
-        used = plan(base + 16 * i, n - i, min_ref, stage_addr, len(stage), out_addr, max_iov, state_addr)
+        used = plan(base + 16 * i, n - i, min_ref, stage_addr, len(stage), out_addr, max_iov, max_bytes,
+                    state_addr)
         assert used > 0, "writev plan used no piece"
         state = _scratch.state
         _send(fd, _scratch.out, int(state[0]), int(state[1]))
