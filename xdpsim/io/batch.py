@@ -4,18 +4,20 @@
 `.warnings`, `.offset`, `.records`, `.packets` and `.skipped` as the streaming readers, and raises the
 same CaptureErrors at the same points (after yielding the packets before the damage).
 
-pcap files (16-byte record headers) are read (not memory-mapped: a file truncated by someone else while
-it is read would make any access to the lost pages a SIGBUS; here the read comes back short and the
-reader raises a CaptureError naming the file and the offset) in pieces of 512 KiB into a buffer per
-batch, and a tight loop (native.py) walks the record headers of each piece as soon as it is read, while
-it is in cache (and reads each record's lengths and timestamp on the way). Plain Ethernet records (no
-FCS) are not copied again: the data array is a read-only view of the buffer span holding the batch's
-records (record headers included), so packets are not back to back: packet i is always
-`data[offsets[i] : offsets[i] + lengths[i]]`. Buffers are reused once no batch holds them (memory stays
-constant for a consumer that drops its batches). `prefetch=True` reads the next batch in a thread of
-its own (prefetch.py) while the caller works on the current one. Records of other link types (or with
-an FCS) are converted one by one into back-to-back batches. pcapng files do the same for runs of plain
-Enhanced Packet Blocks on Ethernet interfaces (read in windows; batches are views of them) and hand
+pcap files (16-byte record headers) of plain Ethernet records (no FCS) are memory-mapped, a window per
+batch, where a read lease makes that safe (mapped.py: a file truncated under a mapping would make any
+access to the lost pages a SIGBUS; the lease makes a truncater wait until the windows still in use are
+replaced by copies of themselves, and the reader goes on with preads). Otherwise they are read in pieces
+of 512 KiB into a buffer per batch, and a tight loop (native.py) walks the record headers of each piece
+as soon as it is read, while it is in cache (and reads each record's lengths and timestamp on the way);
+a read that comes back short (the file shrank) is a CaptureError naming the file and the offset. Plain
+Ethernet records are not copied again: the data array is a read-only view of the window or buffer span
+holding the batch's records (record headers included), so packets are not back to back: packet i is
+always `data[offsets[i] : offsets[i] + lengths[i]]`. Buffers are reused once no batch holds them
+(memory stays constant for a consumer that drops its batches). `prefetch=True` reads the next batch in a
+thread of its own (prefetch.py) while the caller works on the current one. Records of other link types
+(or with an FCS) are converted one by one into back-to-back batches. pcapng files do the same for runs of
+plain Enhanced Packet Blocks on Ethernet interfaces (read in windows; batches are views of them) and hand
 every other block (section and interface blocks, SPB, PB, anything the reader warns about) to
 PcapngReader.step(), whose packets are batched separately (so such batches may hold fewer than
 batch_size packets). The "modified" pcap format goes through PcapReader.
@@ -34,6 +36,7 @@ import numpy as np
 from ..errors import CaptureError
 from . import linktype as lt
 from .capture import open_capture
+from .mapped import MappedFile
 from .native import MAX_BLOCK, RecordWalk, RecordWalker, index_pcapng
 from .pcap import (
     HEADER_SIZE,
@@ -287,20 +290,27 @@ class BatchReader:
 
     def _fast_batches(self) -> Iterator[Batch]:
         f = open(self.path, "rb", buffering=0)  # noqa: SIM115 - closed below
+        # plain records are mapped where a read lease makes that safe (mapped.py): taken before the size
+        # is read, so that a truncation from then on waits for the windows to be detached
+        big = self._reader.file_size >= _MAP_MIN  # (small files: not worth a lease and its watcher thread)
+        mapped = MappedFile.open(f.fileno()) if self._plain and big else None
         try:
             header = parse_header(f.read(HEADER_SIZE), self.path)
-            yield from self._scan(f.fileno(), os.fstat(f.fileno()).st_size, header)
+            yield from self._scan(f.fileno(), os.fstat(f.fileno()).st_size, header, mapped)
         finally:
+            if mapped is not None:
+                mapped.finish()
             f.close()
 
-    def _scan(self, fd: int, size: int, h: PcapHeader) -> Iterator[Batch]:
-        """Batches of the records from HEADER_SIZE on, read (not mapped: a file truncated meanwhile gives
-        a CaptureError, not a SIGBUS) into buffers that are reused once no batch holds them."""
+    def _scan(self, fd: int, size: int, h: PcapHeader, mapped: MappedFile | None = None) -> Iterator[Batch]:
+        """Batches of the records from HEADER_SIZE on: views of `mapped`'s windows while it gives them,
+        else read (a file truncated meanwhile gives a CaptureError, not a SIGBUS) into buffers that are
+        reused once no batch holds them."""
         limit = effective_snaplen(h.snaplen)
         win = _Window(fd, size, self.path, self._pool)
         pos = HEADER_SIZE
         while True:
-            w, buf, base = self._walk(win, pos, h)
+            w, buf, base = self._walk(win, pos, h, mapped)
             if len(w.starts):
                 pos = base + w.end
                 batch = self._gather(buf, base, w, h, limit)
@@ -324,17 +334,27 @@ class BatchReader:
             raise CaptureError(msg_too_long(caplen, h.snaplen), self.path, pos)
         self._warn(pos, msg_truncated(caplen, size - pos - 16), "truncated", record=True)
 
-    def _walk(self, win: _Window, pos: int, h: PcapHeader) -> tuple[RecordWalk, np.ndarray, int]:
+    def _walk(self, win: _Window, pos: int, h: PcapHeader,
+              mapped: MappedFile | None = None) -> tuple[RecordWalk, np.ndarray, int]:
         """Up to batch_size whole records from file offset `pos`: (walk, buffer, file offset of buffer[0]).
         The buffer is read piece by piece, each piece walked at once, until the batch is complete, the
         file ends or the walk meets damage; a batch bigger than the buffer gets a bigger one (up to
-        _Window.MAX: then a shorter batch)."""
+        _Window.MAX: then a shorter batch). `mapped`: the buffer is a mapped window while it gives one."""
         size = win.size
         cap = _Window.START
         # the first piece: about what the last batch took, so that small batches read little
         piece = max(4096, min(_PIECE, self._batch_bytes + self._batch_bytes // 16 + 4096))
+        if mapped is not None:  # (a window: about what the last batch took, else the buffer's size)
+            cap = self._batch_bytes + self._batch_bytes // 16 + 4096 if self._batch_bytes else cap
         while True:
             walker = RecordWalker(self.batch_size, h.endian, h.frac_scale, self.native, self._columns())
+            mbuf = mapped.window(pos, min(cap, size - pos)) if mapped is not None else None
+            if mbuf is not None:
+                found = self._walk_window(walker, mbuf, pos, size, cap)
+                if found is not None:
+                    return found
+                cap *= 2
+                continue
             buf = win.buffer(min(cap, size - pos))
             view, total = memoryview(buf), len(buf)
             caplen_at = struct.Struct(h.endian + "I").unpack_from
@@ -354,6 +374,20 @@ class BatchReader:
                 self._batch_bytes = rel
                 return walker.result(rel), buf, pos
             cap *= 2  # the batch runs past the buffer: a bigger one
+
+    def _walk_window(self, walker: RecordWalker, buf: np.ndarray, pos: int, size: int,
+                     cap: int) -> tuple[RecordWalk, np.ndarray, int] | None:
+        """_walk over a mapped window (file bytes from `pos`), walked in one step (no copy to walk while
+        in cache); None when the batch runs past it (a bigger one is needed)."""
+        have = len(buf)
+        rel = walker.step(buf, have, 0)
+        damaged = False
+        if rel + 16 <= have:  # (the walk stopped at a whole record header: damage, or beyond the window)
+            damaged = int(buf[rel + 8 : rel + 12].view(walker.endian + "u4")[0]) > MAX_SNAPLEN
+        if walker.n == self.batch_size or pos + have == size or damaged or cap >= _Window.MAX:
+            self._batch_bytes = rel
+            return walker.result(rel), buf, pos
+        return None
 
     def _columns(self) -> np.ndarray:
         """The walk's four columns (int64, 4 x batch_size): one no batch holds any more (their pages are
@@ -413,6 +447,7 @@ class BatchReader:
 
 
 _PIECE = 512 << 10  # bytes read at a time (walked while in cache)
+_MAP_MIN = 1 << 20  # files this big or bigger are mapped where that is safe (mapped.py)
 _ZEROS: list[np.ndarray] = [np.zeros(0, np.int32)]
 
 
