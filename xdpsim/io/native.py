@@ -37,6 +37,10 @@ from .reader import MAX_SNAPLEN
 
 MAX_BLOCK = 16 * 1024 * 1024  # pcapng.py's limit (imported from there would be circular)
 _PREFETCH_AHEAD = 2048  # bytes: ~10 records of the reference workload
+# cache lines asked for from there on, per record: the walk steps ~200 bytes a record, so one line a
+# record leaves most header lines unasked (a walk over mapped, uncached pages: ~25.5 ns a record with 1,
+# 22.5 with 4)
+_PREFETCH_LINES = 4
 
 _I1 = ir.IntType(1)
 _I32 = ir.IntType(32)
@@ -152,8 +156,9 @@ def _build_pcap_index(m: ir.Module) -> None:
     # the headers a few records on, asked for now: each header's position depends on the one before,
     # so without this the walk waits for every header's line in turn (a prefetch never faults)
     prefetch = fn.intrinsic("llvm.prefetch.p0", _VOID, [_PTR, _I32, _I32, _I32])
-    b.call(prefetch, [fn.byte_ptr(a["buf"], b.add(pos, _c(_PREFETCH_AHEAD), "pf")), _c(0, _I32), _c(3, _I32),
-                      _c(1, _I32)])
+    for line in range(_PREFETCH_LINES):
+        at = fn.byte_ptr(a["buf"], b.add(pos, _c(_PREFETCH_AHEAD + 64 * line), "pf"))
+        b.call(prefetch, [at, _c(0, _I32), _c(3, _I32), _c(1, _I32)])
     fn.cbr(b.icmp_unsigned(">", p16, a["size"], "nohdr"), "done", "len")
 
     b = fn.at("len")
