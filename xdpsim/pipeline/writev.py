@@ -261,7 +261,8 @@ def write_pieces(fd: int, iov: np.ndarray, n: int, stage: np.ndarray, min_ref: i
     while i < n:
         used = plan(base + 16 * i, n - i, min_ref, stage_addr, len(stage), out_addr, max_iov, max_bytes,
                     state_addr)
-        assert used > 0, "writev plan used no piece"
+        if used <= 0:  # (cannot happen with the checks above: never loop without progress)
+            raise RuntimeError(f"writev plan used no piece at piece {i} of {n}")
         state = _scratch.state
         _send(fd, _scratch.out, int(state[0]), int(state[1]))
         i += used
