@@ -104,10 +104,11 @@ def test_a_full_stage_or_iovec_table_starts_the_next_writev(tmp_path: Path,
     # stage of 64 holds two 30s; the third starts a new stage-full; two iovecs per writev
     assert [[n for _, n in c] for c in calls] == [[60], [30, 100], [100, 100], [30]]
     calls.clear()
-    # at most 150 bytes per writev, unless its first piece alone is longer
+    # at most 150 bytes per writev: the 200 is split (its first 150 by reference, the 50 left is short
+    # and copied, with the 40s after it)
     _src, iov, want = _stream([30, 30, 100, 200, 40, 40, 40, 40], [1] * 8)
     assert _written(tmp_path / "out", iov, np.zeros(4096, np.uint8), min_ref=64, max_bytes=150) == want
-    assert [[n for _, n in c] for c in calls] == [[60], [100], [200], [120], [40]]
+    assert [[n for _, n in c] for c in calls] == [[60], [100], [150], [130], [80]]
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -213,3 +214,23 @@ def test_record_buffers_write_the_same_records_either_way(tmp_path: Path, monkey
         want.append((data, i))
     s.close()
     assert [(p.data, p.ts_ns) for p in open_capture(tmp_path / "pass.pcap")] == want
+
+
+def test_a_piece_longer_than_a_writev_is_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """(the page cache takes 2 MiB folios for big writes: max_bytes keeps writevs at 1 MiB by default)"""
+    calls: list[list[tuple[int, int]]] = []
+    real = writev._writev
+
+    def spy(fd: int, addr: int, count: int) -> int:
+        calls.append(_iovecs(addr, count))
+        return real(fd, addr, count)
+
+    monkeypatch.setattr(writev, "_writev", spy)
+    _src, iov, want = _stream([10000, 3000], [0, 0])
+    at = int(iov[0, 0])
+    assert _written(tmp_path / "out", iov, np.zeros(1024, np.uint8), min_ref=512, max_bytes=4096) == want
+    assert calls == [[(at, 4096)], [(at + 4096, 4096)], [(at + 8192, 1808)], [(at + 10000, 3000)]]
+    calls.clear()
+    _src, iov, want = _stream([3 << 20], [0])
+    assert _written(tmp_path / "out", iov, np.zeros(1024, np.uint8)) == want
+    assert [n for c in calls for _, n in c] == [1 << 20] * 3

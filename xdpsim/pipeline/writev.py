@@ -29,7 +29,7 @@ import numpy as np
 
 IOV_MAX = 1024  # iovecs per writev (Linux's UIO_MAXIOV)
 MIN_REF = 512  # pieces at least this long are written by reference (measured: see write_pieces)
-MAX_BYTES = 1 << 20  # bytes per writev (unless one piece is longer; measured: see write_pieces)
+MAX_BYTES = 1 << 20  # bytes per writev at most (measured: see write_pieces)
 
 _I1, _I64, _I8 = ir.IntType(1), ir.IntType(64), ir.IntType(8)
 _PTR = ir.PointerType()
@@ -48,17 +48,18 @@ def _module() -> ir.Module:
     shorter one is copied into the stage after the bytes already there and joins the iovec of the stage
     run it follows, or starts a new one. Stops before a piece when `out_max` iovecs are made and the piece
     would need another, when a short piece does not fit in the stage's room, or when the piece would take
-    the iovecs' bytes past `max_bytes` (the first piece is always taken). Stores the iovecs made
-    in state[0] and their bytes in state[1]. The caller keeps min_ref <= stage_size, so at least one
-    piece is used whenever n > 0.
+    the iovecs' bytes past `max_bytes`; a first piece longer than that is split: its first `max_bytes`
+    bytes are an iovec and its row in `pieces` becomes the rest (not counted as used). Stores the iovecs
+    made in state[0] and their bytes in state[1]. The caller keeps min_ref <= stage_size, out_max >= 1
+    and max_bytes >= 1, so each call uses or splits a piece whenever n > 0.
     """
     m = ir.Module(name="xdpsim_writev")
     fnty = ir.FunctionType(_I64, [_PTR, _I64, _I64, _PTR, _I64, _PTR, _I64, _I64, _PTR])
     f = ir.Function(m, fnty, _NAME)
     pieces, n, min_ref, stage, stage_size, out, out_max, max_bytes, state = f.args
     memcpy = ir.Function(m, ir.FunctionType(ir.VoidType(), [_PTR, _PTR, _I64, _I1]), "llvm.memcpy.p0.p0.i64")
-    names = ["entry", "loop", "piece", "kind", "ref", "refput", "short", "shortfit", "newrun", "newput",
-             "copy", "next", "done"]
+    names = ["entry", "loop", "piece", "over", "splitroom", "split", "kind", "ref", "refput", "short",
+             "shortfit", "newrun", "newput", "copy", "next", "done"]
     bb = {name: f.append_basic_block(name) for name in names}
     b = ir.IRBuilder(bb["entry"])
     b.branch(bb["loop"])
@@ -89,9 +90,19 @@ def _module() -> ir.Module:
     addr = b.load(word(pieces, i2, "atp"), "at", typ=_I64, align=8)
     length = b.load(word(pieces, b.add(i2, _c(1), "i21"), "lenp"), "len", typ=_I64, align=8)
     total1 = b.add(total, length, "total1")
-    over = b.and_(b.icmp_unsigned(">", total1, max_bytes, "big"), b.icmp_unsigned("!=", total, _c(0), "some"),
-                  "over")
-    b.cbranch(over, bb["done"], bb["kind"])
+    b.cbranch(b.icmp_unsigned(">", total1, max_bytes, "big"), bb["over"], bb["kind"])
+
+    at_end("over")  # past max_bytes: the next writev's, or, first of its writev, its first max_bytes bytes
+    b.cbranch(b.icmp_unsigned("!=", total, _c(0), "some"), bb["done"], bb["splitroom"])
+    at_end("splitroom")
+    b.cbranch(b.icmp_signed("<", k, out_max, "sroom"), bb["split"], bb["done"])
+    at_end("split")
+    put(k, addr, max_bytes)
+    b.store(b.add(addr, max_bytes, "rest"), word(pieces, i2, "restp"), align=8)
+    b.store(b.sub(length, max_bytes, "restlen"), word(pieces, b.add(i2, _c(1), "i21s"), "restlenp"), align=8)
+    b.store(b.add(k, _c(1), "ksplit"), state, align=8)
+    b.store(max_bytes, word(state, _c(1), "tps"), align=8)
+    b.ret(i)
 
     at_end("kind")
     b.cbranch(b.icmp_unsigned(">=", length, min_ref, "long"), bb["ref"], bb["short"])
@@ -239,32 +250,37 @@ _scratch = _Scratch()
 def write_pieces(fd: int, iov: np.ndarray, n: int, stage: np.ndarray, min_ref: int = MIN_REF,
                  max_iov: int = IOV_MAX, max_bytes: int = MAX_BYTES) -> None:
     """The n (address, length) pieces of `iov` (uint64 rows, struct iovecs; readable memory) to fd, in
-    order: writevs of the pieces at least `min_ref` long as they are and of the shorter ones copied
+    order: writevs of at most `max_bytes` (a longer piece is split; its row in `iov` is changed to its
+    rest meanwhile) of the pieces at least `min_ref` long as they are and of the shorter ones copied
     together into `stage` (which a writev's return leaves free again). Short writes resume where they
     stopped; errors are raised as OSError. Needs available().
 
     Measured on the reference replay (1M packets, 210 MB in ~105,000 pieces; writer thread CPU s, median
-    of alternating runs): everything gathered then written 0.12; min_ref 512 or 1024 with 1 MiB writevs
-    0.085-0.09 (user time 0.05 -> 0.01; the kernel's copy, ~0.07, is the rest). min_ref: below ~256 the
-    kernel's cost per iovec grows, above ~2048 the copies of short pieces. max_bytes: a writev's bytes
-    (unless its first piece alone is more): 4 MiB and unbounded writevs cost the kernel more and vary
-    more (0.08-0.2), 256 KiB more calls. max_iov: iovecs per writev (fewer: for tests).
+    of alternating runs, output pages recycled): everything gathered then written 0.13; min_ref 256 to
+    2048 with 1 MiB writevs 0.086-0.09 (user time 0.06 -> 0.01-0.02; the kernel's copy, ~0.07, is the
+    rest). min_ref: below ~256 the kernel's cost per iovec grows, above ~2048 the copies of short pieces.
+    max_bytes: unbounded writevs (~6 MiB each here) cost the kernel 0.16 instead of 0.07 (the page cache
+    then takes 2 MiB folios, which on this VM are pages the host must hand over afresh), 512 KiB ones
+    0.1 (more calls). max_iov: iovecs per writev (fewer: for tests).
     """
     plan = _native()[1]
     if not 0 < min_ref <= len(stage):
         raise ValueError(f"min_ref {min_ref} must be in 1..{len(stage)} (the stage's size)")
     if not 0 < max_iov <= IOV_MAX:
         raise ValueError(f"max_iov {max_iov} must be in 1..{IOV_MAX}")
+    if max_bytes < 1:
+        raise ValueError(f"max_bytes {max_bytes} must be at least 1")
     iov = np.ascontiguousarray(iov[:n], np.uint64)
     out_addr, state_addr = _scratch.addrs
     base, stage_addr, i = iov.ctypes.data, stage.ctypes.data, 0
     while i < n:
         used = plan(base + 16 * i, n - i, min_ref, stage_addr, len(stage), out_addr, max_iov, max_bytes,
                     state_addr)
-        if used <= 0:  # (cannot happen with the checks above: never loop without progress)
-            raise RuntimeError(f"writev plan used no piece at piece {i} of {n}")
         state = _scratch.state
-        _send(fd, _scratch.out, int(state[0]), int(state[1]))
+        count, total = int(state[0]), int(state[1])
+        if used <= 0 and total <= 0:  # (cannot happen with the checks above: never loop without progress)
+            raise RuntimeError(f"writev plan made no progress at piece {i} of {n}")
+        _send(fd, _scratch.out, count, total)
         i += used
 
 
