@@ -95,6 +95,16 @@ F_RECORDS = 4
 # Sink mode with F_RECORDS, F_UNCHANGED: the program (chain) provably never writes the packet nor moves its
 # frame (jit.effects): a record whose header is the one read is the bytes read (no compare of the bytes).
 F_UNCHANGED = 8
+# With F_UNCHANGED, F_IN_PLACE: the program runs on the packet where it lies in A_PKTS instead of a copy in
+# the frame: the PACKET region's base (region table row) and env FRAME point `headroom` bytes before it, so
+# the window [headroom, headroom + length) is the packet as read; no copy in, no zeroing after. Only for a
+# chain in which no Python code can read packet memory either (engines/jit_batch.packet_in_place: Python
+# reads the frame). A faulting packet is copied into the frame before the loop stops (Python reports it
+# from there, as without F_IN_PLACE); every stop points the region and env back at the frame.
+F_IN_PLACE = 16
+# the flag sets compiled with their flags as constants (no per-packet tests, dead paths removed): a
+# replay's sink mode; BATCH_FN runs every other set in the generic loop
+SPECIALISED = (F_SINK | F_RECORDS, F_SINK | F_RECORDS | F_UNCHANGED | F_IN_PLACE)
 # A file of sink mode (a row of A_FILES): its buffer (base address, capacity, bytes used) and its stream,
 # the pieces the file gets in order: u64[iov_cap][2] (address, length; a struct iovec), iov_n used.
 F_BASE, F_CAP, F_POS, F_IOV, F_IOV_CAP, F_IOV_N = range(6)
@@ -114,11 +124,37 @@ BATCH_FN = "xdpsim_xdp_batch"
 
 
 def build_module() -> ir.Module:
+    """BATCH_FN: runs the loop compiled for the call's A_FLAGS when they are a SPECIALISED set, else the
+    generic loop (flags tested per packet)."""
     m = ir.Module(name="xdpsim_batch")
-    memcpy = ir.Function(m, ir.FunctionType(VOID, [PTR, PTR, I64, I1]), "llvm.memcpy.p0.p0.i64")
-    memset = ir.Function(m, ir.FunctionType(VOID, [PTR, I8, I64, I1]), "llvm.memset.p0.i64")
-    memcmp = ir.Function(m, ir.FunctionType(I32, [PTR, PTR, I64]), "memcmp")
+    decls = (
+        ir.Function(m, ir.FunctionType(VOID, [PTR, PTR, I64, I1]), "llvm.memcpy.p0.p0.i64"),
+        ir.Function(m, ir.FunctionType(VOID, [PTR, I8, I64, I1]), "llvm.memset.p0.i64"),
+        ir.Function(m, ir.FunctionType(I32, [PTR, PTR, I64]), "memcmp"),
+    )
+    generic = _loop(m, f"{BATCH_FN}_any", None, decls)
+    loops = [(flags, _loop(m, f"{BATCH_FN}_{flags}", flags, decls)) for flags in SPECIALISED]
     f = ir.Function(m, ir.FunctionType(I64, [PTR, PTR]), BATCH_FN)
+    env, args = f.args
+    b = ir.IRBuilder(f.append_basic_block("entry"))
+    flags = b.load(b.gep(args, [c64(A_FLAGS)], source_etype=I64), typ=I64)
+    targets = [f.append_basic_block(f"flags{fl}") for fl, _ in loops]
+    other = f.append_basic_block("other")
+    sw = b.switch(flags, other)
+    for (fl, fn), blk in zip(loops, targets, strict=True):
+        sw.add_case(c64(fl), blk)
+        b.position_at_end(blk)
+        b.ret(b.call(fn, [env, args], tail=True))
+    b.position_at_end(other)
+    b.ret(b.call(generic, [env, args], tail=True))
+    return m
+
+
+def _loop(m: ir.Module, name: str, flags: int | None, decls: tuple[ir.Function, ...]) -> ir.Function:
+    """The loop for A_FLAGS == `flags` (None: any flags, read from args)."""
+    memcpy, memset, memcmp = decls
+    f = ir.Function(m, ir.FunctionType(I64, [PTR, PTR]), name)
+    f.linkage = "internal"
     env, args = f.args
     entry, head, body, stop, done, advance = (
         f.append_basic_block(n) for n in ("entry", "head", "body", "stop", "done", "advance")
@@ -146,6 +182,10 @@ def build_module() -> ir.Module:
     def elem(word: int, i: ir.Value, ty: ir.Type) -> ir.Value:
         return b.gep(aptr(word), [i], source_etype=ty)
 
+    def flag(bit: int) -> ir.Value:
+        """Whether the call's flags have `bit` (a constant in a specialised loop, else tested at entry)."""
+        return bits[bit]
+
     def set_stop(reason: int) -> None:
         b.store(c64(reason), slot(args, A_STOP))
         b.branch(stop)
@@ -157,10 +197,21 @@ def build_module() -> ir.Module:
                             ir.Constant(I1, 0)])
 
     def defer_clean() -> None:
-        """The frame's dirty part ([min(dirty_lo, meta), max(dirty_hi, data_end))) zeroed later."""
-        lo, hi = dirty_range(b, env_get)
-        b.store(lo, slot(args, A_PEND_LO))
-        b.store(hi, slot(args, A_PEND_HI))
+        """The frame's dirty part ([min(dirty_lo, meta), max(dirty_hi, data_end))) zeroed later (F_IN_PLACE:
+        the frame was not used)."""
+        with b.if_then(b.not_(in_place)):
+            lo, hi = dirty_range(b, env_get)
+            b.store(lo, slot(args, A_PEND_LO))
+            b.store(hi, slot(args, A_PEND_HI))
+
+    def set_packet_base(base: ir.Value) -> None:
+        """The PACKET region's host base (its region table row) and env FRAME: where the packet's frame is."""
+        b.store(base, b.gep(table, [c64(PACKET * 24)], source_etype=I8), align=8)
+        env_set(abi.E_FRAME, base)
+
+    def back_to_frame() -> None:
+        with b.if_then(in_place):
+            set_packet_base(b.ptrtoint(frame, I64))
 
     def clean_pending() -> None:
         zero_range(arg(A_PEND_LO), arg(A_PEND_HI))
@@ -189,7 +240,7 @@ def build_module() -> ir.Module:
         if orig is not None:
             assert orig_len is not None
             same_blk, ref_blk = blocks("recsame", "recref")
-            records = b.icmp_unsigned("!=", b.and_(arg(A_FLAGS), c64(F_RECORDS)), c64(0))
+            records = flag(F_RECORDS)
             b.cbranch(b.and_(records, b.icmp_unsigned("==", orig_len, length)), same_blk, copy_blk)
             b.position_at_end(same_blk)
             in_hdr = b.gep(orig, [c64(-16)], source_etype=I8)
@@ -200,7 +251,7 @@ def build_module() -> ir.Module:
             bytes_blk, kept_blk = blocks("recbytes", "reckept")
             b.cbranch(same, kept_blk, copy_blk)
             b.position_at_end(kept_blk)
-            unchanged = b.icmp_unsigned("!=", b.and_(arg(A_FLAGS), c64(F_UNCHANGED)), c64(0))
+            unchanged = flag(F_UNCHANGED)
             b.cbranch(unchanged, ref_blk, bytes_blk)
             b.position_at_end(bytes_blk)
             diff = b.call(memcmp, [src, orig, length])
@@ -246,6 +297,10 @@ def build_module() -> ir.Module:
         cp = elem(A_COUNTS, slot_index, I64)
         b.store(b.add(b.load(cp, typ=I64), c64(1)), cp)
 
+    all_flags = arg(A_FLAGS) if flags is None else None
+    bits = {bit: ir.Constant(I1, int(bool(flags & bit))) if all_flags is None
+            else b.icmp_unsigned("!=", b.and_(all_flags, c64(bit)), c64(0))
+            for bit in (F_REPEAT, F_SINK, F_RECORDS, F_UNCHANGED, F_IN_PLACE)}
     n = arg(A_N)
     start = arg(A_START)
     table = b.inttoptr(env_get(abi.E_TABLE), PTR)
@@ -266,8 +321,9 @@ def build_module() -> ir.Module:
 
     b.position_at_end(body)
     # timing mode reuses element 0 of every per-packet array (no fresh pages to fault in)
-    repeat = b.icmp_unsigned("!=", b.and_(arg(A_FLAGS), c64(F_REPEAT)), c64(0))
-    sink = b.icmp_unsigned("!=", b.and_(arg(A_FLAGS), c64(F_SINK)), c64(0))
+    repeat = flag(F_REPEAT)
+    sink = flag(F_SINK)
+    in_place = flag(F_IN_PLACE)
     pi = b.select(repeat, c64(0), i)
     length = b.zext(b.load(elem(A_LENGTHS, pi, I32), typ=I32), I64)
     (sink_chk, files_loop, files_body, runt_chk, runt_blk, normal_chk, chk1, tl_blk, chk2, of_blk,
@@ -333,6 +389,17 @@ def build_module() -> ir.Module:
     set_stop(STOP_OUT_FULL)
 
     b.position_at_end(run_blk)
+    # F_IN_PLACE: the packet's frame is where it lies (its region base `headroom` bytes before it), else the
+    # frame itself, the packet copied in
+    here_blk, copy_in, framed = blocks("inplace", "copyin", "framed")
+    b.cbranch(in_place, here_blk, copy_in)
+    b.position_at_end(here_blk)
+    src_here = b.gep(aptr(A_PKTS), [b.load(elem(A_OFFSETS, pi, I64), typ=I64)], source_etype=I8)
+    base_here = b.sub(b.ptrtoint(src_here, I64), headroom)
+    set_packet_base(base_here)
+    frame_here = b.inttoptr(base_here, PTR)
+    b.branch(framed)
+    b.position_at_end(copy_in)
     with b.if_then(b.not_(repeat)):
         # the last packet's dirt that this packet's copy does not cover: [lo, headroom), [end, hi)
         plo, phi = arg(A_PEND_LO), arg(A_PEND_HI)
@@ -344,6 +411,12 @@ def build_module() -> ir.Module:
         b.store(c64(0), slot(args, A_PEND_HI))
         src = b.gep(aptr(A_PKTS), [b.load(elem(A_OFFSETS, pi, I64), typ=I64)], source_etype=I8)
         b.call(memcpy, [b.gep(frame, [headroom], source_etype=I8), src, length, ir.Constant(I1, 0)])
+    copied_end = b.block
+    b.branch(framed)
+    b.position_at_end(framed)
+    pframe = b.phi(PTR)  # this packet's frame
+    pframe.add_incoming(frame_here, here_blk)
+    pframe.add_incoming(frame, copied_end)
     data_end = b.add(headroom, length)
     for w, v in (
         (abi.E_DATA, headroom),
@@ -391,6 +464,9 @@ def build_module() -> ir.Module:
     ok_blk, f_blk, sink_blk, rec_blk, out_blk = blocks("ok", "fault", "sinkkey", "record", "out")
     b.cbranch(faulted, f_blk, ok_blk)
     b.position_at_end(f_blk)
+    with b.if_then(in_place):  # Python reports the fault from the frame: the packet (never changed) there
+        b.call(memcpy, [b.gep(frame, [headroom], source_etype=I8), b.gep(pframe, [headroom], source_etype=I8),
+                        length, ir.Constant(I1, 0)])
     set_stop(STOP_FAULT)
 
     b.position_at_end(ok_blk)
@@ -406,7 +482,7 @@ def build_module() -> ir.Module:
     d, de = env_get(abi.E_DATA), env_get(abi.E_DATA_END)
     prog = env_get(abi.E_CUR_PROG)
     pkt_in = b.gep(aptr(A_PKTS), [b.load(elem(A_OFFSETS, i, I64), typ=I64)], source_etype=I8)
-    record(key, b.gep(frame, [d], source_etype=I8), b.sub(de, d), b.add(b.mul(prog, arg(A_NKEYS)), key),
+    record(key, b.gep(pframe, [d], source_etype=I8), b.sub(de, d), b.add(b.mul(prog, arg(A_NKEYS)), key),
            pkt_in, length)
     tp = slot(args, A_TAILS_SUM)
     b.store(b.add(b.load(tp, typ=I64), env_get(abi.E_TAIL_CALLS)), tp)
@@ -423,7 +499,7 @@ def build_module() -> ir.Module:
             memcpy,
             [
                 b.gep(aptr(A_OUT), [pos], source_etype=I8),
-                b.gep(frame, [d], source_etype=I8),
+                b.gep(pframe, [d], source_etype=I8),
                 olen,
                 ir.Constant(I1, 0),
             ],
@@ -450,13 +526,15 @@ def build_module() -> ir.Module:
     set_stop(STOP_SINK)
 
     b.position_at_end(stop)  # (the frame as zeroed as Python expects it: all but a faulting packet)
+    back_to_frame()
     clean_pending()
     b.ret(i)
     b.position_at_end(done)
+    back_to_frame()
     clean_pending()
     b.store(c64(STOP_DONE), slot(args, A_STOP))
     b.ret(n)
-    return m
+    return f
 
 
 def dirty_range(b: ir.IRBuilder, env_get) -> tuple[ir.Value, ir.Value]:
