@@ -35,6 +35,26 @@ def test_walk_fields_native_equals_python(endian: str, scale: int) -> None:
         assert a.ts_ns.tolist() == [s * 10**9 + f * scale for s, f, _d, _o in recs[:k]]
 
 
+@pytest.mark.parametrize("endian", ["<", ">"])
+def test_walk_counts_the_records_to_warn_about(endian: str) -> None:
+    """`odd`: records longer than the limit or with orig_len below caplen, in both walks, over steps."""
+    from xdpsim.io.native import RecordWalker
+
+    lens = [10, 120, 60, 200, 30, 101, 100]
+    origs = [10, 500, 59, 100, 30, 101, 99]  # short: 60/59, 200/100, 100/99; over 100: 120, 200, 101
+    recs = [(i, 0, bytes(n), o) for i, (n, o) in enumerate(zip(lens, origs, strict=True))]
+    buf = _image(endian, recs)
+    for native in (True, False):
+        w = walk_records(buf, 24, 100, endian, 1, use_native=native, limit=100)
+        assert len(w.starts) == 7 and w.odd == 5, (native, w.odd)
+        walker = RecordWalker(100, endian, 1, native, limit=100)
+        pos = 24
+        for have in (24 + 16 + 10 + 16 + 120, len(buf)):  # two steps: the counts add up
+            pos = walker.step(buf, have, pos)
+        assert walker.result(pos).odd == 5
+        assert walk_records(buf, 24, 100, endian, 1, use_native=native).odd == 3  # (the default limit)
+
+
 def _gapped(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """n random packets, each after 16 free bytes (run_batch(out_gap=16)'s layout), some apart."""
     lengths = rng.integers(0, 200, n)

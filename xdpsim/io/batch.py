@@ -347,7 +347,8 @@ class BatchReader:
         if mapped is not None:  # (a window: about what the last batch took, else the buffer's size)
             cap = self._batch_bytes + self._batch_bytes // 16 + 4096 if self._batch_bytes else cap
         while True:
-            walker = RecordWalker(self.batch_size, h.endian, h.frac_scale, self.native, self._columns())
+            walker = RecordWalker(self.batch_size, h.endian, h.frac_scale, self.native, self._columns(),
+                                  limit=effective_snaplen(h.snaplen))
             mbuf = mapped.window(pos, min(cap, size - pos)) if mapped is not None else None
             if mbuf is not None:
                 found = self._walk_window(walker, mbuf, pos, size, cap)
@@ -412,13 +413,14 @@ class BatchReader:
         n = len(starts)
         if not self._plain:
             return self._convert_records(buf, base, w, h, limit)
-        for i in np.flatnonzero((caplen > limit) | (orig < caplen)).tolist():
-            at = base + int(starts[i])
-            if caplen[i] > limit:
-                self._warn(at, msg_over_snaplen(int(caplen[i]), h.snaplen), "snaplen")
-            if orig[i] < caplen[i]:
-                self._warn(at, msg_orig_len(int(orig[i]), int(caplen[i])), "orig_len")
-        np.maximum(orig, caplen, out=orig)
+        if w.odd:  # (the walk counted the records to warn about: usually none, and no pass over them)
+            for i in np.flatnonzero((caplen > limit) | (orig < caplen)).tolist():
+                at = base + int(starts[i])
+                if caplen[i] > limit:
+                    self._warn(at, msg_over_snaplen(int(caplen[i]), h.snaplen), "snaplen")
+                if orig[i] < caplen[i]:
+                    self._warn(at, msg_orig_len(int(orig[i]), int(caplen[i])), "orig_len")
+            np.maximum(orig, caplen, out=orig)
         lo = int(starts[0])  # (from the first record's header: each packet's header is in `data`)
         hi = int(starts[-1]) + 16 + int(caplen[-1])
         data = buf[lo:hi]  # (a view: the native loop copies each packet into its frame anyway)

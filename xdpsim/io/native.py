@@ -131,16 +131,19 @@ class _Fn:
 
 
 def _build_pcap_index(m: ir.Module) -> None:
-    """xdpsim_pcap_index(buf, size, pos0, max, out, swap, endpos, caps, origs, tss, scale) -> records.
+    """xdpsim_pcap_index(buf, size, pos0, max, out, swap, endpos, caps, origs, tss, scale, limit, odd)
+    -> records.
 
     Walks at most `max` pcap records from pos0; stores each record's offset (out), captured length
     (caps, u32), original length (origs) and timestamp in ns (tss: secs * 1e9 + frac * scale); stops at
     a record whose header or data runs past `size` or that claims more than MAX_SNAPLEN bytes, and
-    stores the offset where it stopped in *endpos.
+    stores the offset where it stopped in *endpos. Adds to *odd the records the reader must look at
+    (captured length above `limit`, or original length below the captured one).
     """
     fn = _Fn(m, "xdpsim_pcap_index", _I64,
              [("buf", _PTR), ("size", _I64), ("pos0", _I64), ("max", _I64), ("out", _PTR), ("swap", _I32),
-              ("endpos", _PTR), ("caps", _PTR), ("origs", _PTR), ("tss", _PTR), ("scale", _I64)],
+              ("endpos", _PTR), ("caps", _PTR), ("origs", _PTR), ("tss", _PTR), ("scale", _I64),
+              ("limit", _I64), ("odd", _PTR)],
              ["loop", "hdr", "len", "fit", "store", "done"])
     a = fn.a
     b = fn.at("entry")
@@ -148,7 +151,7 @@ def _build_pcap_index(m: ir.Module) -> None:
     fn.br("loop")
 
     b = fn.at("loop")
-    pos, n = fn.phi("pos"), fn.phi("n")
+    pos, n, odd = fn.phi("pos"), fn.phi("n"), fn.phi("odd")
     fn.cbr(b.icmp_signed(">=", n, a["max"], "full"), "done", "hdr")
 
     b = fn.at("hdr")
@@ -181,6 +184,9 @@ def _build_pcap_index(m: ir.Module) -> None:
     secns = b.mul(sec64, _c(1_000_000_000), "secns")
     fracns = b.mul(frac64, a["scale"], "fracns")
     b.store(b.add(secns, fracns, "ts"), fn.elem_ptr(a["tss"], _I64, n, "tq"), align=8)
+    over = b.icmp_unsigned(">", cl64, a["limit"], "over")
+    short = b.icmp_unsigned("<", orig, cl, "short")
+    odd1 = b.add(odd, b.zext(b.or_(over, short, "isodd"), _I64, "odd01"), "odd1")
     n1 = b.add(n, _c(1), "n1")
     fn.br("loop")
 
@@ -188,9 +194,13 @@ def _build_pcap_index(m: ir.Module) -> None:
     pos.add_incoming(nxt, fn.bb["store"])
     n.add_incoming(_c(0), fn.bb["entry"])
     n.add_incoming(n1, fn.bb["store"])
+    odd.add_incoming(_c(0), fn.bb["entry"])
+    odd.add_incoming(odd1, fn.bb["store"])
 
     b = fn.at("done")
     b.store(pos, a["endpos"], align=8)
+    old_odd = b.load(a["odd"], "odd0", typ=_I64, align=8)
+    b.store(b.add(old_odd, odd, "oddsum"), a["odd"], align=8)
     b.ret(n)
 
 
@@ -353,7 +363,7 @@ def _module() -> ir.Module:
 
 _CI64, _CVP = ctypes.c_int64, ctypes.c_void_p
 _INDEX = ctypes.CFUNCTYPE(_CI64, _CVP, _CI64, _CI64, _CI64, _CVP, ctypes.c_int32, _CVP, _CVP, _CVP, _CVP,
-                          _CI64)
+                          _CI64, _CI64, _CVP)
 _INTERLEAVE = ctypes.CFUNCTYPE(_CI64, _CVP, _CVP, _CI64, _CVP, _CVP, _CVP, _CI64)
 _PUT_HEADERS = ctypes.CFUNCTYPE(None, _CVP, _CVP, _CI64, _CVP, _CI64)
 _NG_INDEX = ctypes.CFUNCTYPE(_CI64, _CVP, _CI64, _CI64, _CI64, _CVP, ctypes.c_int32, _CI64, _CVP, _CVP)
@@ -427,32 +437,38 @@ def index_records(buf: np.ndarray, pos: int, count: int, endian: str,
 
 class RecordWalk(NamedTuple):
     """What `walk_records` found: per record its start offset, captured length, original length (as the
-    file says, unchecked) and timestamp in ns; `end` is the offset where the walk stopped."""
+    file says, unchecked) and timestamp in ns; `end` is the offset where the walk stopped; `odd` counts
+    the records the reader must warn about (see RecordWalker's `limit`)."""
 
     starts: np.ndarray  # int64
     caplen: np.ndarray  # int32
     orig: np.ndarray  # int64
     ts_ns: np.ndarray  # int64
     end: int
+    odd: int = 0  # records with caplen above the walk's `limit` or orig below caplen (0: none to look at)
 
 
 def walk_records(buf: np.ndarray, pos: int, count: int, endian: str, frac_scale: int,
-                 use_native: bool = True) -> RecordWalk:
+                 use_native: bool = True, limit: int = MAX_SNAPLEN) -> RecordWalk:
     """index_records that also reads each record's header fields in the same pass (no second gather
-    over the headers): timestamps are `sec * 10**9 + frac * frac_scale`."""
+    over the headers): timestamps are `sec * 10**9 + frac * frac_scale`; `odd` counts the records with
+    a captured length above `limit` or an original length below it."""
     native = _native() if use_native else None
     if native is not None:
         out = np.empty((4, count), dtype=np.int64)  # one allocation for the four columns
         caps = out[3].view(np.int32)[:count]  # (int32: half of the last row)
-        end = ctypes.c_int64(0)
+        end, odd = ctypes.c_int64(0), ctypes.c_int64(0)
         swap = int((endian == "<") != (sys.byteorder == "little"))
         n = native[1](buf.ctypes.data, len(buf), pos, count, out.ctypes.data, swap, ctypes.addressof(end),
-                      caps.ctypes.data, out[1].ctypes.data, out[2].ctypes.data, frac_scale)
-        return RecordWalk(out[0, :n], caps[:n], out[1, :n], out[2, :n], end.value)
+                      caps.ctypes.data, out[1].ctypes.data, out[2].ctypes.data, frac_scale, limit,
+                      ctypes.addressof(odd))
+        return RecordWalk(out[0, :n], caps[:n], out[1, :n], out[2, :n], end.value, odd.value)
     starts, end = _index_python(buf, pos, count, endian)
     heads = buf[starts[:, None] + np.arange(16)].view(endian + "u4").astype(np.int64).reshape(-1, 4)
-    return RecordWalk(starts, heads[:, 2].astype(np.int32), heads[:, 3].copy(),
-                      heads[:, 0] * 1_000_000_000 + heads[:, 1] * frac_scale, end)
+    caplen, orig = heads[:, 2], heads[:, 3].copy()
+    odd = int(np.count_nonzero((caplen > limit) | (orig < caplen)))
+    ts = heads[:, 0] * 1_000_000_000 + heads[:, 1] * frac_scale
+    return RecordWalk(starts, caplen.astype(np.int32), orig, ts, end, odd)
 
 
 class RecordWalker:
@@ -462,8 +478,8 @@ class RecordWalker:
     memory at every record: each header's position depends on the one before)."""
 
     def __init__(self, count: int, endian: str, frac_scale: int, use_native: bool = True,
-                 out: np.ndarray | None = None) -> None:
-        self.count, self.endian, self.scale = count, endian, frac_scale
+                 out: np.ndarray | None = None, limit: int = MAX_SNAPLEN) -> None:
+        self.count, self.endian, self.scale, self.limit = count, endian, frac_scale, limit
         self.native = _native() if use_native else None
         # one allocation for the four columns; `out` (int64, 4 x count): the caller's, reused
         self.out = np.empty((4, count), dtype=np.int64) if out is None else out
@@ -472,6 +488,9 @@ class RecordWalker:
         self.n = 0
         self._end = ctypes.c_int64(0)
         self._end_at = ctypes.addressof(self._end)
+        self._odd = ctypes.c_int64(0)  # (the native walk adds to it)
+        self._odd_at = ctypes.addressof(self._odd)
+        self.odd = 0  # the Python walk's count
         # the columns' addresses, taken once (`.ctypes.data` costs microseconds: a batch's walk takes
         # one step per piece read, and the pieces are small so that each is walked while in cache)
         o = self.out
@@ -490,11 +509,13 @@ class RecordWalker:
                 known = self._buf = (buf, buf.ctypes.data)
             starts, caps, origs, tss = self._cols
             got = self.native[1](known[1], have, pos, k, starts + 8 * n0, self.swap, self._end_at,
-                                 caps + 4 * n0, origs + 8 * n0, tss + 8 * n0, self.scale)
+                                 caps + 4 * n0, origs + 8 * n0, tss + 8 * n0, self.scale, self.limit,
+                                 self._odd_at)
             self.n += got
             return self._end.value
         o = self.out
-        w = walk_records(buf[:have], pos, k, self.endian, self.scale, use_native=False)
+        w = walk_records(buf[:have], pos, k, self.endian, self.scale, use_native=False, limit=self.limit)
+        self.odd += w.odd
         got = len(w.starts)
         o[0, n0 : n0 + got], self.caps[n0 : n0 + got] = w.starts, w.caplen
         o[1, n0 : n0 + got], o[2, n0 : n0 + got] = w.orig, w.ts_ns
@@ -503,7 +524,8 @@ class RecordWalker:
 
     def result(self, end: int) -> RecordWalk:
         n = self.n
-        return RecordWalk(self.out[0, :n], self.caps[:n], self.out[1, :n], self.out[2, :n], end)
+        return RecordWalk(self.out[0, :n], self.caps[:n], self.out[1, :n], self.out[2, :n], end,
+                          self.odd + self._odd.value)
 
 
 def _index_python(buf: np.ndarray, pos: int, count: int, endian: str) -> tuple[np.ndarray, int]:
