@@ -360,9 +360,10 @@ def _write(fd: int, dfd: int, iov: np.ndarray, n: int) -> None:
 def _write_all(fd: int, iov: np.ndarray, n: int, dfd: int = -1) -> None:
     """The n pieces (address, length) of `iov` to fd, in order: pieces at least writev.MIN_REF long by
     reference, runs of shorter ones copied together into the thread's stage, in writevs of up to IOV_MAX
-    iovecs (writev.write_pieces: the user copy is only the short pieces'; the kernel's copy into the page
-    cache is the same whatever the pieces). With `dfd` (the file opened with O_DIRECT) see
-    _write_direct; where llvmlite cannot compile writev's plan, _write_gathered."""
+    iovecs and writev.MAX_BYTES bytes (writev.write_pieces: the user copy is only the short pieces'; the
+    kernel's copy into the page cache is the same whatever the pieces; a longer piece is split, and its
+    row in `iov` changed). With `dfd` (the file opened with O_DIRECT) see _write_direct; where llvmlite
+    cannot compile writev's plan, _write_gathered."""
     if dfd >= 0:
         _write_direct(fd, dfd, iov, n, _stage("direct", _DIRECT_STAGE))
     elif writev.available():
