@@ -167,3 +167,32 @@ def test_replay_of_a_capture_truncated_by_another_process(tmp_path: Path, settin
     assert str(cap) in message and "shrank" in message
     assert got["capture_error_offset"] == offset >= 24 + 80 * 65_536
     assert got["packets"] == sum(got["outcomes"].values()) >= 65_536
+
+
+@needs_mapping
+def test_a_window_that_cannot_be_copied_keeps_the_truncater_waiting(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    def no_copy(addr: int, length: int) -> None:
+        raise OSError(12, "no memory (test)")
+
+    monkeypatch.setattr(mapped, "detach", no_copy)
+    cap = _capture(tmp_path / "c.pcap", 1000)
+    size = cap.stat().st_size
+    with open(cap, "rb") as f:
+        m = mapped.MappedFile.open(f.fileno())
+        assert m is not None
+        w = m.window(24, size - 24)
+        assert w is not None
+        first = int.from_bytes(w[16 + 20 : 16 + 24].tobytes(), "big")
+        cut = threading.Thread(target=os.truncate, args=(cap, 100))
+        cut.start()
+        time.sleep(10 * mapped.POLL)
+        assert cut.is_alive() and cap.stat().st_size == size  # (the window is still the file's)
+        assert first == 0 and int.from_bytes(w[-4:].tobytes(), "big") == 0  # (its last packet's tail)
+        m.finish()
+        del w  # the window goes: the lease with it
+        cut.join(timeout=10 * mapped.POLL + 5)
+        assert not cut.is_alive() and cap.stat().st_size == 100

@@ -164,7 +164,12 @@ class MappedFile:
                     leased = False
                 if not leased:
                     self._detach_all()
-                    return
+                    while True:  # (a window that could not be copied: the lease waits for it to go)
+                        with self._lock:
+                            if not self._windows:
+                                return
+                        self._wake.wait(POLL)
+                        self._wake.clear()
                 self._wake.wait(POLL)
                 self._wake.clear()
         finally:
@@ -184,9 +189,15 @@ class MappedFile:
                 mm = ref()
                 if mm is not None:  # (held here: it cannot be unmapped while we move pages over it)
                     live.append((mm, addr, length))
-        for _mm, addr, length in live:
-            detach(addr, length)
-        del live
+        while live:
+            mm, addr, length = live.pop()
+            try:
+                detach(addr, length)
+            except OSError:
+                continue  # (no memory for the copy: kept, and the lease with it)
+            with self._lock:
+                self._windows.pop(id(mm), None)  # (its own pages now: truncation cannot touch it)
+            del mm
 
 
 def detach(addr: int, length: int) -> None:
@@ -201,4 +212,6 @@ def detach(addr: int, length: int) -> None:
     _LIBC.mprotect(new, length, mmap.PROT_READ)
     got = _LIBC.mremap(new, length, length, _MREMAP_MAYMOVE | _MREMAP_FIXED, addr)
     if got != addr:
-        raise OSError(ctypes.get_errno(), "mremap of a window's copy failed")
+        err = ctypes.get_errno()
+        _LIBC.munmap(new, length)
+        raise OSError(err, "mremap of a window's copy failed")
