@@ -93,6 +93,7 @@ class MappedFile:
         self._lock = threading.RLock()
         # live windows: id -> (weak reference to the mmap, its address, its length)
         self._windows: dict[int, tuple[weakref.ref, int, int]] = {}
+        self._held: list[mmap.mmap] = []  # the windows made, until no array uses them (_unmap_unused)
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="xdpsim-lease", daemon=True)
         self._thread.start()
@@ -118,6 +119,7 @@ class MappedFile:
         after `open`."""
         start = pos - pos % _PAGE
         length = pos + n - start
+        self._unmap_unused()
         with self._lock:
             if self.broken or self._finished or n <= 0:
                 return None
@@ -135,7 +137,17 @@ class MappedFile:
             arr = np.frombuffer(mm, np.uint8)
             key = id(mm)
             self._windows[key] = (weakref.ref(mm, lambda _r, k=key: self._gone(k)), arr.ctypes.data, length)
+            self._held.append(mm)
         return arr[pos - start :]
+
+    def _unmap_unused(self) -> None:
+        """Unmaps the windows no array uses any more, here (the reader's thread) rather than in whichever
+        thread drops the last batch of one (unmapping a window's pages costs ~0.1 us each)."""
+        held = self._held
+        for i in range(len(held) - 1, -1, -1):
+            # referenced by the list, getrefcount's argument: no array is a view of it
+            if sys.getrefcount(held[i]) <= 2:
+                del held[i]
 
     def _gone(self, key: int) -> None:
         with self._lock:
@@ -144,9 +156,10 @@ class MappedFile:
                 self._wake.set()
 
     def finish(self) -> None:
-        """No more windows will be asked for."""
+        """No more windows will be asked for (the ones in use go with their last batch)."""
         with self._lock:
             self._finished = True
+        self._held.clear()
         self._wake.set()
 
     def _watch(self) -> None:
