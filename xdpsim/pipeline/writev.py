@@ -6,7 +6,10 @@ a writev costs about a plain write of the same bytes when its pieces are a few h
 ~100 ns more per piece below that. Copying every piece into a stage first (a plain gather) costs a user
 copy of every byte on top of the kernel's. So pieces at least `min_ref` bytes long go to the kernel as
 they are (no user copy) and runs of shorter ones are copied back to back into the stage, where each run
-is one iovec: the user copy is limited to the short pieces.
+is one iovec: the user copy is limited to the short pieces. A writev carries at most MAX_BYTES (1 MiB):
+bigger writes make the page cache take 2 MiB folios, which on a VM whose balloon reports free 2 MiB
+blocks to the host (virtio free page reporting, order 9) are pages the host must hand over afresh --
+several times the kernel's CPU per byte.
 
 `plan` (compiled with llvmlite: a loop over ~100,000 pieces per replay, too many for Python) makes one
 writev's iovecs (at most IOV_MAX) from the stream; `write_pieces` writes the whole stream, plan by plan,
