@@ -464,5 +464,6 @@ _stages = threading.local()
 
 
 def _write_bytes(fd: int, view: memoryview) -> None:
+    # (at most _STAGE bytes a write: see writev.MAX_BYTES)
     while len(view):
-        view = view[os.write(fd, view) :]
+        view = view[os.write(fd, view[:_STAGE]) :]
