@@ -234,3 +234,25 @@ def test_a_piece_longer_than_a_writev_is_split(tmp_path: Path, monkeypatch: pyte
     _src, iov, want = _stream([3 << 20], [0])
     assert _written(tmp_path / "out", iov, np.zeros(1024, np.uint8)) == want
     assert [n for c in calls for _, n in c] == [1 << 20] * 3
+
+
+def test_the_gather_fallback_writes_the_same_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without llvmlite's plan: pieces gathered into the stage, longer ones written a stage-full at a time."""
+    monkeypatch.setattr(writev, "available", lambda: False)
+    monkeypatch.setattr(sinks, "_STAGE", 64)
+    sizes: list[int] = []
+    real = os.write
+
+    def spy(fd: int, data: memoryview) -> int:
+        sizes.append(len(data))
+        return real(fd, data)
+
+    monkeypatch.setattr(os, "write", spy)
+    _src, iov, want = _stream([10, 200, 30, 64, 5, 40, 40], [0, 3, 3, 0, 0, 1, 1])
+    fd = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        sinks._write_all(fd, iov, len(iov))
+    finally:
+        os.close(fd)
+    assert (tmp_path / "out").read_bytes() == want
+    assert max(sizes) <= 64 and len(sizes) > 5
