@@ -23,10 +23,24 @@ needs_mapping = pytest.mark.skipif(not mapped.enabled(),
 
 
 @pytest.fixture(autouse=True)
-def _map_small_files(monkeypatch: pytest.MonkeyPatch) -> None:
+def _map_small_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import xdpsim.io.batch
 
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        if not mapped._local_fs(fd):
+            pytest.skip("the temporary directory is not on a file system mapped.py maps")
+    finally:
+        os.close(fd)
     monkeypatch.setattr(xdpsim.io.batch, "_MAP_MIN", 0)  # (the captures here are small)
+
+
+def test_only_local_file_systems_are_mapped() -> None:
+    fd = os.open("/proc/self/status", os.O_RDONLY)
+    try:
+        assert not mapped._local_fs(fd) and mapped.MappedFile.open(fd) is None
+    finally:
+        os.close(fd)
 
 
 def _count_windows(monkeypatch: pytest.MonkeyPatch) -> list[int]:

@@ -14,8 +14,10 @@ end in the usual CaptureError at the offset where the data stops.
 
 The lease notification is a signal; it is set (F_SETSIG) to SIGURG, which is ignored by default (SIGIO
 would kill the process). Mapping is not used (`MappedFile.open` returns None) where the lease cannot be
-taken (file open for writing somewhere, not the file's owner, file systems without leases), where the
-break time is below MIN_BREAK_TIME, where something handles SIGURG, or with XDPSIM_MMAP=0. A window's
+taken (file open for writing somewhere, not the file's owner, file systems without leases), on file
+systems other than the local ones in _LOCAL_FS (on network and FUSE file systems a truncation made
+elsewhere breaks no local lease), where the break time is below MIN_BREAK_TIME, where something handles
+SIGURG, or with XDPSIM_MMAP=0. The reader unmaps the windows no batch uses any more itself. A window's
 pages are populated with MADV_POPULATE_READ when it is made, so that a read error is a failed call (the
 reader then falls back to preads, which report it) rather than a SIGBUS. What remains: the kernel breaks
 the lease by force after the break time, so a process stopped (SIGSTOP, a debugger) for longer than that
@@ -57,6 +59,7 @@ def _libc() -> ctypes.CDLL | None:
     libc.mremap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int, ctypes.c_void_p]
     libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
     libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    libc.fstatfs.argtypes = [ctypes.c_int, ctypes.c_void_p]
     return libc
 
 
@@ -69,6 +72,21 @@ def _break_time() -> int:
             return int(f.read())
     except (OSError, ValueError):
         return 0
+
+
+# statfs f_type of the local file systems mapped (where a lease sees every truncation: on network and
+# FUSE file systems a change made elsewhere would not break it)
+_LOCAL_FS = {0xEF53: "ext2/3/4", 0x58465342: "xfs", 0x9123683E: "btrfs", 0x01021994: "tmpfs",
+             0xF2F52010: "f2fs", 0x2FC12FC1: "zfs", 0x794C7630: "overlayfs", 0x858458F6: "ramfs"}
+
+
+def _local_fs(fd: int) -> bool:
+    if _LIBC is None:
+        return False
+    buf = ctypes.create_string_buffer(256)  # (struct statfs: f_type, a long, first)
+    if _LIBC.fstatfs(fd, buf) != 0:
+        return False
+    return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF in _LOCAL_FS
 
 
 def enabled() -> bool:
@@ -102,7 +120,7 @@ class MappedFile:
     def open(cls, fd: int) -> MappedFile | None:
         """The file open at `fd` (read-only) with a read lease taken, or None where it cannot be had (then
         read it with preads). Take it before reading the file's size: a truncation after that waits."""
-        if not enabled():
+        if not enabled() or not _local_fs(fd):
             return None
         own = os.dup(fd)
         try:
