@@ -1,7 +1,7 @@
 """JIT benchmark: program time per packet (JIT vs the kernel's BPF_PROG_TEST_RUN repeat mode vs the
 interpreter), batch replay throughput, and compile time per program in programs/.
 
-    python benchmarks/bench_jit.py [--repeat N] [--trials N] [--batch N] [--no-kernel]
+    python benchmarks/bench_jit.py [--repeat N] [--trials N] [--batch N] [--no-kernel] [--pcap FILE]
 
 Figures are measured side by side in one run on this machine (see DESIGN.md "Performance method"):
 - "kernel ns": BPF_PROG_TEST_RUN with `repeat` (the kernel's own JIT, its average per run); per
@@ -11,7 +11,11 @@ Figures are measured side by side in one run on this machine (see DESIGN.md "Per
   thread CPU time (the kernel's timer also stops while its loop reschedules);
 - "interp us": `run_xdp` with the interpreter, one Python call per packet;
 - "mixed batch": the reference mix through `JitEngine.run_batch` (packets copied in and out, stack and
-  frame zeroed per packet, as a replay does), and through the kernel one BPF_PROG_TEST_RUN per packet;
+  frame zeroed per packet), and through the kernel one BPF_PROG_TEST_RUN per packet; "sink mode": the
+  loop as `xdpsim run` uses it (jit.batch F_SINK: pcap records to file buffers, records in place, the
+  chain run on the packets where they lie when it may), over the mix laid out as pcap records, or over
+  the first `--batch` records of `--pcap FILE` (held in memory: the loop's figure without the replay's
+  reader and writer threads; the packets are cold, as in a replay, once they exceed the caches);
 - compile, per program: tier 1 (compact IR, level-0 machine code, loaded: what a run waits for),
   tier 2 (IR with proofs, O2, level-3 code: built in the background and swapped in between runs) and
   cached (the tier-2 object from the disk cache); benchmarks/bench_compile.py splits the phases.
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import struct
 import sys
 import tempfile
 import time
@@ -191,6 +196,90 @@ def batch(console: Console, n: int, use_kernel: bool) -> None:
         console.print(f"[yellow]kernel row skipped: {why}[/]")
 
 
+def sink_batch(console: Console, n: int, pcap: str | None) -> None:
+    """run_batch in sink mode (the native loop of a replay) over pcap records held in memory: the mix, or
+    a capture's first n records. Per-packet CPU time of this thread, best of 5 passes in 65,536-packet
+    batches; the file buffers are emptied (not written) when full."""
+    from xdpsim.engines.jit_batch import SinkPlan
+    from xdpsim.jit import batch as nb
+    from xdpsim.pipeline.fastpath import FIXED, K_REDIRECT, K_SHORT, K_UNKNOWN, action_keys
+
+    if pcap is None:  # the mix as a nanosecond pcap file's records
+        pkts = [KINDS[MIX[i % len(MIX)]] for i in range(n)]
+        ts = 1_700_000_000_000_000_000 + np.arange(n, dtype=np.int64) * 1000
+        parts = [bytes(24)]
+        for p, t in zip(pkts, ts.tolist(), strict=True):
+            parts += [struct.pack("<IIII", t // 10**9, t % 10**9, len(p), len(p)), p]
+        raw = np.frombuffer(b"".join(parts), np.uint8)
+        lengths = np.array([len(p) for p in pkts], np.uint32)
+        offsets = 24 + 16 + np.concatenate([[0], np.cumsum(lengths.astype(np.int64) + 16)[:-1]])
+        what = f"{n} packets: the mix"
+    else:
+        raw, offsets, lengths, ts = _records(pcap, n)
+        what = f"{len(offsets)} records of {Path(pcap).name}"
+    n = len(offsets)
+    obj = xdpsim.load(ROOT / "programs" / "parser.o", engine="jit")
+    jit = obj._engine("jit")
+    pid = obj.programs["packet_parser"].id
+    outcomes = sorted({o for o, _r, _t in FIXED})
+    route = np.array([outcomes.index(o) for o, _r, _t in FIXED], np.int32)
+    size, iov = 4 << 20, 16384  # (sinks.RecordBuffers' part)
+    bufs = [(np.zeros(size, np.uint8), np.zeros((iov, 2), np.uint64)) for _ in outcomes]
+    files = np.zeros((len(outcomes), nb.FILE_WORDS), np.uint64)
+
+    def empty() -> None:
+        for k, (buf, vec) in enumerate(bufs):
+            files[k] = (buf.ctypes.data, size, 0, vec.ctypes.data, iov, 0)
+
+    empty()
+    lut = action_keys(0)
+    lut[lut == K_REDIRECT] = nb.SINK_STOP
+    keys = np.append(lut, K_UNKNOWN).astype(np.int32)
+    counts = np.zeros((len(obj.runtime.programs) + 1) * len(FIXED), np.uint64)
+    queues = np.zeros(min(n, 65536), np.uint32)
+    res = None
+
+    def one_pass() -> float:
+        nonlocal res
+        spent = 0.0
+        for s in range(0, n, 65536):
+            e = min(n, s + 65536)
+            plan = SinkPlan(keys, route, files, len(outcomes), counts, len(FIXED), K_SHORT, ts[s:e],
+                            lambda ran: None, empty, 14, records=True)
+            t0 = time.thread_time()
+            res = jit.run_batch(obj.runtime, pid, raw, offsets[s:e], lengths[s:e], ts[s:e].view(np.uint64),
+                                queues[: e - s], reuse=res, sink=plan)
+            spent += time.thread_time() - t0
+        return spent
+
+    one_pass()  # warm-up (and the pages)
+    best = min(one_pass() for _ in range(5))
+    t = Table(title=f"sink mode ({what}; records in place, as a replay)")
+    for col in ("engine", "ns/packet", "packets/s", "note"):
+        t.add_column(col, justify="right")
+    t.add_row("JIT run_batch, sink", f"{best / n * 1e9:.1f}", f"{n / best:,.0f}", "CPU time, this thread")
+    console.print(t)
+
+
+def _records(pcap: str, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The bytes of a pcap file's first n records and their (data offsets, lengths, timestamps in ns)."""
+    raw = np.fromfile(pcap, np.uint8)
+    view = memoryview(raw)
+    magic = struct.unpack_from("<I", view, 0)[0]
+    if magic not in (0xA1B2C3D4, 0xA1B23C4D):
+        raise SystemExit(f"{pcap}: not a little-endian pcap file (magic {magic:#x})")
+    unit = 1 if magic == 0xA1B23C4D else 1000
+    offsets, lengths, ts = [], [], []
+    pos = 24
+    while pos + 16 <= len(raw) and len(offsets) < n:
+        sec, frac, incl = struct.unpack_from("<III", view, pos)
+        offsets.append(pos + 16)
+        lengths.append(incl)
+        ts.append(sec * 1_000_000_000 + frac * unit)
+        pos += 16 + incl
+    return (raw, np.array(offsets, np.int64), np.array(lengths, np.uint32), np.array(ts, np.int64))
+
+
 def compile_times(console: Console) -> None:
     from xdpsim.jit.compiler import Compiler, cache_dir, cache_key
     from xdpsim.runtime import Runtime
@@ -240,6 +329,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=1_000_000)
     ap.add_argument("--batch", type=int, default=1_000_000)
     ap.add_argument("--no-kernel", action="store_true")
+    ap.add_argument("--pcap", help="sink mode over this pcap file's first --batch records (default: the mix)")
     ap.add_argument("--trials", type=int, default=5, help="per-packet measurements per kind (best counts)")
     args = ap.parse_args()
     # the per-packet and batch figures are those of the optimised (tier-2) code, not of a first tier
@@ -248,6 +338,7 @@ def main() -> int:
     console.print(f"[bold]xdpsim JIT benchmark[/] on {machine()}")
     per_packet(console, args.repeat, not args.no_kernel, args.trials)
     batch(console, args.batch, not args.no_kernel)
+    sink_batch(console, args.batch, args.pcap)
     compile_times(console)
     return 0
 

@@ -199,7 +199,10 @@ def run_batch(
     lengths = np.ascontiguousarray(lengths, dtype=np.uint32)
     times = np.zeros(n, np.uint64) if times is None else np.ascontiguousarray(times, dtype=np.uint64)
     queues = np.zeros(n, np.uint32) if queues is None else np.ascontiguousarray(queues, dtype=np.uint32)
-    if n and int((offsets + lengths).max()) > len(data):
+    # (largest offset + largest length bounds every packet's end: the exact sums, a slower pass with a
+    # temporary array, only when that bound does not settle it)
+    end = len(data)
+    if n and int(offsets.max()) + int(lengths.max()) > end and int((offsets + lengths).max()) > end:
         raise ValueError("run_batch: a packet (offset + length) lies past the end of `data`")
     budget = DEFAULT_BUDGET if budget is None else budget
 
