@@ -75,9 +75,10 @@ def _break_time() -> int:
 
 
 # statfs f_type of the local file systems mapped (where a lease sees every truncation: on network and
-# FUSE file systems a change made elsewhere would not break it)
+# FUSE file systems a change made elsewhere would not break it; nor on overlayfs, whose layers' files
+# may be changed directly)
 _LOCAL_FS = {0xEF53: "ext2/3/4", 0x58465342: "xfs", 0x9123683E: "btrfs", 0x01021994: "tmpfs",
-             0xF2F52010: "f2fs", 0x2FC12FC1: "zfs", 0x794C7630: "overlayfs", 0x858458F6: "ramfs"}
+             0xF2F52010: "f2fs", 0x2FC12FC1: "zfs", 0x858458F6: "ramfs"}
 
 
 def _local_fs(fd: int) -> bool:
