@@ -101,6 +101,29 @@ def test_mapped_batches_equal_read_ones(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 @needs_mapping
+@pytest.mark.parametrize("tail", ["", "header", "data"])
+def test_mapped_windows_grow_and_stop_like_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 tail: str) -> None:
+    """Records that grow from batch to batch (a window sized from the last batch is too small: a bigger
+    one is mapped), and a file that ends inside a record header or its data: as with preads."""
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
+    for i in range(4000):
+        frame = bytes(60 + (i // 500) * 180)  # 60 .. 1320 bytes
+        out.append(struct.pack("<IIII", 1_700_000_000, i, len(frame), len(frame)) + frame)
+    out.append({"": b"", "header": b"\0" * 9, "data": struct.pack("<IIII", 1, 0, 500, 500) + bytes(99)}[tail])
+    cap = tmp_path / "c.pcap"
+    cap.write_bytes(b"".join(out))
+    made = _count_windows(monkeypatch)
+    runs = []
+    for setting in ("1", "0"):
+        monkeypatch.setenv("XDPSIM_MMAP", setting)
+        r = read_batches(cap, 450, prefetch=True)
+        runs.append((_batches(r), [str(w) for w in r.warnings], r.records, r.packets, r.skipped, r.offset))
+    assert made[0] > 9 and sum(len(b[1]) for b in runs[0][0]) == 4000  # (9 batches; some re-mapped)
+    assert runs[0] == runs[1]
+
+
+@needs_mapping
 def test_no_mapping_while_the_file_is_open_for_writing(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     cap = _capture(tmp_path / "c.pcap", 100)
