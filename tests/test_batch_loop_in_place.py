@@ -165,3 +165,19 @@ def test_specialised_loops_are_the_replays_flag_sets() -> None:
     for flags in nb.SPECIALISED:
         assert f'define internal i64 @"{nb.BATCH_FN}_{flags}"' in text
     assert np.all([f"i64 {flags}, label" in text for flags in nb.SPECIALISED])
+
+
+def test_record_flags_follow_the_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chain's flags, kept between batches, are asked again when a map is frozen (its operations then
+    go to Python) or in-place runs are turned off."""
+    obj = xdpsim.load(PROGRAMS / "parser.o", engine="jit")
+    eng, rt = obj._engine("jit"), obj.runtime
+    pid = obj.programs["packet_parser"].id
+    both = nb.F_UNCHANGED | nb.F_IN_PLACE
+    assert jit_batch._record_flags(eng, rt, pid) == both
+    monkeypatch.setattr(jit_batch, "IN_PLACE", False)
+    assert jit_batch._record_flags(eng, rt, pid) == nb.F_UNCHANGED
+    monkeypatch.setattr(jit_batch, "IN_PLACE", True)
+    assert jit_batch._record_flags(eng, rt, pid) == both
+    [m for m in rt.maps if m.name == "proto_count"][0].freeze()
+    assert not jit_batch._record_flags(eng, rt, pid) & nb.F_IN_PLACE

@@ -258,10 +258,8 @@ def run_batch(
     a[nb.A_OUT_GAP] = out_gap
     if sink is not None:
         _sink_args(a, sink, runtime)
-        if sink.records and packet_unchanged(engine, runtime, prog_id):
-            a[nb.A_FLAGS] |= nb.F_UNCHANGED
-            if IN_PLACE and packet_in_place(engine, runtime, prog_id):
-                a[nb.A_FLAGS] |= nb.F_IN_PLACE
+        if sink.records:
+            a[nb.A_FLAGS] |= _record_flags(engine, runtime, prog_id)
     fn = BATCH_TYPE(compiler().batch_address())
     pos = 0
     i = 0
@@ -358,6 +356,26 @@ def run_batch(
     engine._outputs(rj, state)  # noqa: SLF001 - helper counts gathered natively
     res.helper_counts = dict(state.helper_counts)
     return res
+
+
+def _record_flags(engine: JitEngine, runtime: Runtime, prog_id: int) -> int:
+    """nb.F_UNCHANGED (packet_unchanged) and nb.F_IN_PLACE (packet_in_place) for the chain entered at
+    prog_id, kept in the entry's cache while what they rest on stays: the runtime's programs (added, never
+    changed: their effects are facts of their instructions; prog arrays may point anywhere, which both
+    answers already allow), its maps and their frozen flags, IN_PLACE and the engine's native helpers
+    (a replay asks once per batch)."""
+    lp = runtime.programs[prog_id]
+    key = (len(runtime.programs), tuple(m.frozen for m in runtime.maps), IN_PLACE, engine.native_helpers)
+    known = lp.cache.get("record_flags")
+    if known is not None and known[0] == key:
+        return known[1]
+    flags = 0
+    if packet_unchanged(engine, runtime, prog_id):
+        flags = nb.F_UNCHANGED
+        if IN_PLACE and packet_in_place(engine, runtime, prog_id):
+            flags |= nb.F_IN_PLACE
+    lp.cache["record_flags"] = (key, flags)
+    return flags
 
 
 def packet_unchanged(engine: JitEngine, runtime: Runtime, prog_id: int) -> bool:
