@@ -233,3 +233,25 @@ def test_a_window_that_cannot_be_copied_keeps_the_truncater_waiting(tmp_path: Pa
         del w  # the window goes: the lease with it
         cut.join(timeout=10 * mapped.POLL + 5)
         assert not cut.is_alive() and cap.stat().st_size == 100
+
+
+@needs_mapping
+def test_a_write_into_a_window_changes_neither_the_file_nor_kills(tmp_path: Path) -> None:
+    """Batches' data are read-only by contract; native code that wrote anyway would change the process's
+    copy (as with a read buffer), not the file, and get no SIGSEGV (run in a child)."""
+    cap = _capture(tmp_path / "c.pcap", 20_000)
+    before = cap.read_bytes()
+    res = _child("""
+        import ctypes, sys
+        from xdpsim.io.mapped import MappedFile
+        with open(sys.argv[1], "rb") as f:
+            m = MappedFile.open(f.fileno())
+            assert m is not None
+            w = m.window(24, 1000)
+            ctypes.memset(w.ctypes.data, 0xEE, 100)  # (past numpy's read-only flag, as native code would)
+            assert w[:100].tobytes() == b"\\xee" * 100
+            m.finish()
+        print("ok")
+    """, str(cap))
+    assert res.returncode == 0 and res.stdout.strip() == "ok", (res.returncode, res.stderr[-2000:])
+    assert cap.read_bytes() == before

@@ -58,7 +58,6 @@ def _libc() -> ctypes.CDLL | None:
     libc.mremap.restype = ctypes.c_void_p
     libc.mremap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int, ctypes.c_void_p]
     libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     libc.fstatfs.argtypes = [ctypes.c_int, ctypes.c_void_p]
     return libc
 
@@ -133,9 +132,11 @@ class MappedFile:
         return cls(own)
 
     def window(self, pos: int, n: int) -> np.ndarray | None:
-        """File bytes [pos, pos + n) as a read-only array that maps them, or None (lease broken, or the
-        mapping failed): read them instead. The caller must not ask beyond the file's size as it was
-        after `open`."""
+        """File bytes [pos, pos + n) as an array that maps them, or None (lease broken, or the mapping
+        failed): read them instead. The caller must not ask beyond the file's size as it was after
+        `open`. The mapping is private and writable, like a read buffer: a write (which batches' users
+        must not make: their data is read-only) changes this process's copy, never the file, and is no
+        SIGSEGV."""
         start = pos - pos % _PAGE
         length = pos + n - start
         self._unmap_unused()
@@ -143,7 +144,7 @@ class MappedFile:
             if self.broken or self._finished or n <= 0:
                 return None
             try:
-                mm = mmap.mmap(self.fd, length, mmap.MAP_SHARED, mmap.PROT_READ, offset=start)
+                mm = mmap.mmap(self.fd, length, access=mmap.ACCESS_COPY, offset=start)
             except (OSError, ValueError):
                 self.broken = True  # (preads from here on)
                 return None
@@ -233,7 +234,7 @@ class MappedFile:
 
 
 def detach(addr: int, length: int) -> None:
-    """Replaces the mapping at [addr, addr + length) by an anonymous read-only copy of its bytes, in one
+    """Replaces the mapping at [addr, addr + length) by an anonymous copy of its bytes, in one
     step for anyone reading it (mremap moves the copy's pages over it)."""
     assert _LIBC is not None
     prot_rw, flags = mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
@@ -241,7 +242,6 @@ def detach(addr: int, length: int) -> None:
     if new in (None, _MAP_FAILED):
         raise OSError(ctypes.get_errno(), "mmap of a window's copy failed")
     ctypes.memmove(new, addr, length)  # (the file is whole: whoever truncates it waits for the lease)
-    _LIBC.mprotect(new, length, mmap.PROT_READ)
     got = _LIBC.mremap(new, length, length, _MREMAP_MAYMOVE | _MREMAP_FIXED, addr)
     if got != addr:
         err = ctypes.get_errno()
