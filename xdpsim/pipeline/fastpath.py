@@ -321,23 +321,26 @@ def _fold(replay: Replay, iface: Interface, plan: _Plan, keys: list[Key], decide
     """stats.json's share of a sink-mode batch, counted in the order _count counts (same JSON)."""
     st = replay.stats
     nk0, nk, nprogs = len(FIXED), len(keys), plan.nprogs
-    native = plan.counts.reshape(nprogs + 1, nk0).astype(np.int64)
-    counts = np.zeros(nk, np.int64)
-    counts[:nk0] = native.sum(axis=0)
-    pairs = np.zeros((nprogs, nk), np.int64)
-    pairs[:, :nk0] = native[:nprogs]
+    # (Python lists: a few dozen counts, where numpy's per-call cost -- cold after a native batch -- is
+    # most of the work)
+    native = plan.counts.tolist()  # rows: returning program, then "not run"; columns: FIXED keys
+    counts = [sum(native[k::nk0]) for k in range(nk0)] + [0] * (nk - nk0)
+    pairs = [0] * (nprogs * nk)  # (program, key), flat
+    for pid in range(nprogs):
+        pairs[pid * nk : pid * nk + nk0] = native[pid * nk0 : (pid + 1) * nk0]
     for e in decided:
         counts[e.key] += 1
         tails += e.tails
         if e.decision is None:
-            pairs[e.prog, e.key] += 1
-    for k in np.flatnonzero(counts).tolist():
+            pairs[e.prog * nk + e.key] += 1
+    for k, c in enumerate(counts):
+        if not c:
+            continue
         outcome, reason, target = keys[k]
-        c = int(counts[k])
         st.count(outcome, reason, iface.name, n=c)
         if target:
             st.redirect_targets[target] += c
-    ran = n - int(native[nprogs].sum())
+    ran = n - sum(native[nprogs * nk0 :])
     if ran:  # (a batch of runts runs nothing: no entry for the program then)
         st.programs[names[iface.prog_ids[0]]]["runs"] += ran  # type: ignore[index]
     for e in decided:
@@ -350,10 +353,10 @@ def _fold(replay: Replay, iface: Interface, plan: _Plan, keys: list[Key], decide
         if d.result is not None:  # the devmap program's run is the one the per-packet path counts
             tails += d.result.tail_calls - e.tails
             st.helper_calls.update(d.result.helper_counts)
-    flat = pairs.reshape(-1)
-    for pk in np.flatnonzero(flat).tolist():
+    for pk, c in enumerate(pairs):
+        if not c:
+            continue
         pid, k = divmod(pk, nk)
-        c = int(flat[pk])
         pc = st.programs[names[pid]]
         pc["decided"] += c
         pc[keys[k][0]] += c
