@@ -91,6 +91,7 @@ class BatchResult:
     helper_counts: dict[str, int] = field(default_factory=dict)
     py_redirects: dict[int, Any] = field(default_factory=dict)
     runtime: Any = None
+    addresses: dict[str, int] = field(default_factory=dict)  # host addresses of the *_base arrays below
     # the full-size arrays behind the views above (reused by run_batch(reuse=...))
     retval_base: Any = None
     action_base: Any = None
@@ -237,14 +238,9 @@ def run_batch(
     a[nb.A_LENGTHS] = lengths.ctypes.data
     a[nb.A_TIMES] = times.ctypes.data
     a[nb.A_QUEUES] = queues.ctypes.data
-    a[nb.A_OUT_OFF] = res.out_offset.ctypes.data
-    a[nb.A_OUT_LEN] = res.out_length.ctypes.data
-    a[nb.A_RETVAL] = res.retval.ctypes.data
-    a[nb.A_REDIR_KIND] = res.redirect_kind.ctypes.data
-    a[nb.A_REDIR_A] = res.redirect_a.ctypes.data
-    a[nb.A_REDIR_B] = res.redirect_b.ctypes.data
-    a[nb.A_PROG_OUT] = res.prog.ctypes.data
-    a[nb.A_TAILS_OUT] = res.tail_calls.ctypes.data
+    addr = res.addresses or _addresses(res)  # (the per-packet arrays' bases: views of them start there)
+    for word, name in _ARGS_OF:
+        a[word] = addr[name]
     a[nb.A_NCPUS] = runtime.cpus
     a[nb.A_PROG] = prog_id
     a[nb.A_BUDGET] = budget
@@ -276,7 +272,7 @@ def run_batch(
         a[nb.A_N] = end
         rj.state = state
         rj.batch = res
-        envp, argp = rj.env.ctypes.data, a.ctypes.data
+        envp, argp = rj.env_address, a.ctypes.data
         a[nb.A_ROOM_LEFT] = 0  # (Python may have written to the file buffers since the last call)
         try:
             stopped = fn(envp, argp)
@@ -623,6 +619,16 @@ def _result(n: int, total: int, runtime: Runtime, reuse: BatchResult | None) -> 
     r.out_base = r.out
     return r
 
+
+def _addresses(res: BatchResult) -> dict[str, int]:
+    """The host address of each per-packet array of `res` (its full-size base: reuse keeps them)."""
+    res.addresses = {k: getattr(res, k + "_base").ctypes.data for k in _ARRAYS}
+    return res.addresses
+
+
+_ARGS_OF = ((nb.A_OUT_OFF, "out_offset"), (nb.A_OUT_LEN, "out_length"), (nb.A_RETVAL, "retval"),
+            (nb.A_REDIR_KIND, "redirect_kind"), (nb.A_REDIR_A, "redirect_a"), (nb.A_REDIR_B, "redirect_b"),
+            (nb.A_PROG_OUT, "prog"), (nb.A_TAILS_OUT, "tail_calls"))
 
 _ARRAYS = (
     "retval",
