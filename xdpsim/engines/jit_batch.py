@@ -62,12 +62,13 @@ BATCH_TYPE = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p)
 # sink mode runs a chain proven never to change its packet on the packet where it lies (nb.F_IN_PLACE) when
 # packet_in_place says no Python code can read packet memory during its runs; tests turn it off to compare
 IN_PLACE = True
-# helpers with no memory arguments, or (map lookup/update/delete) whose Python fallback runs only when a
-# map or memory argument is bad -- then Python faults before reading any byte -- as long as every map of
-# the runtime is one of natives.NATIVE_MAP_TYPES (or a prog array: refused before its key is read) and
-# none is frozen (a frozen map's operations go to Python): map_lookup_elem, map_update_elem,
+# helpers with no memory arguments, or (map lookup/update/delete: MAP_HELPERS) whose Python fallback runs
+# only when a map or memory argument is bad -- then Python faults before reading any byte -- as long as
+# every map of the runtime is one of natives.NATIVE_MAP_TYPES (or a prog array: refused before its key is
+# read) and none is frozen (a frozen map's operations go to Python): map_lookup_elem, map_update_elem,
 # map_delete_elem, ktime_get_ns, get_prandom_u32, get_smp_processor_id, tail_call, redirect
-IN_PLACE_HELPERS = frozenset({1, 2, 3, 5, 7, 8, 12, 23})
+MAP_HELPERS = frozenset({1, 2, 3})
+IN_PLACE_HELPERS = MAP_HELPERS | {5, 7, 8, 12, 23}
 
 REDIRECT_PY = abi.REDIR_PY
 
@@ -401,34 +402,38 @@ def packet_in_place(engine: JitEngine, runtime: Runtime, prog_id: int) -> bool:
     the packet where it lies (nb.F_IN_PLACE): no Python code reads packet memory during its runs. Native
     code reaches the packet through the region table (and env FRAME), which the loop points at it; Python
     code (helpers without native code, the native helpers' fallbacks) reads the frame. So: native helpers
-    on, every program that may run calls only IN_PLACE_HELPERS (no kfuncs, no indirect calls), and every
-    map is of a native type or a prog array, none frozen."""
+    on, every program that may run calls only IN_PLACE_HELPERS (no kfuncs, no indirect calls), and, when
+    one calls a map helper, every map is of a native type or a prog array, none frozen (a frozen .rodata
+    that programs only read through its value address does not matter otherwise)."""
     from ..jit.natives import NATIVE_MAP_TYPES
     from ..spec import MapType
 
     if not getattr(engine, "native_helpers", False):
         return False
-    kinds = (*NATIVE_MAP_TYPES, MapType.PROG_ARRAY)
-    if any(m.frozen or m.type not in kinds for m in runtime.maps):
-        return False
     entry = runtime.programs[prog_id]
     # (packet_unchanged: without tail calls only the entry runs; with them, any program of the runtime)
     progs = runtime.programs if entry.cache["effects"].tail_calls else [entry]
-    return all(_helpers_in_place(lp) for lp in progs)
+    helpers = [_helpers_of(lp) for lp in progs]
+    if any(h is None or not h <= IN_PLACE_HELPERS for h in helpers):
+        return False
+    kinds = (*NATIVE_MAP_TYPES, MapType.PROG_ARRAY)
+    return not any(h & MAP_HELPERS for h in helpers) or not any(  # type: ignore[operator]
+        m.frozen or m.type not in kinds for m in runtime.maps)
 
 
-def _helpers_in_place(lp: Any) -> bool:
-    """Every call of the program is a direct call of an IN_PLACE_HELPERS helper or of its own function."""
+def _helpers_of(lp: Any) -> frozenset[int] | None:
+    """The helpers the program calls; None when it makes a call that is neither a helper's nor one of its
+    own functions' (kfuncs, indirect calls)."""
     from .. import isa
 
-    ok = lp.cache.get("in_place_helpers")
-    if ok is None:
-        ok = all(ins.source == isa.BPF_K and (ins.src == isa.PSEUDO_CALL or (
-            ins.src == isa.CALL_HELPER and ins.imm in IN_PLACE_HELPERS))
-            for ins in lp.insns
-            if ins.cls in (isa.BPF_JMP, isa.BPF_JMP32) and ins.code == isa.BPF_CALL)
-        lp.cache["in_place_helpers"] = ok
-    return ok
+    if "called_helpers" not in lp.cache:
+        jumps = (isa.BPF_JMP, isa.BPF_JMP32)
+        calls = [ins for ins in lp.insns if ins.cls in jumps and ins.code == isa.BPF_CALL]
+        known = (isa.PSEUDO_CALL, isa.CALL_HELPER)
+        direct = all(ins.source == isa.BPF_K and ins.src in known for ins in calls)
+        ids = frozenset(i.imm for i in calls if i.src == isa.CALL_HELPER)
+        lp.cache["called_helpers"] = ids if direct else None
+    return lp.cache["called_helpers"]
 
 
 def _sink_args(a: np.ndarray, sink: SinkPlan, runtime: Runtime) -> None:
