@@ -58,6 +58,7 @@ def _libc() -> ctypes.CDLL | None:
     libc.mremap.restype = ctypes.c_void_p
     libc.mremap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int, ctypes.c_void_p]
     libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     libc.fstatfs.argtypes = [ctypes.c_int, ctypes.c_void_p]
     return libc
 
@@ -148,13 +149,15 @@ class MappedFile:
             except (OSError, ValueError):
                 self.broken = True  # (preads from here on)
                 return None
-            try:
-                mm.madvise(_MADV_POPULATE_READ)  # (a read error: this error, not a SIGBUS later)
-            except OSError:
+            arr = np.frombuffer(mm, np.uint8)
+            # (a read error: this error, not a SIGBUS later; through ctypes, which releases the GIL for the
+            # ~1 ms it takes per batch -- mmap.madvise holds it, and the programs' thread waited on it)
+            assert _LIBC is not None  # (enabled() said so)
+            if _LIBC.madvise(arr.ctypes.data, length, _MADV_POPULATE_READ) != 0:
+                del arr
                 mm.close()
                 self.broken = True
                 return None
-            arr = np.frombuffer(mm, np.uint8)
             key = id(mm)
             self._windows[key] = (weakref.ref(mm, lambda _r, k=key: self._gone(k)), arr.ctypes.data, length)
             self._held.append(mm)
