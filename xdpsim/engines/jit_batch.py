@@ -255,8 +255,9 @@ def run_batch(
     a[nb.A_OUT_GAP] = out_gap
     if sink is not None:
         _sink_args(a, sink, runtime)
-        if sink.records:
-            a[nb.A_FLAGS] |= _record_flags(engine, runtime, prog_id)
+        # (without a pcap file's records in `data`, only in place: F_UNCHANGED is about those records)
+        flags = _record_flags(engine, runtime, prog_id)
+        a[nb.A_FLAGS] |= flags if sink.records else flags & nb.F_IN_PLACE
     fn = BATCH_TYPE(compiler().batch_address())
     pos = 0
     i = 0

@@ -95,7 +95,8 @@ F_RECORDS = 4
 # Sink mode with F_RECORDS, F_UNCHANGED: the program (chain) provably never writes the packet nor moves its
 # frame (jit.effects): a record whose header is the one read is the bytes read (no compare of the bytes).
 F_UNCHANGED = 8
-# With F_UNCHANGED, F_IN_PLACE: the program runs on the packet where it lies in A_PKTS instead of a copy in
+# Sink mode, F_IN_PLACE (a chain proven never to write the packet nor move its frame, as for F_UNCHANGED;
+# with or without F_RECORDS): the program runs on the packet where it lies in A_PKTS instead of a copy in
 # the frame: the PACKET region's base (region table row) and env FRAME point `headroom` bytes before it, so
 # the window [headroom, headroom + length) is the packet as read; no copy in, no zeroing after. Only for a
 # chain in which no Python code can read packet memory either (engines/jit_batch.packet_in_place: Python
