@@ -203,7 +203,8 @@ def test_replay_of_a_capture_truncated_by_another_process(tmp_path: Path, settin
     message, offset = got["error"]
     assert str(cap) in message and "shrank" in message
     assert got["capture_error_offset"] == offset >= 24 + 80 * 65_536
-    assert got["packets"] == sum(got["outcomes"].values()) >= 65_536
+    # every whole record before the offset (the first batches are small: the cut falls in a later one)
+    assert got["packets"] == sum(got["outcomes"].values()) == (offset - 24) // 96
 
 
 @needs_mapping

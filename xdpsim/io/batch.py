@@ -106,7 +106,7 @@ class BatchReader:
     """Iterator of Batch over one capture file; see the module docstring."""
 
     def __init__(self, path: str | os.PathLike[str], batch_size: int = 65536, *, native: bool = True,
-                 prefetch: bool = False):
+                 prefetch: bool = False, first: int | None = None):
         self.native = native  # False: walk records in Python (tests compare both walks)
         self.prefetch = prefetch  # pcap files: the next batch is read by a thread meanwhile (prefetch.py)
         self._ahead: Prefetch | None = None
@@ -114,6 +114,11 @@ class BatchReader:
             raise ValueError("batch_size must be at least 1")
         self.path = os.fspath(path)
         self.batch_size = batch_size
+        # pcap files: the first batch's size (then twice the last, up to batch_size): a consumer waiting
+        # for its first batch waits for a small one
+        self._want = batch_size if first is None else max(1, min(first, batch_size))
+        self._last_n = 0  # records of the last batch of the pcap path (with _batch_bytes: its bytes)
+        self._read_error: CaptureError | None = None  # a read came back short: raised after this batch
         self._reader: CaptureReader = open_capture(self.path)
         self.linktype: int = getattr(self._reader, "linktype", lt.ETHERNET)
         h: PcapHeader | None = getattr(self._reader, "header", None)
@@ -318,8 +323,11 @@ class BatchReader:
                 if len(batch):  # (every record of it may have been unconvertible)
                     yield batch
                 del batch
-            if len(w.starts) < self.batch_size or pos == size:
+            if self._read_error is not None:
+                raise self._read_error
+            if len(w.starts) < self._want or pos == size:
                 break
+            self._want = min(2 * self._want, self.batch_size)
         del buf
         # The walk stopped early: at the end, or at a damaged record (pos).
         if pos == size:
@@ -342,12 +350,15 @@ class BatchReader:
         _Window.MAX: then a shorter batch). `mapped`: the buffer is a mapped window while it gives one."""
         size = win.size
         cap = _Window.START
-        # the first piece: about what the last batch took, so that small batches read little
-        piece = max(4096, min(_PIECE, self._batch_bytes + self._batch_bytes // 16 + 4096))
-        if mapped is not None:  # (a window: about what the last batch took, else the buffer's size)
-            cap = self._batch_bytes + self._batch_bytes // 16 + 4096 if self._batch_bytes else cap
+        want = self._want
+        # about what this batch takes: the last one's bytes, scaled to this one's records
+        guess = self._batch_bytes * want // self._last_n if self._last_n else self._batch_bytes
+        # the first piece: about that, so that small batches read little
+        piece = max(4096, min(_PIECE, guess + guess // 16 + 4096))
+        if mapped is not None:  # (a window: about that; the first: 512 bytes a record, at most a buffer)
+            cap = guess + guess // 16 + 4096 if guess else min(cap, max(1 << 16, 512 * want))
         while True:
-            walker = RecordWalker(self.batch_size, h.endian, h.frac_scale, self.native, self._columns(),
+            walker = RecordWalker(want, h.endian, h.frac_scale, self.native, self._columns(),
                                   limit=effective_snaplen(h.snaplen))
             mbuf = mapped.window(pos, min(cap, size - pos)) if mapped is not None else None
             if mbuf is not None:
@@ -362,17 +373,27 @@ class BatchReader:
             have = rel = 0
             while have < total:
                 n = min(piece, total - have)
-                win.read_into(view[have : have + n], pos + have)
+                try:
+                    win.read_into(view[have : have + n], pos + have)
+                except CaptureError as e:  # (the file shrank) its whole records before the end first
+                    if e.offset is None or not pos + have <= e.offset < pos + have + n:
+                        raise
+                    rel = walker.step(buf, e.offset - pos, rel)
+                    if not walker.n:
+                        raise
+                    self._read_error = e  # (raised by _scan after this batch)
+                    self._batch_bytes, self._last_n = rel, walker.n
+                    return walker.result(rel), buf, pos
                 have += n
                 piece = _PIECE
                 rel = walker.step(buf, have, rel)
-                if walker.n == self.batch_size:
+                if walker.n == want:
                     break
                 if rel + 16 <= have and caplen_at(view, rel + 8)[0] > MAX_SNAPLEN:
                     break  # damage: nothing past it is read
             del view
-            if walker.n == self.batch_size or pos + have == size or have < len(buf) or cap >= _Window.MAX:
-                self._batch_bytes = rel
+            if walker.n == want or pos + have == size or have < len(buf) or cap >= _Window.MAX:
+                self._batch_bytes, self._last_n = rel, walker.n
                 return walker.result(rel), buf, pos
             cap *= 2  # the batch runs past the buffer: a bigger one
 
@@ -385,8 +406,8 @@ class BatchReader:
         damaged = False
         if rel + 16 <= have:  # (the walk stopped at a whole record header: damage, or beyond the window)
             damaged = int(buf[rel + 8 : rel + 12].view(walker.endian + "u4")[0]) > MAX_SNAPLEN
-        if walker.n == self.batch_size or pos + have == size or damaged or cap >= _Window.MAX:
-            self._batch_bytes = rel
+        if walker.n == walker.count or pos + have == size or damaged or cap >= _Window.MAX:
+            self._batch_bytes, self._last_n = rel, walker.n
             return walker.result(rel), buf, pos
         return None
 
@@ -534,8 +555,15 @@ def _first(w: WarningList, n: int, counts: dict[str, int], dropped: int) -> Warn
     return out
 
 
+def load_code() -> None:
+    """Loads the record walk's machine code (disk-cached) now, not at the first batch."""
+    RecordWalker(1, "<", 1)
+
+
 def read_batches(path: str | os.PathLike[str], batch_size: int = 65536, *, native: bool = True,
-                 prefetch: bool = False) -> BatchReader:
+                 prefetch: bool = False, first: int | None = None) -> BatchReader:
     """Batches of up to `batch_size` packets from a pcap or pcapng file (CaptureError when refused);
-    `prefetch`: a thread reads the next batch of a pcap file while the caller works on one."""
-    return BatchReader(path, batch_size, native=native, prefetch=prefetch)
+    `prefetch`: a thread reads the next batch of a pcap file while the caller works on one; `first`: a pcap
+    file's first batch holds at most that many packets, each next one twice as many as the one before, up
+    to batch_size (a consumer waiting for its first batch waits less)."""
+    return BatchReader(path, batch_size, native=native, prefetch=prefetch, first=first)

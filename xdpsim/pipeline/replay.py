@@ -32,6 +32,9 @@ from .stats import RECORD_REASONS, Stats
 
 BATCH = 4096
 FAST_BATCH = 65536  # packets per batch of the JIT's native batches
+# the JIT's first batch (each next one twice the last, up to FAST_BATCH): the programs start once the
+# reader thread has read this many, not a whole batch (~7 ms at the start of a replay)
+FIRST_FAST_BATCH = 4096
 
 
 class Clock:
@@ -67,6 +70,13 @@ class Replay:
         self.clock = Clock()
         self.fast = fast and pipeline.engine == "jit"
         self.stopped_early = False
+        if self.fast:  # the reader's and the writer's compiled loops (disk-cached) loaded now, like the
+            # programs, not by their threads at the first batch while the programs wait
+            from ..io.batch import load_code
+            from .writev import available
+
+            load_code()
+            available()
 
     def run(self, path: str | os.PathLike[str], progress: Any = None,
             max_packets: int | None = None) -> Stats:
@@ -76,7 +86,8 @@ class Replay:
         reader = None
         error: CaptureError | None = None
         try:
-            reader = read_batches(path, BATCH if not self.fast else FAST_BATCH, prefetch=self.fast)
+            reader = (read_batches(path, FAST_BATCH, prefetch=True, first=FIRST_FAST_BATCH) if self.fast
+                      else read_batches(path, BATCH))
             for batch in reader:
                 self.batch(batch)
                 if progress is not None:
