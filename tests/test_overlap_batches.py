@@ -97,3 +97,31 @@ def test_a_capture_shrinking_between_reads_gives_its_whole_records_first(
                 with open(cap, "r+b") as f:
                     f.truncate(cut)
     assert got == list(range(150)) and e.value.offset == cut and "shrank" in str(e.value)
+
+
+@pytest.mark.parametrize("mmap", ["0", "1"])
+def test_reader_flags_sorted_times_and_one_interface(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     mmap: str) -> None:
+    monkeypatch.setenv("XDPSIM_MMAP", mmap)
+    cap = _capture(tmp_path / "c.pcap", 12000)
+    data = bytearray(cap.read_bytes())
+    at = 24 + sum(16 + 60 + i % 128 for i in range(2500))  # record 2500 (third batch) a second back
+    data[at : at + 4] = struct.pack("<I", 1_700_000_000 + 2500 - 2)
+    cap.write_bytes(bytes(data))
+    batches = list(read_batches(cap, 1000, prefetch=True))
+    assert all(b.one_interface for b in batches)
+    assert [b.ts_sorted for b in batches] == [b.index != 2000 for b in batches]
+    for b in batches:  # the flag says what a pass over the times says
+        assert b.ts_sorted == bool((b.ts_ns[1:] >= b.ts_ns[:-1]).all())
+
+
+def test_clock_trusts_the_flag_only_for_the_pass() -> None:
+    import numpy as np
+
+    from xdpsim.pipeline.replay import Clock
+
+    c = Clock()
+    ts = np.array([5, 6, 7], np.int64)
+    assert c.times(ts, True) is ts and c.last == 7
+    back = np.array([6, 8, 9], np.int64)  # sorted, but starts before the last batch's end: clamped
+    assert c.times(back, True).tolist() == [7, 8, 9] and c.clamped == 1

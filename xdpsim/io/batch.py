@@ -62,7 +62,9 @@ class Batch:
 
     `index` is the index of the batch's first packet in the capture; `orig_lens` the lengths on the wire;
     `records`: the 16 bytes before each packet in `data` are its pcap record header as the file has it
-    (a pcap file's records, in place).
+    (a pcap file's records, in place). `ts_sorted`: the reader found `ts_ns` non-decreasing, and
+    `one_interface`: every packet has the same `interface` (False: not known); the reader thread checks
+    what the consumer would otherwise check on its own thread, between its native batches.
     """
 
     data: np.ndarray  # uint8
@@ -73,6 +75,8 @@ class Batch:
     index: int
     orig_lens: np.ndarray  # int64
     records: bool = False
+    ts_sorted: bool = False
+    one_interface: bool = False
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -447,8 +451,10 @@ class BatchReader:
         data = buf[lo:hi]  # (a view: the native loop copies each packet into its frame anyway)
         data.flags.writeable = False  # (the buffer is the reader's: it is read into again later)
         starts += 16 - lo  # (the walk's own array: offsets into `data` now)
-        batch = Batch(data, starts, caplen, w.ts_ns, _interface_zero(n), self._own["packets"], orig,
-                      records=h.record_header == 16)
+        ts = w.ts_ns
+        batch = Batch(data, starts, caplen, ts, _interface_zero(n), self._own["packets"], orig,
+                      records=h.record_header == 16, ts_sorted=bool((ts[1:] >= ts[:-1]).all()),
+                      one_interface=True)
         self._own["records"] += n
         self._own["packets"] += n
         return batch

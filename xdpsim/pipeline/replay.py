@@ -34,7 +34,7 @@ BATCH = 4096
 FAST_BATCH = 65536  # packets per batch of the JIT's native batches
 # the JIT's first batch (each next one twice the last, up to FAST_BATCH): the programs start once the
 # reader thread has read this many, not a whole batch (~7 ms at the start of a replay)
-FIRST_FAST_BATCH = 4096
+FIRST_FAST_BATCH = 8192
 
 
 class Clock:
@@ -44,12 +44,13 @@ class Clock:
         self.last = 0
         self.clamped = 0
 
-    def times(self, ts: np.ndarray) -> np.ndarray:
-        """The batch's clock; `ts` itself (not a copy: callers only read it) when already monotonic."""
+    def times(self, ts: np.ndarray, ts_sorted: bool = False) -> np.ndarray:
+        """The batch's clock; `ts` itself (not a copy: callers only read it) when already monotonic.
+        `ts_sorted`: `ts` is known to be non-decreasing (the reader checked: no pass here)."""
         ts = ts.astype(np.int64, copy=False)
         if not len(ts):
             return ts
-        if ts[0] >= self.last and bool((ts[1:] >= ts[:-1]).all()):  # the usual case: one pass
+        if ts[0] >= self.last and (ts_sorted or bool((ts[1:] >= ts[:-1]).all())):  # the usual case
             self.last = int(ts[-1])
             return ts
         mono = np.maximum.accumulate(np.maximum(ts, self.last))
@@ -133,7 +134,7 @@ class Replay:
     # ------------------------------------------------------------------ batches
 
     def batch(self, b: Batch) -> None:
-        times = self.clock.times(b.ts_ns)
+        times = self.clock.times(b.ts_ns, b.ts_sorted)
         if not self.fast:
             for i in range(len(b)):
                 self.packet(b, i, int(times[i]))
@@ -141,9 +142,13 @@ class Replay:
         from .fastpath import jit_batch
 
         # runs of packets from one capture interface: each run is one native batch where it can be
-        cut = np.flatnonzero(np.diff(b.interface)) + 1
-        for s, e in zip(np.concatenate(([0], cut)).tolist(), np.concatenate((cut, [len(b)])).tolist(),
-                        strict=True):
+        if b.one_interface:  # (the reader knows: no numpy passes here, between native batches)
+            runs: list[tuple[int, int]] = [(0, len(b))]
+        else:
+            cut = np.flatnonzero(np.diff(b.interface)) + 1
+            runs = list(zip(np.concatenate(([0], cut)).tolist(), np.concatenate((cut, [len(b)])).tolist(),
+                            strict=True))
+        for s, e in runs:
             iface = self.p.interface_for(int(b.interface[s]))
             run = b if (s, e) == (0, len(b)) else _slice(b, s, e)
             if iface is not None and jit_batch(self, iface, run, times[s:e]):
