@@ -13,7 +13,9 @@ several times the kernel's CPU per byte.
 
 `plan` (compiled with llvmlite: a loop over ~100,000 pieces per replay, too many for Python) makes one
 writev's iovecs (at most IOV_MAX) from the stream; `write_pieces` writes the whole stream, plan by plan,
-resuming after short writes. The bytes written are the pieces' bytes, in order.
+resuming after short writes, in one native call (xdpsim_writev_all: the writer thread takes the GIL back
+once per stream, not twice per writev -- ~26 times per 65,536-packet batch, each a moment the programs'
+thread could find the GIL taken). The bytes written are the pieces' bytes, in order.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ MAX_BYTES = 1 << 20  # bytes per writev at most (measured: see write_pieces)
 _I1, _I64, _I8 = ir.IntType(1), ir.IntType(64), ir.IntType(8)
 _PTR = ir.PointerType()
 _NAME = "xdpsim_writev_plan"
+_NAME_ALL = "xdpsim_writev_all"
 
 
 def _c(v: int, ty: ir.IntType = _I64) -> ir.Constant:
@@ -159,13 +162,122 @@ def _module() -> ir.Module:
     b.store(k, state, align=8)
     b.store(total, word(state, _c(1), "tp"), align=8)
     b.ret(i)
+    _build_write_all(m, f)
     return m
+
+
+_I32 = ir.IntType(32)
+_EINTR = errno.EINTR
+NO_PROGRESS = -(1 << 20)  # xdpsim_writev_all's result when a plan used nothing (cannot happen: checked)
+WROTE_NOTHING = NO_PROGRESS - 1  # ... when a writev returned 0 with bytes left
+
+
+def _build_write_all(m: ir.Module, plan: ir.Function) -> None:
+    """xdpsim_writev_all(pieces, n, min_ref, stage, stage_size, out, out_max, max_bytes, state, fd, writev,
+    errno_at) -> 0, or -errno (WROTE_NOTHING: a writev returned 0; NO_PROGRESS).
+
+    The whole stream in one call (one GIL round trip per stream, not two per writev): plan by plan,
+    `writev(fd, iovecs, count)` (ssize_t; -1 and errno set on failure, read through `errno_at()`, the
+    address of the thread's errno) again from where a short write stopped, EINTR retried.
+    """
+    wty = ir.FunctionType(_I64, [_I32, _PTR, _I32])
+    ety = ir.FunctionType(_PTR, [])
+    fnty = ir.FunctionType(_I64, [_PTR, _I64, _I64, _PTR, _I64, _PTR, _I64, _I64, _PTR, _I32, _I64, _I64])
+    f = ir.Function(m, fnty, _NAME_ALL)
+    pieces, n, min_ref, stage, stage_size, out, out_max, max_bytes, state, fd, wfn, efn = f.args
+    b0 = ir.IRBuilder(f.append_basic_block("fns"))
+    wptr = b0.inttoptr(wfn, wty.as_pointer(), "writev")
+    eptr = b0.inttoptr(efn, ety.as_pointer(), "errno_at")
+    names = ["entry", "loop", "plan", "send", "failed", "fail", "wrote", "partial", "eio", "adv", "skip",
+             "part", "sent", "ok", "stuck"]
+    bb = {name: f.append_basic_block(name) for name in names}
+    b0.branch(bb["entry"])
+    b = ir.IRBuilder(bb["entry"])
+    b.branch(bb["loop"])
+
+    def at_end(block: str) -> ir.IRBuilder:
+        b.position_at_end(bb[block])
+        return b
+
+    def word(base: ir.Value, idx: ir.Value, name: str) -> ir.Value:
+        return b.gep(base, [idx], source_etype=_I64, name=name)
+
+    at_end("loop")  # i: pieces written
+    i = b.phi(_I64, "i")
+    b.cbranch(b.icmp_signed("<", i, n, "more"), bb["plan"], bb["ok"])
+
+    at_end("plan")
+    at = b.gep(pieces, [b.shl(i, _c(4), "i16")], source_etype=_I8, name="at")
+    used = b.call(plan, [at, b.sub(n, i, "left"), min_ref, stage, stage_size, out, out_max, max_bytes,
+                         state], name="used")
+    count = b.load(state, "count", typ=_I64, align=8)
+    total = b.load(word(state, _c(1), "tp"), "total", typ=_I64, align=8)
+    progress = b.or_(b.icmp_signed(">", used, _c(0), "u"), b.icmp_signed(">", total, _c(0), "t"), "prog")
+    b.cbranch(progress, bb["send"], bb["stuck"])
+
+    at_end("send")  # first: the first iovec not yet written whole; rest: bytes left
+    first, rest = b.phi(_I64, "first"), b.phi(_I64, "rest")
+    iov = b.gep(out, [b.shl(first, _c(4), "f16")], source_etype=_I8, name="iov")
+    got = b.call(wptr, [fd, iov, b.trunc(b.sub(count, first, "cnt"), _I32, "cnt32")], name="got")
+    b.cbranch(b.icmp_signed("<", got, _c(0), "neg"), bb["failed"], bb["wrote"])
+
+    at_end("failed")
+    err = b.load(b.call(eptr, [], name="errp"), "err", typ=_I32, align=4)
+    b.cbranch(b.icmp_signed("==", err, _c(_EINTR, _I32), "intr"), bb["send"], bb["fail"])
+    at_end("fail")
+    b.ret(b.sub(_c(0), b.sext(err, _I64, "err64"), "nerr"))
+
+    at_end("wrote")
+    rest1 = b.sub(rest, got, "rest1")
+    b.cbranch(b.icmp_signed("<=", rest1, _c(0), "all"), bb["sent"], bb["partial"])
+    at_end("partial")
+    b.cbranch(b.icmp_signed("==", got, _c(0), "none"), bb["eio"], bb["adv"])
+    at_end("eio")
+    b.ret(_c(WROTE_NOTHING))
+
+    at_end("adv")  # skip the iovecs written whole; the one cut short starts where the write stopped
+    fa, ra = b.phi(_I64, "fa"), b.phi(_I64, "ra")
+    lenp = word(out, b.add(b.shl(fa, _c(1), "fa2"), _c(1), "fa21"), "lenp")
+    length = b.load(lenp, "len", typ=_I64, align=8)
+    b.cbranch(b.icmp_unsigned(">=", ra, length, "whole"), bb["skip"], bb["part"])
+    at_end("skip")
+    fa1, ra1 = b.add(fa, _c(1), "fa1"), b.sub(ra, length, "ra1")
+    b.branch(bb["adv"])
+    at_end("part")
+    basep = word(out, b.shl(fa, _c(1), "fb2"), "basep")
+    b.store(b.add(b.load(basep, "base", typ=_I64, align=8), ra, "base1"), basep, align=8)
+    b.store(b.sub(length, ra, "len1"), lenp, align=8)
+    b.branch(bb["send"])
+
+    at_end("sent")
+    i1 = b.add(i, used, "i1")
+    b.branch(bb["loop"])
+    at_end("ok")
+    b.ret(_c(0))
+    at_end("stuck")
+    b.ret(_c(NO_PROGRESS))
+
+    i.add_incoming(_c(0), bb["entry"])
+    i.add_incoming(i1, bb["sent"])
+    first.add_incoming(_c(0), bb["plan"])
+    first.add_incoming(first, bb["failed"])
+    first.add_incoming(fa, bb["part"])
+    rest.add_incoming(total, bb["plan"])
+    rest.add_incoming(rest, bb["failed"])
+    rest.add_incoming(rest1, bb["part"])
+    fa.add_incoming(first, bb["partial"])
+    fa.add_incoming(fa1, bb["skip"])
+    ra.add_incoming(got, bb["partial"])
+    ra.add_incoming(ra1, bb["skip"])
 
 
 _PLAN = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
                          ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p)
+# (the plan's arguments, then fd, writev's and __errno_location's addresses)
+_WRITE_ALL = ctypes.CFUNCTYPE(_PLAN._restype_, *_PLAN._argtypes_, ctypes.c_int, ctypes.c_int64,
+                              ctypes.c_int64)
 _lock = threading.Lock()
-_compiled: list = []  # [(engine, plan)] once compiled, [None] when llvmlite cannot
+_compiled: list = []  # [(engine, plan, write_all)] once compiled, [None] when llvmlite cannot
 
 
 def _native() -> Any:
@@ -181,7 +293,8 @@ def _native() -> Any:
                 engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), tm)
                 engine.add_object_file(llvm.ObjectFileRef.from_data(_object_code(llvm, tm)))
                 engine.finalize_object()
-                _compiled.append((engine, _PLAN(engine.get_function_address(_NAME))))
+                _compiled.append((engine, _PLAN(engine.get_function_address(_NAME)),
+                                  _WRITE_ALL(engine.get_function_address(_NAME_ALL))))
             except Exception:  # noqa: BLE001 - any llvmlite failure means: the caller's plain gather
                 _compiled.append(None)
         return _compiled[0]
@@ -224,6 +337,11 @@ def available() -> bool:
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.writev.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_int)
 _libc.writev.restype = ctypes.c_ssize_t
+# (the native loop calls these itself)
+_LIBC_WRITEV = ctypes.cast(_libc.writev, ctypes.c_void_p).value or 0
+_LIBC_ERRNO = ctypes.cast(_libc["__errno_location"], ctypes.c_void_p).value or 0
+_WRITEV_T = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int, ctypes.c_void_p, ctypes.c_int)
+_ERRNO_T = ctypes.CFUNCTYPE(ctypes.c_void_p)
 
 
 def _writev(fd: int, iov_addr: int, count: int) -> int:
@@ -267,7 +385,7 @@ def write_pieces(fd: int, iov: np.ndarray, n: int, stage: np.ndarray, min_ref: i
     0.1 (more calls); a replay rewriting every packet (rewrite.o:swap_tx: 4 MiB pieces of record
     buffers, written whole before) 0.136 -> 0.099. max_iov: iovecs per writev (fewer: for tests).
     """
-    plan = _native()[1]
+    write_all = _native()[2]
     if not 0 < min_ref <= len(stage):
         raise ValueError(f"min_ref {min_ref} must be in 1..{len(stage)} (the stage's size)")
     if not 0 < max_iov <= IOV_MAX:
@@ -276,31 +394,40 @@ def write_pieces(fd: int, iov: np.ndarray, n: int, stage: np.ndarray, min_ref: i
         raise ValueError(f"max_bytes {max_bytes} must be at least 1")
     iov = np.ascontiguousarray(iov[:n], np.uint64)
     out_addr, state_addr = _scratch.addrs
-    base, stage_addr, i = iov.ctypes.data, stage.ctypes.data, 0
-    while i < n:
-        used = plan(base + 16 * i, n - i, min_ref, stage_addr, len(stage), out_addr, max_iov, max_bytes,
-                    state_addr)
-        state = _scratch.state
-        count, total = int(state[0]), int(state[1])
-        if used <= 0 and total <= 0:  # (cannot happen with the checks above: never loop without progress)
-            raise RuntimeError(f"writev plan made no progress at piece {i} of {n}")
-        _send(fd, _scratch.out, count, total)
-        i += used
+    with _Syscalls() as (wfn, efn):
+        got = write_all(iov.ctypes.data, n, min_ref, stage.ctypes.data, len(stage), out_addr, max_iov,
+                        max_bytes, state_addr, fd, wfn, efn)
+    if got == NO_PROGRESS:  # (cannot happen with the checks above)
+        raise RuntimeError(f"writev plan made no progress ({n} pieces)")
+    if got == WROTE_NOTHING:
+        raise OSError(errno.EIO, f"writev to fd {fd} wrote nothing")
+    if got < 0:
+        raise OSError(-got, os.strerror(-got))
 
 
-def _send(fd: int, out: np.ndarray, count: int, total: int) -> None:
-    """writev of out[:count] (`total` bytes), again from where a short write stopped, until all written."""
-    first = 0
-    while True:
-        done = _writev(fd, out.ctypes.data + 16 * first, count - first)
-        total -= done
-        if total <= 0:
-            return
-        if done == 0:
-            raise OSError(errno.EIO, f"writev to fd {fd} wrote nothing ({total} bytes left)")
-        ends = np.cumsum(out[first:count, 1], dtype=np.int64)
-        whole = int(np.searchsorted(ends, done, side="right"))  # iovecs written whole
-        first += whole
-        part = done - (int(ends[whole - 1]) if whole else 0)
-        out[first, 0] += np.uint64(part)
-        out[first, 1] -= np.uint64(part)
+class _Syscalls:
+    """The writev and errno-address functions the native loop calls: libc's own, or, where a test
+    replaced `_writev` or `_libc` (to write less, or fail), callbacks into those (errno kept here)."""
+
+    _REAL = (_writev, _libc)
+
+    def __enter__(self) -> tuple[int, int]:
+        if (_writev, _libc) == self._REAL:
+            return _LIBC_WRITEV, _LIBC_ERRNO
+        err = ctypes.c_int(0)
+
+        def call(fd: int, addr: int, count: int) -> int:
+            try:
+                return _writev(fd, addr, count)
+            except OSError as e:
+                err.value = e.errno or errno.EIO
+                return -1
+
+        self._fns = (_WRITEV_T(call), _ERRNO_T(lambda: ctypes.addressof(err)), err)
+        return (ctypes.cast(self._fns[0], ctypes.c_void_p).value or 0,
+                ctypes.cast(self._fns[1], ctypes.c_void_p).value or 0)
+
+    def __exit__(self, *exc: object) -> None:
+        self._fns = None
+
+
