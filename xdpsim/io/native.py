@@ -397,26 +397,32 @@ def _native():
 
 
 def _object_code(llvm: Any, tm: Any) -> bytes:
-    """The walkers' machine code: from the disk cache (beside the JIT's, off with XDPSIM_JIT_CACHE=0)
-    when this source built it with this LLVM for this target, else compiled (~40 ms of building and
-    code generation, which a replay would otherwise spend in its reader thread) and cached."""
+    """The walkers' machine code (~40 ms of building and code generation otherwise, which a replay would
+    spend in its reader thread): see cached_object_code."""
+    return cached_object_code("walkers", Path(__file__), _module, llvm, tm)
+
+
+def cached_object_code(name: str, source: Path, module: Callable[[], ir.Module], llvm: Any, tm: Any) -> bytes:
+    """Machine code of `module()` (built from the file `source`): from the disk cache beside the JIT's
+    (off with XDPSIM_JIT_CACHE=0) when this source built it with this LLVM for this target, else
+    compiled and cached (whole files only: written aside, then renamed, for concurrent readers)."""
     path = None
     if os.environ.get("XDPSIM_JIT_CACHE", "1") != "0":
-        h = hashlib.sha256(Path(__file__).read_bytes())
+        h = hashlib.sha256(source.read_bytes())
         h.update(f"{llvm.llvm_version_info} {tm.triple} {tm.target_data}".encode())
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        path = Path(base) / "xdpsim" / "io" / f"walkers-{h.hexdigest()[:32]}.o"
+        path = Path(base) / "xdpsim" / "io" / f"{name}-{h.hexdigest()[:32]}.o"
         try:
             return path.read_bytes()
         except OSError:
             pass
-    mod = llvm.parse_assembly(str(_module()))
+    mod = llvm.parse_assembly(str(module()))
     mod.verify()
     obj = tm.emit_object(mod)
     if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")  # (whole files only, for readers)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
             with os.fdopen(fd, "wb") as f:
                 f.write(obj)
             os.replace(tmp, path)

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import hashlib
 import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -301,32 +299,11 @@ def _native() -> Any:
 
 
 def _object_code(llvm: Any, tm: Any) -> bytes:
-    """The plan's machine code: from the disk cache beside the JIT's (off with XDPSIM_JIT_CACHE=0) when
-    this source built it with this LLVM for this target, else compiled (tens of ms the writer thread
-    would spend at every replay's first write) and cached."""
-    path = None
-    if os.environ.get("XDPSIM_JIT_CACHE", "1") != "0":
-        h = hashlib.sha256(Path(__file__).read_bytes())
-        h.update(f"{llvm.llvm_version_info} {tm.triple} {tm.target_data}".encode())
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        path = Path(base) / "xdpsim" / "io" / f"writev-{h.hexdigest()[:32]}.o"
-        try:
-            return path.read_bytes()
-        except OSError:
-            pass
-    mod = llvm.parse_assembly(str(_module()))
-    mod.verify()
-    obj = tm.emit_object(mod)
-    if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")  # (whole files only, for readers)
-            with os.fdopen(fd, "wb") as f:
-                f.write(obj)
-            os.replace(tmp, path)
-        except OSError:
-            pass  # (no cache then: compiled again next time)
-    return obj
+    """The plan's machine code, disk-cached (tens of ms the writer thread would spend at every replay's
+    first write otherwise)."""
+    from ..io.native import cached_object_code
+
+    return cached_object_code("writev", Path(__file__), _module, llvm, tm)
 
 
 def available() -> bool:
