@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 
@@ -65,3 +66,15 @@ def check_invariant(stats: dict) -> None:
         assert sum(reasons.values()) == stats["outcomes"][outcome]
         assert set(reasons) <= set(REASONS[outcome])
     assert set(stats["outcomes"]) == set(OUTCOMES)
+
+
+def numbered_capture(path: Path, n: int) -> Path:
+    """n Ethernet records of 60..187 bytes, packet i holding i in its bytes 20..24."""
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
+    for i in range(n):
+        frame = bytearray(60 + i % 128)
+        frame[12:14] = b"\x08\x00"
+        frame[20:24] = i.to_bytes(4, "big")
+        out.append(struct.pack("<IIII", 1_700_000_000 + i, i, len(frame), len(frame)) + bytes(frame))
+    path.write_bytes(b"".join(out))
+    return path

@@ -7,21 +7,10 @@ import struct
 from pathlib import Path
 
 import pytest
+from pipeline_setup import numbered_capture
 
 from xdpsim.io import read_batches
 from xdpsim.io.batch import load_code
-
-
-def _capture(path: Path, n: int) -> Path:
-    """n Ethernet records of 60..187 bytes, packet i holding i in its bytes 20..24."""
-    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
-    for i in range(n):
-        frame = bytearray(60 + i % 128)
-        frame[12:14] = b"\x08\x00"
-        frame[20:24] = i.to_bytes(4, "big")
-        out.append(struct.pack("<IIII", 1_700_000_000 + i, i, len(frame), len(frame)) + bytes(frame))
-    path.write_bytes(b"".join(out))
-    return path
 
 
 def _packets(r: object) -> list[bytes]:
@@ -33,7 +22,7 @@ def _packets(r: object) -> list[bytes]:
 def test_ramp_sizes_and_same_packets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mmap: str,
                                      prefetch: bool) -> None:
     monkeypatch.setenv("XDPSIM_MMAP", mmap)
-    cap = _capture(tmp_path / "c.pcap", 12000)  # ~1.5 MB: mapped where the lease allows
+    cap = numbered_capture(tmp_path / "c.pcap", 12000)  # ~1.5 MB: mapped where the lease allows
     with open(cap, "ab") as f:
         f.write(b"\x00" * 20)  # a truncated record header at the end: a warning
     ramp = read_batches(cap, 1000, prefetch=prefetch, first=7)
@@ -49,7 +38,7 @@ def test_ramp_sizes_and_same_packets(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_first_bigger_than_batch_size_is_batch_size(tmp_path: Path) -> None:
-    cap = _capture(tmp_path / "c.pcap", 250)
+    cap = numbered_capture(tmp_path / "c.pcap", 250)
     assert [len(b) for b in read_batches(cap, 100, first=1000)] == [100, 100, 50]
 
 
@@ -57,7 +46,7 @@ def test_damage_inside_the_ramp(tmp_path: Path) -> None:
     """A record whose caplen is past any snap length: the batches before it, then its CaptureError."""
     from xdpsim.errors import CaptureError
 
-    cap = _capture(tmp_path / "c.pcap", 100)
+    cap = numbered_capture(tmp_path / "c.pcap", 100)
     data = bytearray(cap.read_bytes())
     at = 24 + sum(16 + 60 + i % 128 for i in range(20))  # record 20's header
     data[at + 8 : at + 12] = struct.pack("<I", 1 << 30)
@@ -84,7 +73,7 @@ def test_a_capture_shrinking_between_reads_gives_its_whole_records_first(
     from xdpsim.errors import CaptureError
 
     monkeypatch.setenv("XDPSIM_MMAP", "0")
-    cap = _capture(tmp_path / "c.pcap", 2000)
+    cap = numbered_capture(tmp_path / "c.pcap", 2000)
     ends = [24]
     for i in range(2000):
         ends.append(ends[-1] + 16 + 60 + i % 128)
@@ -103,7 +92,7 @@ def test_a_capture_shrinking_between_reads_gives_its_whole_records_first(
 def test_reader_flags_sorted_times_and_one_interface(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                      mmap: str) -> None:
     monkeypatch.setenv("XDPSIM_MMAP", mmap)
-    cap = _capture(tmp_path / "c.pcap", 12000)
+    cap = numbered_capture(tmp_path / "c.pcap", 12000)
     data = bytearray(cap.read_bytes())
     at = 24 + sum(16 + 60 + i % 128 for i in range(2500))  # record 2500 (third batch) a second back
     data[at : at + 4] = struct.pack("<I", 1_700_000_000 + 2500 - 2)

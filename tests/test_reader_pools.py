@@ -4,26 +4,14 @@ fault and a clear per 4 KiB), and a consumer that keeps its batches still sees e
 
 from __future__ import annotations
 
-import struct
 import weakref
 from pathlib import Path
 
 import numpy as np
 import pytest
+from pipeline_setup import numbered_capture
 
 from xdpsim.io import read_batches
-
-
-def _capture(path: Path, n: int) -> Path:
-    """n Ethernet records of 60..187 bytes, packet i holding i in its bytes 20..24."""
-    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
-    for i in range(n):
-        frame = bytearray(60 + i % 128)
-        frame[12:14] = b"\x08\x00"
-        frame[20:24] = i.to_bytes(4, "big")
-        out.append(struct.pack("<IIII", 1_700_000_000 + i, i, len(frame), len(frame)) + bytes(frame))
-    path.write_bytes(b"".join(out))
-    return path
 
 
 def _distinct(seen: list[weakref.ref], arr: np.ndarray) -> None:
@@ -37,7 +25,7 @@ def _distinct(seen: list[weakref.ref], arr: np.ndarray) -> None:
 def test_dropped_batches_give_their_buffers_back(tmp_path: Path, prefetch: bool,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDPSIM_MMAP", "0")  # (read buffers: mapped windows are one per batch)
-    cap = _capture(tmp_path / "c.pcap", 2000)
+    cap = numbered_capture(tmp_path / "c.pcap", 2000)
     columns: list[weakref.ref] = []
     buffers: list[weakref.ref] = []
     count = 0
@@ -54,7 +42,7 @@ def test_dropped_batches_give_their_buffers_back(tmp_path: Path, prefetch: bool,
 
 
 def test_kept_batches_keep_their_bytes(tmp_path: Path) -> None:
-    cap = _capture(tmp_path / "c.pcap", 2000)
+    cap = numbered_capture(tmp_path / "c.pcap", 2000)
     kept = list(read_batches(cap, 100, prefetch=True))
     assert [b.index for b in kept] == list(range(0, 2000, 100))
     for b in kept:

@@ -378,14 +378,7 @@ def _native():
     with _lock:
         if not _compiled:
             try:
-                import llvmlite.binding as llvm
-
-                llvm.initialize_native_target()
-                llvm.initialize_native_asmprinter()
-                tm = llvm.Target.from_default_triple().create_target_machine(opt=2)
-                engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), tm)
-                engine.add_object_file(llvm.ObjectFileRef.from_data(_object_code(llvm, tm)))
-                engine.finalize_object()
+                engine = native_engine("walkers", Path(__file__), _module)
                 _compiled.append((engine, _INDEX(engine.get_function_address("xdpsim_pcap_index")),
                                   _INTERLEAVE(engine.get_function_address("xdpsim_interleave")),
                                   _NG_INDEX(engine.get_function_address("xdpsim_pcapng_index")),
@@ -396,10 +389,18 @@ def _native():
         return _compiled[0]
 
 
-def _object_code(llvm: Any, tm: Any) -> bytes:
-    """The walkers' machine code (~40 ms of building and code generation otherwise, which a replay would
-    spend in its reader thread): see cached_object_code."""
-    return cached_object_code("walkers", Path(__file__), _module, llvm, tm)
+def native_engine(name: str, source: Path, module: Callable[[], ir.Module]) -> Any:
+    """An llvmlite engine holding the machine code of `module()` (built from the file `source`; disk-cached
+    as `name`, see cached_object_code), finalised: read its functions with get_function_address."""
+    import llvmlite.binding as llvm
+
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    tm = llvm.Target.from_default_triple().create_target_machine(opt=2)
+    engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), tm)
+    engine.add_object_file(llvm.ObjectFileRef.from_data(cached_object_code(name, source, module, llvm, tm)))
+    engine.finalize_object()
+    return engine
 
 
 def cached_object_code(name: str, source: Path, module: Callable[[], ir.Module], llvm: Any, tm: Any) -> bytes:

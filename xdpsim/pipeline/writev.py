@@ -283,27 +283,15 @@ def _native() -> Any:
     with _lock:
         if not _compiled:
             try:
-                import llvmlite.binding as llvm
+                from ..io.native import native_engine
 
-                llvm.initialize_native_target()
-                llvm.initialize_native_asmprinter()
-                tm = llvm.Target.from_default_triple().create_target_machine(opt=2)
-                engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), tm)
-                engine.add_object_file(llvm.ObjectFileRef.from_data(_object_code(llvm, tm)))
-                engine.finalize_object()
+                # (disk-cached: tens of ms the writer thread would spend at every replay's first write)
+                engine = native_engine("writev", Path(__file__), _module)
                 _compiled.append((engine, _PLAN(engine.get_function_address(_NAME)),
                                   _WRITE_ALL(engine.get_function_address(_NAME_ALL))))
             except Exception:  # noqa: BLE001 - any llvmlite failure means: the caller's plain gather
                 _compiled.append(None)
         return _compiled[0]
-
-
-def _object_code(llvm: Any, tm: Any) -> bytes:
-    """The plan's machine code, disk-cached (tens of ms the writer thread would spend at every replay's
-    first write otherwise)."""
-    from ..io.native import cached_object_code
-
-    return cached_object_code("writev", Path(__file__), _module, llvm, tm)
 
 
 def available() -> bool:
